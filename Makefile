@@ -1,0 +1,25 @@
+# `make demo` and `make test` work on a fresh machine with only Python 3.10-3.12:
+# each creates .venv and installs wild3d with its test extras when missing.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+
+.PHONY: demo test venv clean
+
+venv: $(STAMP)
+
+$(STAMP): setup.py
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[test]'
+	touch $(STAMP)
+
+demo: $(STAMP)
+	$(PY) -m wild3d_tf.demo --output_dir demo_output
+
+test: $(STAMP)
+	$(PY) -m pytest -n 2 --durations=15 tests
+
+clean:
+	rm -rf $(VENV) demo_output .pytest_cache

@@ -1,0 +1,1 @@
+"""Synthetic people in the native layouts of the four datasets (see ``__main__``)."""
