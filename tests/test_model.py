@@ -1,0 +1,106 @@
+"""The network of paper Sec. 3: shapes, the backbone cut, Res5a stride, weights by name."""
+
+import h5py
+import keras
+from keras.src.legacy.saving import legacy_h5_format
+import numpy as np
+import pytest
+
+from wild3d_tf import model as model_lib
+from wild3d_tf.config import ModelConfig
+
+
+@pytest.fixture(scope="module")
+def full_model():
+  return model_lib.build_model(256, "full")
+
+
+def test_full_model_output_shapes(full_model):
+  shapes = {name: tuple(t.shape[1:]) for name, t in full_model.output.items()}
+  assert shapes == {"heatmaps": (16, 16, 14), "f3d": (16, 16, 64), "pose3d": (17, 3), "camera": (4,),
+                    "pose2d": (14, 2), "heatmaps_res4d": (16, 16, 14), "heatmaps_res5a": (16, 16, 14)}
+
+
+def test_full_model_parameter_count(full_model):
+  # Catches silent architecture drift; the README quotes this number.
+  assert full_model.count_params() == 34_418_935
+
+
+def test_backbone_stops_at_res4f_and_res5a_has_stride_1(full_model):
+  names = [layer.name for layer in full_model.layers]
+  assert "conv4_block6_out" in names and "conv4_block7_out" not in names
+  assert not any(name.startswith("conv5_") for name in names)
+  res4f = full_model.get_layer("conv4_block6_out").output
+  res5a = full_model.get_layer("res5a_out").output
+  assert tuple(res4f.shape[1:3]) == tuple(res5a.shape[1:3]) == (16, 16)
+  assert res5a.shape[-1] == 1024
+  for conv in ("res5a_0_conv", "res5a_1_conv", "res5a_2_conv", "res5a_3_conv"):
+    assert full_model.get_layer(conv).strides == (1, 1)
+  # Res4d is conv4_block4 (a, b, c, d): the intermediate heatmaps come from it and Res5a.
+  assert full_model.get_layer("heatmaps_res4d").input is full_model.get_layer("conv4_block4_out").output
+  assert full_model.get_layer("heatmaps_res5a").input is res5a
+  # h2D is the first 14 channels of F3D.
+  assert full_model.get_layer("heatmaps").input is full_model.get_layer("f3d").output
+
+
+def test_lifting_mlp_topology(full_model):
+  for name in ("z", "f3d_fc1", "f3d_fc2", "f3d_fc3", "f3d_fc4"):
+    assert full_model.get_layer(name).units == 1024
+  fc2, z, residual = (full_model.get_layer(n) for n in ("f3d_fc2", "z", "f3d_residual"))
+  assert residual.input[0] is fc2.output and residual.input[1] is z.output
+  assert full_model.get_layer("f3d_fc3").input is residual.output
+  assert full_model.get_layer("f3d_out").units == 51
+
+
+def test_tiny_variant_same_topology_smaller():
+  tiny = model_lib.build_model(128, "tiny")
+  assert {name: tuple(t.shape[1:]) for name, t in tiny.output.items()}["heatmaps"] == (8, 8, 14)
+  assert tiny.count_params() < 1_000_000
+  full_names = [l.name for l in model_lib.build_model(256, "full").layers]
+  assert [l.name for l in tiny.layers] == full_names
+
+
+def test_projection_is_weak_perspective_of_pose3d():
+  tiny = model_lib.build_model(64, "tiny")
+  images = np.random.default_rng(0).uniform(0, 255, size=(2, 64, 64, 3)).astype(np.float32)
+  out = tiny(images)
+  pose3d, camera = np.asarray(out["pose3d"]), np.asarray(out["camera"])
+  projected = pose3d[:, model_lib.PROJECTED_JOINTS]
+  expected = np.stack([camera[:, None, 2] * projected[..., 0] + camera[:, None, 0],
+                       camera[:, None, 3] * projected[..., 1] + camera[:, None, 1]], axis=-1)
+  np.testing.assert_allclose(np.asarray(out["pose2d"]), expected, rtol=1e-5, atol=1e-3)
+  # f_c's last layer starts at zero: crop centre and the 2 m-person scale.
+  np.testing.assert_allclose(camera, [[32, 32, 64 / 2000, 64 / 2000]] * 2, rtol=1e-6)
+
+
+def test_model_round_trips_through_keras_format(tmp_path):
+  tiny = model_lib.build_model(64, "tiny")
+  path = tmp_path / "tiny.keras"
+  tiny.save(path)
+  again = keras.saving.load_model(path)
+  images = np.random.default_rng(1).uniform(0, 255, size=(1, 64, 64, 3)).astype(np.float32)
+  for name, value in tiny(images).items():
+    np.testing.assert_allclose(np.asarray(again(images)[name]), np.asarray(value), rtol=1e-5, atol=1e-5)
+
+
+def test_imagenet_weights_load_by_name_from_a_local_file(tmp_path):
+  # A stand-in for Keras' ImageNet file: same format (legacy HDF5 weights of
+  # keras.applications.ResNet50 without top), random values.
+  keras.utils.set_random_seed(3)
+  reference = keras.applications.ResNet50(include_top=False, weights=None, input_shape=(64, 64, 3))
+  path = str(tmp_path / "resnet50_weights_tf_dim_ordering_tf_kernels_notop.h5")
+  with h5py.File(path, "w") as f:
+    legacy_h5_format.save_weights_to_hdf5_group(f, reference)
+  model = model_lib.build_model(64, "full", imagenet_weights=path)
+  for name in ("conv1_conv", "conv2_block1_0_bn", "conv4_block6_3_conv"):
+    for mine, theirs in zip(model.get_layer(name).get_weights(), reference.get_layer(name).get_weights()):
+      np.testing.assert_array_equal(mine, theirs)
+
+
+def test_missing_weights_file_and_bad_arguments_are_clear():
+  with pytest.raises(FileNotFoundError, match="nothing is downloaded"):
+    model_lib.build_model(64, "tiny", imagenet_weights="/nonexistent/resnet50.h5")
+  with pytest.raises(ValueError, match="variant"):
+    model_lib.build_model(64, "huge")
+  with pytest.raises(ValueError, match="multiple of 16"):
+    ModelConfig(input_size=100)
