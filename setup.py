@@ -11,6 +11,7 @@ setuptools.setup(
     python_requires=">=3.10,<3.13",
     packages=setuptools.find_packages(include=["wild3d_tf", "wild3d_tf.*",
                                                "beam_preprocess", "beam_preprocess.*"]),
+    package_data={"wild3d_tf.synthetic": ["data/*.bvh", "data/README.md"]},
     # Ranges tested together on Python 3.11 (see README, "Dependencies").
     install_requires=[
         "tensorflow>=2.21,<2.22",

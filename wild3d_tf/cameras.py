@@ -129,17 +129,26 @@ def distort_h36m(xy: np.ndarray, radial, tangential) -> np.ndarray:
 
 
 def undistort_h36m(xy_distorted: np.ndarray, radial, tangential, iterations: int = 20) -> np.ndarray:
-  """Inverts :func:`distort_h36m` by Newton's method on the 2x2 Jacobian."""
+  """Inverts :func:`distort_h36m` by Newton's method with the analytic Jacobian."""
   target = np.asarray(xy_distorted, dtype=np.float64)
+  k1, k2, k3 = radial
+  p1, p2 = tangential
   xy = target.copy()
-  eps = 1e-7
   for _ in range(iterations):
-    residual = distort_h36m(xy, radial, tangential) - target
-    # Finite-difference Jacobian: the model is smooth and this stays short.
-    jx = (distort_h36m(xy + [eps, 0], radial, tangential) - distort_h36m(xy, radial, tangential)) / eps
-    jy = (distort_h36m(xy + [0, eps], radial, tangential) - distort_h36m(xy, radial, tangential)) / eps
-    jac = np.stack([jx, jy], axis=-1)  # (..., 2 outputs, 2 inputs)
-    xy = xy - np.linalg.solve(jac, residual[..., None])[..., 0]
+    x, y = xy[..., 0], xy[..., 1]
+    r2 = x * x + y * y
+    factor = 1 + k1 * r2 + k2 * r2 ** 2 + k3 * r2 ** 3 + p1 * y + p2 * x
+    ex = x * factor + p2 * r2 - target[..., 0]
+    ey = y * factor + p1 * r2 - target[..., 1]
+    if max(np.abs(ex).max(initial=0.0), np.abs(ey).max(initial=0.0)) < 1e-13:
+      break
+    dr = 2 * (k1 + 2 * k2 * r2 + 3 * k3 * r2 ** 2)  # d(radial)/dx = dr * x
+    j11 = factor + x * (dr * x + p2) + 2 * p2 * x
+    j12 = x * (dr * y + p1) + 2 * p2 * y
+    j21 = y * (dr * x + p2) + 2 * p1 * x
+    j22 = factor + y * (dr * y + p1) + 2 * p1 * y
+    det = j11 * j22 - j12 * j21
+    xy = xy - np.stack([(j22 * ex - j12 * ey) / det, (j11 * ey - j21 * ex) / det], axis=-1)
   return xy
 
 

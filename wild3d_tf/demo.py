@@ -1,6 +1,9 @@
-"""`make demo`: runs what wild3d has so far, end to end, on real motion capture.
+"""`make demo`: runs what wild3d has so far.
 
-Today: CMU motion capture (real, free) is placed in front of an H3.6M-like
+1. Synthetic data: the ``tiny`` preset in the native layouts of H3.6M,
+   MPI-INF-3DHP (train and test), MPII, LSP and LSPET under
+   ``<output_dir>/data``, with a contact sheet per dataset.
+2. Geometry and metrics on real motion: CMU motion capture (real, free) is placed in front of an H3.6M-like
 camera with lens distortion, projected to pixels, cropped square around the
 2D joints as at test time, and rotated into each crop's virtual camera. A
 stand-in for a network (the ground truth as the crop sees it, 8 % too small
@@ -25,12 +28,11 @@ from absl import app, flags, logging
 import numpy as np
 
 from wild3d_tf import cameras, geometry, metrics, skeletons, visualize
-from wild3d_tf.synthetic import bvh
+from wild3d_tf.synthetic import bvh, generate, scene
 
-_SHARED_DATA = pathlib.Path(__file__).resolve().parents[2] / "shared" / "data"
 
 _OUTPUT_DIR = flags.DEFINE_string("output_dir", "demo_output", "Where the report and pictures go.")
-_BVH = flags.DEFINE_string("bvh", str(_SHARED_DATA / "cmu_mocap" / "scaled_131_01.bvh"),
+_BVH = flags.DEFINE_string("bvh", str(scene.CMU_DIR / "scaled_131_01.bvh"),
                            "A BVH file in metres (CMU naming).")
 _SEED = flags.DEFINE_integer("seed", 0, "Seed of the simulated prediction noise.")
 _STRIDE = flags.DEFINE_integer("stride", 12, "Use every n-th motion frame (120 fps files: 12 = 10 fps).")
@@ -102,11 +104,17 @@ def run(bvh_path: str, output_dir: str, seed: int = 0, stride: int = 12) -> dict
 
 def main(argv):
   del argv
+  data = os.path.join(_OUTPUT_DIR.value, "data")
+  print(f"[1/2] synthetic tiny datasets -> {data}")
+  seconds = generate.generate(data, "tiny", _SEED.value, contact_sheet_dir=_OUTPUT_DIR.value)
+  print(f"      {', '.join(sorted(seconds))} in {sum(seconds.values()):.1f} s; contact sheets "
+        f"{_OUTPUT_DIR.value}/synthetic_*.png")
+  print("[2/2] geometry and metrics on real CMU motion")
   results = run(_BVH.value, _OUTPUT_DIR.value, _SEED.value, _STRIDE.value)
   for name, result in results.items():
     overall = result["protocols"]["unscaled"]["subsets"]["All"]
     logging.info("%s: PCK %.1f, MPJPE %.1f mm", name, overall["pck"], overall["mpjpe"])
-  print(f"wrote {_OUTPUT_DIR.value}/report.md, results.json, pck_curves.png, skeleton.png")
+  print(f"      wrote {_OUTPUT_DIR.value}/report.md, results.json, pck_curves.png, skeleton.png")
 
 
 if __name__ == "__main__":

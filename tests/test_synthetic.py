@@ -1,0 +1,252 @@
+"""The synthetic datasets open with each real dataset's reader and match datasets.md."""
+
+import filecmp
+import json
+import pathlib
+import re
+
+import cdflib
+import cv2
+import h5py
+import numpy as np
+import pytest
+import scipy.io
+
+from wild3d_tf import cameras, skeletons
+from wild3d_tf.synthetic import body, generate, h36m, mpi_inf_3dhp, render
+from wild3d_tf.synthetic.presets import PRESETS
+
+TINY = PRESETS["tiny"]
+
+
+def _video_frames(path):
+  capture = cv2.VideoCapture(str(path))
+  frames = []
+  while True:
+    ok, frame = capture.read()
+    if not ok:
+      break
+    frames.append(frame)
+  return frames
+
+
+# ---------------------------------------------------------------- H3.6M
+
+def test_h36m_layout_and_cdf_shapes(synthetic_tiny):
+  root = synthetic_tiny / "h36m"
+  cams = json.loads((root / "cameras.json").read_text())
+  assert sorted(cams["intrinsic"]) == sorted(h36m.CAMERA_IDS)
+  assert sorted(cams["extrinsic"]) == sorted(TINY.h36m_subjects)
+  takes = sorted(p.name for p in (root / "S1/MyPoseFeatures/D3_Positions").glob("*.cdf"))
+  assert takes == ["Directions 1.cdf", "Walking 1.cdf"]
+  world = cdflib.CDF(str(root / "S1/MyPoseFeatures/D3_Positions/Directions 1.cdf"))["Pose"]
+  assert world.shape == (1, TINY.h36m_frames, 96) and world.dtype == np.float64
+  for index, cam_id in enumerate(h36m.CAMERA_IDS):
+    mono = cdflib.CDF(str(root / f"S1/MyPoseFeatures/D3_Positions_mono/Directions 1.{cam_id}.cdf")).varget("Pose")
+    d2 = cdflib.CDF(str(root / f"S1/MyPoseFeatures/D2_Positions/Directions 1.{cam_id}.cdf")).varget("Pose")
+    frames = TINY.h36m_frames - index % 2  # cameras 2 and 4 record a frame less
+    assert mono.shape == (1, frames, 96) and d2.shape == (1, frames, 64)
+    video = _video_frames(root / f"S1/Videos/Directions 1.{cam_id}.mp4")
+    assert len(video) == frames
+    assert video[0].shape == (cams["intrinsic"][cam_id]["res_h"], cams["intrinsic"][cam_id]["res_w"], 3)
+
+
+def test_h36m_annotations_reproject_with_the_written_cameras(synthetic_tiny):
+  root = synthetic_tiny / "h36m"
+  cams = json.loads((root / "cameras.json").read_text())
+  for subject in TINY.h36m_subjects:
+    for take in (root / subject / "MyPoseFeatures/D3_Positions").glob("*.cdf"):
+      world = cdflib.CDF(str(take))["Pose"].reshape(-1, 32, 3)
+      for cam_id in h36m.CAMERA_IDS:
+        cam = cameras.h36m_json_to_camera(cams["intrinsic"][cam_id], cams["extrinsic"][subject][cam_id])
+        stem = take.stem
+        mono = cdflib.CDF(str(root / subject / f"MyPoseFeatures/D3_Positions_mono/{stem}.{cam_id}.cdf"))["Pose"]
+        d2 = cdflib.CDF(str(root / subject / f"MyPoseFeatures/D2_Positions/{stem}.{cam_id}.cdf"))["Pose"]
+        mono = mono.reshape(-1, 32, 3)
+        np.testing.assert_allclose(cam.world_to_camera(world[:len(mono)]), mono, atol=1e-6)
+        np.testing.assert_allclose(cam.project(mono), d2.reshape(-1, 32, 2), atol=1e-6)
+        # Camera JSON lists tangential as (p2, p1): reading it the other way round is wrong.
+        swapped = cameras.Camera(cam.intrinsics, radial=cam.radial, tangential=cam.tangential[::-1])
+        assert np.abs(swapped.project(mono) - d2.reshape(-1, 32, 2)).max() > 1e-3
+
+
+def test_h36m_names_follow_the_real_quirks():
+  assert h36m.take_name("S1", "Photo", 1) == "TakingPhoto 1"
+  assert h36m.take_name("S1", "Eating", 2) == "Eating"
+  assert h36m.take_name("S9", "WalkDog", 2) == "WalkDog 2"
+
+
+def test_h36m_world_joints_map_to_pose3d_exactly(synthetic_tiny):
+  world = cdflib.CDF(str(synthetic_tiny / "h36m/S9/MyPoseFeatures/D3_Positions/Walking 1.cdf"))["Pose"]
+  pose = skeletons.convert(world.reshape(-1, 32, 3), skeletons.H36M_32, skeletons.POSE3D)
+  lengths = np.linalg.norm(pose[:, [c for c, _ in skeletons.POSE3D.bones]] -
+                           pose[:, [p for _, p in skeletons.POSE3D.bones]], axis=-1)
+  np.testing.assert_allclose(lengths, np.broadcast_to(lengths[:1], lengths.shape), atol=1e-6)
+  assert 1400 < np.ptp(pose[0, :, 1]) < 2000  # a person's height in mm
+
+
+# ---------------------------------------------------------------- MPI-INF-3DHP
+
+def _calibration(path):
+  text = path.read_text().splitlines()
+  assert text[0] == "Skeletool Camera Calibration File V1.0"
+  cams = []
+  for start in range(1, len(text), 7):
+    block = dict(line.split(None, 1) for line in text[start:start + 7])
+    intrinsic = np.array(block["intrinsic"].split(), float).reshape(4, 4)
+    extrinsic = np.array(block["extrinsic"].split(), float).reshape(4, 4)
+    size = tuple(int(v) for v in block["size"].split())
+    cams.append((int(block["name"]), intrinsic, extrinsic, size))
+  return cams
+
+
+def test_3dhp_train_annot_mat_and_calibration(synthetic_tiny):
+  folder = synthetic_tiny / "mpi_inf_3dhp/S1/Seq1"
+  annot = scipy.io.loadmat(folder / "annot.mat")
+  assert annot["annot2"].shape == (14, 1) and annot["annot3"].shape == (14, 1)
+  assert annot["annot2"][0][0].shape == (TINY.dhp_frames, 56)
+  assert annot["univ_annot3"][13][0].shape == (TINY.dhp_frames, 84)
+  np.testing.assert_array_equal(annot["cameras"], np.arange(14)[None])
+  np.testing.assert_array_equal(annot["frames"], np.arange(TINY.dhp_frames)[:, None])
+  cams = _calibration(folder / "camera.calibration")
+  assert [c[0] for c in cams] == list(range(14))
+  for name, intrinsic, extrinsic, size in cams:
+    joints3 = annot["annot3"][name][0].reshape(-1, 28, 3)
+    joints2 = annot["annot2"][name][0].reshape(-1, 28, 2)
+    np.testing.assert_allclose(cameras.project(joints3, intrinsic[:3, :3]), joints2, atol=1e-6)
+    rotation = extrinsic[:3, :3]
+    np.testing.assert_allclose(rotation @ rotation.T, np.eye(3), atol=1e-9)
+    if name in TINY.dhp_video_cameras:
+      frames = _video_frames(folder / f"imageSequence/video_{name}.avi")
+      masks = _video_frames(folder / f"FGmasks/video_{name}.avi")
+      assert len(frames) == len(masks) == TINY.dhp_frames and frames[0].shape[:2] == size[::-1]
+      # Mask channels (BGR as OpenCV reads): R person, G upper body, B lower body.
+      b, g, r = (masks[0][..., i] > 127 for i in range(3))
+      # MJPEG's chroma subsampling blurs where upper and lower body meet: a few pixels only.
+      assert r.sum() > 500 and (g | b)[r].mean() > 0.9 and (g & b)[r].mean() < 0.03
+      joint = joints2[0, skeletons.MPI_INF_3DHP_28.index("left_knee")].round().astype(int)
+      assert b[joint[1], joint[0]] and not g[joint[1], joint[0]]
+
+
+def test_3dhp_universal_skeleton_has_universal_bones(synthetic_tiny):
+  annot = scipy.io.loadmat(synthetic_tiny / "mpi_inf_3dhp/S1/Seq1/annot.mat")
+  univ = skeletons.convert(annot["univ_annot3"][0][0].reshape(-1, 28, 3), skeletons.MPI_INF_3DHP_28, skeletons.POSE3D)
+  lengths = np.linalg.norm(univ[:, [c for c, _ in skeletons.POSE3D.bones]] -
+                           univ[:, [p for _, p in skeletons.POSE3D.bones]], axis=-1)
+  np.testing.assert_allclose(lengths, np.broadcast_to(mpi_inf_3dhp.UNIVERSAL.bone_lengths(), lengths.shape), atol=1e-6)
+
+
+def test_3dhp_test_set_hdf5_shapes_and_least_squares_intrinsics(synthetic_tiny):
+  for n in range(1, 7):
+    folder = synthetic_tiny / f"mpi_inf_3dhp_test_set/TS{n}"
+    with open(folder / "annot_data.mat", "rb") as f:
+      assert f.read(19) == b"MATLAB 7.3 MAT-file"
+    with h5py.File(folder / "annot_data.mat", "r") as f:
+      frames = TINY.dhp_test_frames
+      assert f["annot2"].shape == (frames, 1, 17, 2) and f["annot3"].shape == (frames, 1, 17, 3)
+      assert f["univ_annot3"].shape == (frames, 1, 17, 3)
+      assert f["valid_frame"].shape == f["activity_annotation"].shape == (frames, 1)
+      assert f["annot3"].attrs["MATLAB_class"] == b"double"
+      assert set(np.unique(f["activity_annotation"][:])) <= set(range(1, 8))
+      annot2, annot3 = f["annot2"][:, 0], f["annot3"][:, 0]
+    images = sorted((folder / "imageSequence").glob("img_*.jpg"))
+    assert [p.name for p in images] == [f"img_{i:06d}.jpg" for i in range(1, frames + 1)]
+    height, width = cv2.imread(str(images[0])).shape[:2]
+    assert (width, height) == ((480, 270) if n >= 5 else (512, 512))
+    # u Z = fx X + cx Z (MMPose's way to recover the test cameras): exact for our pinholes.
+    a = np.stack([annot3[..., 0].ravel(), annot3[..., 2].ravel()], -1)
+    fit, residual, _, _ = np.linalg.lstsq(a, (annot2[..., 0] * annot3[..., 2]).ravel(), rcond=None)
+    assert np.sqrt(residual[0] / a.shape[0]) < 1e-3 * fit[0]
+
+
+# ---------------------------------------------------------------- MPII
+
+def test_mpii_release_struct_with_the_real_quirks(synthetic_tiny):
+  release = scipy.io.loadmat(synthetic_tiny / "mpii/mpii_human_pose_v1_u12_1.mat",
+                             struct_as_record=False, squeeze_me=True)["RELEASE"]
+  assert release._fieldnames == ["annolist", "img_train", "version", "single_person", "act", "video_list"]
+  annolist = release.annolist
+  assert len(annolist) == TINY.mpii_images == len(release.img_train)
+  for i, entry in enumerate(annolist):
+    assert re.fullmatch(r"\d{9}\.jpg", entry.image.name)
+    assert (synthetic_tiny / "mpii/images" / entry.image.name).is_file()
+  # Image 0 has one person: its annorect squeezes to a single struct.
+  assert isinstance(annolist[0].annorect, scipy.io.matlab.mat_struct)
+  # Image 1: an empty is_visible, and a person with a single point (squeezed too).
+  first = annolist[1].annorect[0].annopoints.point[0]
+  assert np.size(first.is_visible) == 0
+  assert isinstance(annolist[1].annorect[1].annopoints.point, scipy.io.matlab.mat_struct)
+  assert isinstance(annolist[2].annorect[0].annopoints.point[0].is_visible, str)
+  test = [i for i, flag in enumerate(release.img_train) if flag == 0]
+  assert test and not hasattr(np.atleast_1d(annolist[test[0]].annorect)[0], "annopoints")
+  for i in range(TINY.mpii_images):
+    if i in test:
+      continue
+    for rect in np.atleast_1d(annolist[i].annorect):
+      for point in np.atleast_1d(rect.annopoints.point):
+        assert 0 <= point.id < 16 and point.x >= 1 and point.y >= 1  # MATLAB pixels
+
+
+# ---------------------------------------------------------------- LSP
+
+def test_lsp_and_lspet_shapes_and_flags(synthetic_tiny):
+  lsp = scipy.io.loadmat(synthetic_tiny / "lsp/joints.mat")["joints"]
+  lspet = scipy.io.loadmat(synthetic_tiny / "lspet/joints.mat")["joints"]
+  assert lsp.shape == (3, 14, TINY.lsp_images) and lspet.shape == (14, 3, TINY.lspet_images)
+  assert set(np.unique(lsp[2])) <= {0.0, 1.0} and set(np.unique(lspet[:, 2])) <= {0.0, 1.0}
+  assert (synthetic_tiny / "lsp/images/im0001.jpg").is_file()
+  assert (synthetic_tiny / "lspet/images/im00001.jpg").is_file()
+  # LSP: person-centred, every joint inside the image; the flag marks occlusion.
+  for i in range(TINY.lsp_images):
+    height, width = cv2.imread(str(synthetic_tiny / f"lsp/images/im{i + 1:04d}.jpg")).shape[:2]
+    assert (lsp[0, :, i] >= 1).all() and (lsp[0, :, i] <= width).all() and (lsp[1, :, i] <= height).all()
+  assert 0 < lsp[2].mean() < 0.6  # some occluded, most visible: the flag is inverted
+  # LSPET: unlabelled joints are negative and flagged 0.
+  unlabelled = lspet[:, 0] < 0
+  assert (lspet[:, 2][unlabelled] == 0).all()
+
+
+# ---------------------------------------------------------------- rendering and determinism
+
+def test_occluded_joint_is_invisible():
+  cam = cameras.Camera(cameras.intrinsic_matrix(500.0, 500.0, 100.0, 100.0), size=(200, 200))
+  wall = render.Capsule(np.array([-500.0, 0, 2000]), np.array([500.0, 0, 2000]), 200.0, (255, 0, 0), 1)
+  joints = np.array([[0.0, 0.0, 3000.0], [0.0, 1000.0, 3000.0], [0.0, 0.0, 1500.0]])
+  image, depth, _ = render.render(np.zeros((200, 200, 3), np.uint8), [wall], cam)
+  visible = render.visibility(joints, cam.project(joints), depth, radius=np.full(3, 50.0))
+  np.testing.assert_array_equal(visible, [False, False, True])  # behind, outside the image, in front
+  assert image[100, 100, 0] > 100 and image[10, 10].sum() == 0
+
+
+def test_body_points_are_consistent_across_skeletons():
+  subject = body.Subject.random("t", np.random.default_rng(0))
+  angles = {k: np.zeros(3) for k in body.ANGLES}
+  pose = body.forward_kinematics(angles, subject)
+  for joint_set in (skeletons.H36M_32, skeletons.MPI_INF_3DHP_28, skeletons.MPI_INF_3DHP_17):
+    back = skeletons.convert(body.native_joints(pose, joint_set), joint_set, skeletons.POSE3D)
+    np.testing.assert_allclose(back, pose, atol=1e-9)
+  np.testing.assert_allclose(np.linalg.norm(pose[:, 2] - pose[:, 1], axis=-1), subject.lengths["r_knee"])
+
+
+@pytest.mark.slow
+def test_same_preset_and_seed_give_byte_identical_files(synthetic_tiny, tmp_path):
+  generate.generate(str(tmp_path), "tiny", seed=0)
+  first = sorted(p.relative_to(synthetic_tiny) for p in synthetic_tiny.rglob("*") if p.is_file())
+  second = sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*") if p.is_file())
+  assert first == second and len(first) > 100
+  different = [str(p) for p in first if not filecmp.cmp(synthetic_tiny / p, tmp_path / p, shallow=False)]
+  assert not different, different[:5]
+
+
+def test_another_seed_gives_other_data(tmp_path):
+  generate.generate(str(tmp_path / "a"), "tiny", seed=1, datasets=["lsp"])
+  other = scipy.io.loadmat(tmp_path / "a/lsp/joints.mat")["joints"]
+  generate.generate(str(tmp_path / "b"), "tiny", seed=2, datasets=["lsp"])
+  assert not np.array_equal(other, scipy.io.loadmat(tmp_path / "b/lsp/joints.mat")["joints"])
+
+
+def test_bad_arguments_are_clear(tmp_path):
+  with pytest.raises(ValueError, match="unknown preset 'huge'"):
+    generate.generate(str(tmp_path), "huge")
+  with pytest.raises(ValueError, match="unknown datasets"):
+    generate.generate(str(tmp_path), "tiny", datasets=["coco"])

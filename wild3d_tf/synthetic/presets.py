@@ -1,0 +1,49 @@
+"""Sizes of the synthetic datasets: ``tiny`` (tests, demo), ``small``, ``bench`` (the ablation)."""
+
+from __future__ import annotations
+
+import dataclasses
+
+
+@dataclasses.dataclass(frozen=True)
+class Preset:
+  name: str
+  # Human3.6M: subjects, actions, sub-actions per action, frames per take (50 Hz).
+  h36m_subjects: tuple = ("S1", "S9")
+  h36m_actions: tuple = ("Directions", "Walking")
+  h36m_subactions: int = 1
+  h36m_frames: int = 10
+  # MPI-INF-3DHP training set: (subject, sequence) pairs, frames per sequence (25 Hz),
+  # cameras that get videos (all 14 get annotations), image scale (1 = 2048 px).
+  dhp_sequences: tuple = (("S1", 1),)
+  dhp_frames: int = 8
+  dhp_video_cameras: tuple = (0, 2)
+  dhp_scale: float = 0.25
+  # MPI-INF-3DHP test set: frames per sequence TS1..TS6, image scale.
+  dhp_test_frames: int = 6
+  dhp_test_scale: float = 0.25
+  # In-the-wild 2D sets: number of images; MPII frame scale (1 = 1280x720).
+  mpii_images: int = 6
+  mpii_scale: float = 0.5
+  lsp_images: int = 8
+  lspet_images: int = 8
+
+
+PRESETS = {
+    "tiny": Preset("tiny"),
+    "small": Preset(
+        "small", h36m_subjects=("S1", "S5", "S6", "S7", "S8", "S9", "S11"),
+        h36m_actions=("Directions", "Eating", "Greeting", "Sitting", "Walking", "Photo"),
+        h36m_subactions=2, h36m_frames=50, dhp_sequences=(("S1", 1), ("S1", 2), ("S2", 1), ("S2", 2)),
+        dhp_frames=60, dhp_video_cameras=(0, 1, 2, 4, 5, 6, 7, 8), dhp_scale=0.5, dhp_test_frames=60,
+        dhp_test_scale=0.5, mpii_images=200, lsp_images=200, lspet_images=200),
+    "bench": Preset(
+        "bench", h36m_subjects=("S1", "S5", "S6", "S7", "S8", "S9", "S11"),
+        h36m_actions=("Directions", "Discussion", "Eating", "Greeting", "Phoning", "Posing", "Purchases",
+                      "Sitting", "SittingDown", "Smoking", "Photo", "Waiting", "Walking", "WalkDog",
+                      "WalkTogether"),
+        h36m_subactions=2, h36m_frames=100,
+        dhp_sequences=tuple((f"S{s}", q) for s in range(1, 9) for q in (1, 2)), dhp_frames=200,
+        dhp_video_cameras=(0, 1, 2, 4, 5, 6, 7, 8), dhp_scale=0.5, dhp_test_frames=250, dhp_test_scale=0.5,
+        mpii_images=2000, lsp_images=2000, lspet_images=4000),
+}
