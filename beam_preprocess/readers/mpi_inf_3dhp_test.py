@@ -1,0 +1,108 @@
+"""The MPI-INF-3DHP test set: HDF5 annot_data.mat and JPEG frames (datasets.md 2.7-2.8).
+
+The test set ships no calibration; each sequence's pinhole intrinsics are fitted
+by least squares to u Z = fx X + cx Z and v Z = fy Y + cy Z over its frames (as MMPose does).
+"""
+
+from __future__ import annotations
+
+import pathlib
+
+import h5py
+import numpy as np
+
+from beam_preprocess import media
+from beam_preprocess.records import BadRecord, Options, check_finite, safe_path
+from wild3d_tf import cameras, skeletons
+
+DATASET = "mpi_inf_3dhp_test"
+ACTIVITIES = {1: "Standing/Walking", 2: "Exercising", 3: "Sitting", 4: "Reaching/Crouching", 5: "On The Floor",
+              6: "Sports", 7: "Miscellaneous"}
+_FIELDS = {"annot2": (17, 2), "annot3": (17, 3), "univ_annot3": (17, 3)}
+
+
+def load_annotations(path: pathlib.Path, file: str) -> dict:
+  """Reads annot_data.mat with h5py, refusing external links and external storage."""
+  try:
+    with h5py.File(path, "r") as f:
+      out = {}
+      for name in (*_FIELDS, "valid_frame", "activity_annotation"):
+        link = f.get(name, getlink=True)
+        if link is None:
+          raise BadRecord(file, "-", name, "missing field")
+        if not isinstance(link, h5py.HardLink):
+          raise BadRecord(file, "-", name, "links outside the file are refused")
+        dataset = f[name]
+        if dataset.external:
+          raise BadRecord(file, "-", name, "external storage is refused")
+        out[name] = np.asarray(dataset[()], np.float64)
+  except OSError as error:
+    raise BadRecord(file, "-", "annot_data.mat", f"unreadable HDF5 file: {error}") from None
+  frames = len(out["annot2"])
+  for name, shape in _FIELDS.items():
+    if out[name].shape != (frames, 1, *shape):
+      raise BadRecord(file, "-", name, f"shape {out[name].shape}, expected ({frames}, 1, {shape[0]}, {shape[1]})")
+    out[name] = out[name][:, 0]
+  for name in ("valid_frame", "activity_annotation"):
+    if out[name].shape != (frames, 1):
+      raise BadRecord(file, "-", name, f"shape {out[name].shape}, expected ({frames}, 1)")
+    out[name] = out[name][:, 0]
+  return out
+
+
+def fit_intrinsics(annot2: np.ndarray, annot3: np.ndarray) -> np.ndarray:
+  """Least-squares pinhole K from (N, J, 2) pixels and (N, J, 3) camera-frame points."""
+  z = annot3[..., 2].ravel()
+  rows = []
+  for axis in (0, 1):
+    a = np.stack([annot3[..., axis].ravel(), z], -1)
+    rows.append(np.linalg.lstsq(a, annot2[..., axis].ravel() * z, rcond=None)[0])
+  (fx, cx), (fy, cy) = rows
+  return cameras.intrinsic_matrix(fx, fy, cx, cy)
+
+
+def work_items(root: pathlib.Path, options: Options):
+  return [{"sequence": p.parent.name} for p in sorted(root.glob("TS*/annot_data.mat"))], []
+
+
+def raw_records(root: pathlib.Path, item: dict, options: Options):
+  sequence = item["sequence"]
+  file = f"{sequence}/annot_data.mat"
+  annot = load_annotations(safe_path(root, file, file, "-"), file)
+  valid = annot["valid_frame"] > 0
+  usable = valid & np.isfinite(annot["annot2"]).all((1, 2)) & np.isfinite(annot["annot3"]).all((1, 2))
+  if not usable.any():
+    raise BadRecord(file, "-", "valid_frame", "no valid frame to fit the intrinsics")
+  k = fit_intrinsics(annot["annot2"][usable], annot["annot3"][usable])
+  for frame in range(len(valid)):
+    if options.valid_only and not valid[frame]:
+      continue
+    image_file = f"{sequence}/imageSequence/img_{frame + 1:06d}.jpg"
+    try:
+      image = media.read_image(safe_path(root, image_file, image_file, f"frame {frame}"), image_file,
+                               f"frame {frame}")
+    except BadRecord as error:
+      yield error
+      continue
+    yield {"sequence": sequence, "frame": frame, "image": image, "annot2": annot["annot2"][frame],
+           "annot3": annot["annot3"][frame], "univ": annot["univ_annot3"][frame],
+           "activity": int(annot["activity_annotation"][frame]), "valid": bool(valid[frame]),
+           "intrinsics": k, "file": file}
+
+
+def to_record(raw: dict) -> dict:
+  record_id = f"frame {raw['frame']}"
+  joints2d = check_finite(raw["annot2"], raw["file"], record_id, "annot2")
+  joints3d = check_finite(raw["annot3"], raw["file"], record_id, "annot3")
+  univ = check_finite(raw["univ"], raw["file"], record_id, "univ_annot3")
+  height, width = raw["image"].shape[:2]
+  pose2d = skeletons.convert(joints2d, skeletons.MPI_INF_3DHP_17, skeletons.POSE2D)
+  inside = (pose2d >= 0).all(-1) & (pose2d[:, 0] <= width - 1) & (pose2d[:, 1] <= height - 1)
+  return {
+      "key": f"{DATASET}/{raw['sequence']}/{raw['frame']:06d}", "dataset": DATASET, "split": "test",
+      "subject": raw["sequence"], "sequence": raw["sequence"],
+      "action": ACTIVITIES.get(raw["activity"], str(raw["activity"])), "camera": raw["sequence"],
+      "frame": raw["frame"], "image": raw["image"], "mask": None, "intrinsics": raw["intrinsics"],
+      "distortion": np.zeros(5), "joints2d": pose2d, "labelled": np.ones(14, bool), "visible": inside,
+      "joints3d": skeletons.convert(joints3d, skeletons.MPI_INF_3DHP_17, skeletons.POSE3D),
+      "joints3d_univ": skeletons.convert(univ, skeletons.MPI_INF_3DHP_17, skeletons.POSE3D)}
