@@ -64,3 +64,9 @@ def check_finite(value, file: str, record: str, field: str) -> np.ndarray:
 
 def relative(path: os.PathLike, root: os.PathLike) -> str:
   return str(pathlib.Path(path).relative_to(root))
+
+
+def inside_image(joints2d: np.ndarray, image: np.ndarray) -> np.ndarray:
+  """(J,) bool: 0-based pixel joints that fall inside the image."""
+  height, width = image.shape[:2]
+  return (joints2d >= 0).all(-1) & (joints2d[:, 0] <= width - 1) & (joints2d[:, 1] <= height - 1)

@@ -10,7 +10,7 @@ import cdflib
 import numpy as np
 
 from beam_preprocess import media
-from beam_preprocess.records import BadRecord, Options, check_finite, relative, safe_path
+from beam_preprocess.records import BadRecord, Options, check_finite, inside_image, relative, safe_path
 from wild3d_tf import cameras, skeletons
 
 DATASET = "h36m"
@@ -88,9 +88,8 @@ def to_record(raw: dict) -> dict:
   k = camera.intrinsics
   if not (k[0, 0] > 0 and k[1, 1] > 0):
     raise BadRecord("cameras.json", raw["camera"], "focal_length", f"non-positive focal length {k[0, 0]}, {k[1, 1]}")
-  height, width = raw["image"].shape[:2]
   pose2d = skeletons.convert(joints2d, skeletons.H36M_32, skeletons.POSE2D)
-  inside = (pose2d >= 0).all(-1) & (pose2d[:, 0] <= width - 1) & (pose2d[:, 1] <= height - 1)
+  inside = inside_image(pose2d, raw["image"])
   test = raw["subject"] in TEST_SUBJECTS
   return {
       "key": f"{DATASET}/{raw['subject']}/{raw['take']}/{raw['camera']}/{raw['frame']:06d}",

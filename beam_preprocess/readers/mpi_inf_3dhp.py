@@ -8,7 +8,7 @@ import numpy as np
 import scipy.io
 
 from beam_preprocess import media
-from beam_preprocess.records import BadRecord, Options, check_finite, relative, safe_path
+from beam_preprocess.records import BadRecord, Options, check_finite, inside_image, relative, safe_path
 from wild3d_tf import skeletons
 
 DATASET = "mpi_inf_3dhp"
@@ -133,9 +133,8 @@ def to_record(raw: dict) -> dict:
   joints2d = check_finite(raw["annot2"], raw["file"], record_id, "annot2").reshape(28, 2)
   joints3d = check_finite(raw["annot3"], raw["file"], record_id, "annot3").reshape(28, 3)
   univ = check_finite(raw["univ"], raw["file"], record_id, "univ_annot3").reshape(28, 3)
-  height, width = raw["image"].shape[:2]
   pose2d = skeletons.convert(joints2d, skeletons.MPI_INF_3DHP_28, skeletons.POSE2D)
-  inside = (pose2d >= 0).all(-1) & (pose2d[:, 0] <= width - 1) & (pose2d[:, 1] <= height - 1)
+  inside = inside_image(pose2d, raw["image"])
   mask = None if raw["mask"] is None else (raw["mask"][..., 0] > 127).astype(np.uint8) * 255  # R channel
   return {
       "key": f"{DATASET}/{raw['subject']}/{raw['sequence']}/{raw['camera']}/{raw['frame']:06d}",

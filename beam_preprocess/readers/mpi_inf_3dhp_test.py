@@ -12,7 +12,7 @@ import h5py
 import numpy as np
 
 from beam_preprocess import media
-from beam_preprocess.records import BadRecord, Options, check_finite, safe_path
+from beam_preprocess.records import BadRecord, Options, check_finite, inside_image, safe_path
 from wild3d_tf import cameras, skeletons
 
 DATASET = "mpi_inf_3dhp_test"
@@ -95,9 +95,8 @@ def to_record(raw: dict) -> dict:
   joints2d = check_finite(raw["annot2"], raw["file"], record_id, "annot2")
   joints3d = check_finite(raw["annot3"], raw["file"], record_id, "annot3")
   univ = check_finite(raw["univ"], raw["file"], record_id, "univ_annot3")
-  height, width = raw["image"].shape[:2]
   pose2d = skeletons.convert(joints2d, skeletons.MPI_INF_3DHP_17, skeletons.POSE2D)
-  inside = (pose2d >= 0).all(-1) & (pose2d[:, 0] <= width - 1) & (pose2d[:, 1] <= height - 1)
+  inside = inside_image(pose2d, raw["image"])
   return {
       "key": f"{DATASET}/{raw['sequence']}/{raw['frame']:06d}", "dataset": DATASET, "split": "test",
       "subject": raw["sequence"], "sequence": raw["sequence"],
