@@ -99,8 +99,8 @@ def _count_keys(summary):
 
 
 def _bone_sums(summary):
-  if summary["bones_um"] is not None:
-    yield summary["subject"], np.array(summary["bones_um"] + [1], np.int64)
+  if summary["bones_um"] is not None:  # integer micrometres: sums are exact in any order
+    yield f"{summary['split']}/{summary['subject']}", np.array(summary["bones_um"] + [1], np.int64)
 
 
 class WriteShard(beam.DoFn):
@@ -149,7 +149,10 @@ def finalize(_, dataset, output_dir, shards, dead, counts, count_keys, bone_sums
   for key, count in count_keys:
     name, value = key.split("=", 1)
     breakdown.setdefault(name, {})[value] = count
-  bones = {subject: [round(v / sums[-1] / 1000.0, 3) for v in sums[:-1]] for subject, sums in sorted(bone_sums)}
+  bones = {}
+  for split_subject, sums in sorted(bone_sums):
+    split, subject = split_subject.split("/", 1)
+    bones.setdefault(split, {})[subject] = [round(v / sums[-1] / 1000.0, 3) for v in sums[:-1]]
   manifest = {
       "dataset": dataset, "schema_version": schema.SCHEMA_VERSION, "splits": splits,
       "rejected": {"total": rejected, "by_reason": dict(sorted(by_reason.items())),

@@ -182,7 +182,8 @@ def test_manifest_counts_bones_and_digests(converted):
   out, manifests = converted
   manifest = json.loads((out / "h36m.manifest.json").read_text())
   assert manifest == manifests["h36m"]
-  assert set(manifest["bone_lengths_mm"]) == {"S1", "S9"} and len(manifest["bone_lengths_mm"]["S1"]) == 16
+  assert manifest["bone_lengths_mm"].keys() == {"train", "test"}
+  assert set(manifest["bone_lengths_mm"]["train"]) == {"S1"} and len(manifest["bone_lengths_mm"]["train"]["S1"]) == 16
   assert manifest["counts"]["camera"]["54138969"] == 20 + 2
   for split in manifest["splits"].values():
     for shard in split["shards"]:

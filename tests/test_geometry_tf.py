@@ -79,3 +79,12 @@ def test_flip(rng):
   joints3d = rng.normal(size=(3, 17, 3))
   np.testing.assert_allclose(_both(lambda j: geometry_tf.flip_joints(j, perm3), joints3d),
                              geometry.flip_joints(joints3d, skeletons.POSE3D))
+
+
+def test_undistort(rng):
+  radial, tangential = (-0.2071, 0.2478, -0.00308), (-0.001424, -0.000976)
+  xy = rng.uniform(-0.45, 0.45, size=(6, 2))
+  distorted = cameras.distort_h36m(xy, radial, tangential)
+  coefficients = np.broadcast_to(np.array([*radial, *tangential]), (6, 5))
+  np.testing.assert_allclose(_both(geometry_tf.undistort_h36m, distorted, coefficients), xy, atol=1e-12)
+  np.testing.assert_allclose(_both(geometry_tf.undistort_h36m, xy, np.zeros((6, 5))), xy, atol=1e-15)

@@ -78,3 +78,28 @@ class LossWeights:
     if name == "baseline":
       return cls(heatmap=0.0, intermediate_heatmap=0.0, projection=0.0)
     raise ValueError(f"unknown ablation {name!r}; expected one of {cls.ABLATIONS}")
+
+
+@dataclasses.dataclass(frozen=True)
+class DataConfig:
+  """The tf.data input pipeline (``data.py``)."""
+  data_dir: str
+  input_size: int = 256
+  batch_size: int = 10
+  datasets_2d: tuple = ("mpii", "lsp", "lspet")
+  datasets_3d: tuple = ("h36m", "mpi_inf_3dhp")
+  # Augmentation: scale factor range, in-plane rotation, translation (fraction of the box),
+  # horizontal flip, colour jitter, background replacement where a mask exists.
+  scale_range: float = 0.25
+  rotation_degrees: float = 30.0
+  shift: float = 0.1
+  flip: bool = True
+  color: bool = True
+  background_probability: float = 0.5
+  box_margin: float = 0.2  # the tight box around the 2D joints, as at test time
+  shuffle_buffer: int = 1000
+  seed: int = 0
+
+  @classmethod
+  def tiny(cls, data_dir: str) -> "DataConfig":
+    return cls(data_dir=data_dir, input_size=128, batch_size=8, shuffle_buffer=64)
