@@ -15,18 +15,12 @@ import pytest
 import scipy.io
 import tensorflow as tf
 
-from beam_preprocess import convert, sharding, transforms
+from beam_preprocess import sharding, transforms
 from beam_preprocess.readers import h36m, lsp, mpii
 from beam_preprocess.records import BadRecord, Options
 from wild3d_tf import geometry, schema, skeletons
 
-INPUTS = {"h36m": "h36m", "mpi_inf_3dhp": "mpi_inf_3dhp", "mpi_inf_3dhp_test": "mpi_inf_3dhp_test_set",
-          "mpii": "mpii", "lsp": "lsp", "lspet": "lspet"}
-
-
-def _convert(dataset, input_dir, output_dir, *extra):
-  return convert.run(["convert", f"--dataset={dataset}", f"--input_dir={input_dir}", f"--output_dir={output_dir}",
-                      "--runner=DirectRunner", "--direct_running_mode=in_memory", *extra])
+from conftest import NATIVE_FOLDERS as INPUTS, convert_dataset as _convert
 
 
 def _records(output_dir, dataset, split):
@@ -35,10 +29,8 @@ def _records(output_dir, dataset, split):
 
 
 @pytest.fixture(scope="module")
-def converted(synthetic_tiny, tmp_path_factory):
-  out = tmp_path_factory.mktemp("tfrecords")
-  manifests = {d: _convert(d, synthetic_tiny / folder, out) for d, folder in INPUTS.items()}
-  return out, manifests
+def converted(converted_tiny):
+  return converted_tiny
 
 
 # ------------------------------------------------------------ readers on their own

@@ -35,3 +35,9 @@ def test_decode_inside_tf_data():
   ds = tf.data.Dataset.from_tensors(joints).map(
       lambda j: heatmaps.decode(heatmaps.encode(j, tf.ones((1, 2)), size=16))[0])
   np.testing.assert_allclose(next(iter(ds)).numpy(), joints, atol=1e-2)
+
+
+def test_joints_in_the_border_cells_decode_too():
+  joints = np.array([[[3.0, 5.0], [252.0, 250.0], [120.0, 255.0]]], dtype=np.float32)  # within the outer cells
+  decoded, _ = heatmaps.decode(heatmaps.encode(joints, np.ones((1, 3)), size=16))
+  np.testing.assert_allclose(np.asarray(decoded), joints, atol=1e-2)

@@ -35,8 +35,13 @@ def encode(joints2d, visible, size: int, stride: int = 16, sigma: float = DEFAUL
   return ops.transpose(maps, list(range(rank - 3)) + [rank - 2, rank - 1, rank - 3])
 
 
-def decode(heatmaps, stride: int = 16, eps: float = 1e-6):
-  """(B, H, W, K) heatmaps -> ((B, K, 2) pixel joints, (B, K) peak values)."""
+def decode(heatmaps, stride: int = 16, sigma: float = DEFAULT_SIGMA, eps: float = 1e-6):
+  """(B, H, W, K) heatmaps -> ((B, K, 2) pixel joints, (B, K) peak values).
+
+  Inside the map a parabola through the log of the peak and both neighbours
+  gives the offset; on the border, where one neighbour is missing, the
+  Gaussian of width ``sigma`` gives it from the other neighbour alone.
+  """
   heatmaps = ops.cast(heatmaps, "float32")
   height, width = heatmaps.shape[1], heatmaps.shape[2]
   flat = ops.reshape(ops.transpose(heatmaps, (0, 3, 1, 2)), (-1, heatmaps.shape[3], height * width))
@@ -44,21 +49,21 @@ def decode(heatmaps, stride: int = 16, eps: float = 1e-6):
   row, col = peak // width, peak % width
   confidence = ops.max(flat, axis=-1)
 
-  def value(r, c):
+  def log_value(r, c):
     r = ops.clip(r, 0, height - 1)
     c = ops.clip(c, 0, width - 1)
-    return ops.take_along_axis(flat, (r * width + c)[..., None], axis=-1)[..., 0]
+    return ops.log(ops.maximum(ops.take_along_axis(flat, (r * width + c)[..., None], axis=-1)[..., 0], eps))
 
-  def offset(minus, centre, plus):
-    lm, l0, lp = (ops.log(ops.maximum(v, eps)) for v in (minus, centre, plus))
-    curvature = lm - 2 * l0 + lp
-    shift = ops.where(curvature < -1e-9, 0.5 * (lm - lp) / ops.minimum(curvature, -1e-9), 0.0)
-    return ops.clip(shift, -0.5, 0.5)
+  def offset(minus, centre, plus, at_start, at_end):
+    curvature = minus - 2 * centre + plus
+    inner = ops.where(curvature < -1e-9, 0.5 * (minus - plus) / ops.minimum(curvature, -1e-9), 0.0)
+    variance = sigma * sigma
+    start = 0.5 - variance * (centre - plus)  # no neighbour before the peak
+    end = -0.5 + variance * (centre - minus)  # no neighbour after it
+    return ops.clip(ops.where(at_start, start, ops.where(at_end, end, inner)), -1.0, 1.0)
 
-  centre = value(row, col)
-  dx = ops.where((col > 0) & (col < width - 1),
-                 offset(value(row, col - 1), centre, value(row, col + 1)), 0.0)
-  dy = ops.where((row > 0) & (row < height - 1),
-                 offset(value(row - 1, col), centre, value(row + 1, col)), 0.0)
+  centre = log_value(row, col)
+  dx = offset(log_value(row, col - 1), centre, log_value(row, col + 1), col == 0, col == width - 1)
+  dy = offset(log_value(row - 1, col), centre, log_value(row + 1, col), row == 0, row == height - 1)
   cells = ops.stack([ops.cast(col, "float32") + dx, ops.cast(row, "float32") + dy], axis=-1)
   return cells_to_pixels(cells, stride), confidence

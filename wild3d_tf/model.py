@@ -96,8 +96,12 @@ class PixelNormalization(layers.Layer):
 
 
 def _conv_bn(x, filters, kernel, name, stride=1, relu=True):
-  x = layers.Conv2D(filters, kernel, strides=stride, padding="same", name=f"{name}_conv")(x)
-  x = layers.BatchNormalization(epsilon=_BN_EPSILON, name=f"{name}_bn")(x)
+  # No bias before a batch norm: it cancels it, so the bias would only drift on float
+  # noise (differently per replica count) and leak into the moving mean.
+  x = layers.Conv2D(filters, kernel, strides=stride, padding="same", use_bias=False, name=f"{name}_conv")(x)
+  # Synchronized across replicas: the paper's batch of 10 split over GPUs would otherwise
+  # normalise with a handful of samples, and results would depend on the replica count.
+  x = layers.BatchNormalization(epsilon=_BN_EPSILON, synchronized=True, name=f"{name}_bn")(x)
   return layers.Activation("relu", name=f"{name}_relu")(x) if relu else x
 
 
@@ -122,8 +126,8 @@ def _backbone(image, config: ModelConfig):
   # gradient, a sum of pixel x gradient over the whole image, overflows, so
   # it stays float32 under mixed precision (measured: NaN on the first step).
   x = layers.ZeroPadding2D(3, dtype="float32", name="conv1_pad")(image)
-  x = layers.Conv2D(c(64), 7, strides=2, dtype="float32", name="conv1_conv")(x)
-  x = layers.BatchNormalization(epsilon=_BN_EPSILON, dtype="float32", name="conv1_bn")(x)
+  x = layers.Conv2D(c(64), 7, strides=2, use_bias=False, dtype="float32", name="conv1_conv")(x)
+  x = layers.BatchNormalization(epsilon=_BN_EPSILON, synchronized=True, dtype="float32", name="conv1_bn")(x)
   x = layers.Activation("relu", name="conv1_relu")(x)
   x = layers.ZeroPadding2D(1, name="pool1_pad")(x)
   x = layers.MaxPooling2D(3, strides=2, name="pool1_pool")(x)
@@ -218,16 +222,28 @@ def load_imagenet_backbone(model: keras.Model, weights_path: str) -> int:
   reference = keras.applications.ResNet50(include_top=False, weights=weights_path,
                                           input_shape=model.input_shape[1:])
   loaded = 0
+  folded = {}
   for layer in reference.layers:
     if not layer.weights:
       continue
     target = model.get_layer(layer.name) if layer.name in {l.name for l in model.layers} else None
     if target is None:
       continue  # conv5 of the reference: Res5a here is new and trained from scratch
-    for mine, theirs in zip(target.weights, layer.weights):
+    values = layer.get_weights()
+    if isinstance(layer, layers.Conv2D) and len(values) == 2 and not target.use_bias:
+      # Keras' file has conv biases; ours has none, so the bias moves into the
+      # following batch norm's moving mean: BN(Wx + b) with mean m == BN(Wx) with m - b.
+      values, bias = values[:1], values[1]
+      norm = model.get_layer(layer.name[:-len("conv")] + "bn")
+      reference_norm = reference.get_layer(norm.name)
+      folded[norm.name] = (reference_norm, bias)
+    for mine, theirs in zip(target.weights, values):
       if tuple(mine.shape) != tuple(theirs.shape):
-        raise ValueError(f"{weights_path}: layer {layer.name} weight {theirs.name} has shape "
-                         f"{tuple(theirs.shape)}, model expects {tuple(mine.shape)}")
-    target.set_weights(layer.get_weights())
+        raise ValueError(f"{weights_path}: layer {layer.name} weight of shape {tuple(theirs.shape)} does not fit "
+                         f"{tuple(mine.shape)}")
+    target.set_weights(values)
     loaded += 1
+  for name, (reference_norm, bias) in folded.items():
+    gamma, beta, mean, variance = reference_norm.get_weights()
+    model.get_layer(name).set_weights([gamma, beta, mean - bias, variance])
   return loaded

@@ -47,6 +47,7 @@ flags.DEFINE_integer("seed", 0, "Seed of weights, data order and augmentation.")
 flags.DEFINE_bool("deterministic", False, "Op determinism (tests, debugging; slower).")
 flags.DEFINE_integer("max_nonfinite", 20, "Stop after this many consecutive non-finite losses.")
 flags.DEFINE_integer("image_summaries_every", 100, "Write skeleton images to TensorBoard every this many steps.")
+flags.DEFINE_string("batch_digest_file", None, "Append one 'step sha256' line per batch here (resume checks).")
 flags.mark_flags_as_required(["data_dir", "model_dir"])
 
 
@@ -56,6 +57,11 @@ def make_strategy(name: str) -> tf.distribute.Strategy:
   if name == "multiworker":
     return tf.distribute.MultiWorkerMirroredStrategy()
   return tf.distribute.get_strategy()
+
+
+def _is_chief(strategy) -> bool:
+  resolver = strategy.cluster_resolver
+  return resolver.task_type in (None, "chief") or (resolver.task_type == "worker" and resolver.task_id == 0)
 
 
 def summary_hook(writer, trainer: Trainer, optimizer, every_images: int):
@@ -126,9 +132,14 @@ def run(flags_values=FLAGS) -> dict:
     optimizer = make_optimizer(f.learning_rate, f.decay_steps, f.decay_rate, global_step,
                                f.mixed_precision == "mixed_float16")
     trainer.compile(optimizer=optimizer, jit_compile=f.xla)
-  writer = tf.summary.create_file_writer(os.path.join(f.model_dir, "train"))
+  model_dir = f.model_dir
+  if f.strategy == "multiworker" and not _is_chief(strategy):
+    # Every worker takes part in saving; only the chief's copy is the run's.
+    model_dir = os.path.join(f.model_dir, f"worker_{strategy.cluster_resolver.task_id}")
+  writer = tf.summary.create_file_writer(os.path.join(model_dir, "train"))
   loop = Loop(strategy, trainer, dataset,
-              LoopConfig(f.model_dir, f.max_steps, f.checkpoint_every, f.log_every, f.max_nonfinite),
+              LoopConfig(model_dir, f.max_steps, f.checkpoint_every, f.log_every, f.max_nonfinite,
+                         batch_digest_file=f.batch_digest_file),
               global_step, summary_hook(writer, trainer, optimizer, f.image_summaries_every))
   if f.xla:
     loop._step_fn = tf.function(loop._distributed_step, jit_compile=True)

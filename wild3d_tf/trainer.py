@@ -18,6 +18,7 @@ training with an error naming the step range.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import logging
 import signal
 import time
@@ -77,12 +78,10 @@ class Trainer(keras.Model):
 
     # Pre-training leaves the lifting and camera MLPs without gradients.
     pairs = [(g, v) for g, v in zip(grads, variables) if g is not None]
-
-    def apply():
-      self.optimizer.apply([g for g, _ in pairs], [v for _, v in pairs])
-      return tf.constant(True)
-
-    tf.cond(finite, apply, lambda: tf.constant(False))
+    # The LossScaleOptimizer (always used, see make_optimizer) skips the update
+    # when any gradient is non-finite; a tf.cond here would wrap the optimizer's
+    # cross-replica all-reduce, which tf.distribute does not allow.
+    self.optimizer.apply([g for g, _ in pairs], [v for _, v in pairs])
     # Losses are sums over the replica's samples divided by the global batch:
     # times the replica count, the trackers' cross-replica mean is the global value.
     for name, value in (("loss", loss), *terms.items()):
@@ -93,12 +92,18 @@ class Trainer(keras.Model):
 
 def make_optimizer(learning_rate: float, decay_steps: int, decay_rate: float, global_step: tf.Variable,
                    mixed_float16: bool) -> keras.optimizers.Optimizer:
-  """Adadelta (the paper's "momentum 0.9" is rho), learning rate decayed on *our* global step."""
+  """Adadelta (the paper's "momentum 0.9" is rho), learning rate decayed on *our* global step.
+
+  Always wrapped in a LossScaleOptimizer, which skips updates with non-finite
+  gradients on every replica alike: with dynamic scaling from 2^15 under
+  mixed_float16, and in float32 with a scale of 1 that effectively never grows
+  (it only halves on a skipped step, which does not change float32 updates).
+  """
   schedule = keras.optimizers.schedules.ExponentialDecay(learning_rate, decay_steps, decay_rate)
   optimizer = keras.optimizers.Adadelta(learning_rate=lambda: schedule(global_step), rho=0.9, epsilon=1e-6)
   if mixed_float16:
-    optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
-  return optimizer
+    return keras.optimizers.LossScaleOptimizer(optimizer)
+  return keras.optimizers.LossScaleOptimizer(optimizer, initial_scale=1.0, dynamic_growth_steps=2 ** 30)
 
 
 @dataclasses.dataclass
@@ -109,6 +114,7 @@ class LoopConfig:
   log_every: int = 10
   max_nonfinite: int = 20
   keep_checkpoints: int = 3
+  batch_digest_file: str | None = None  # one "step sha256" line per batch, to check resumed data order
 
 
 class Loop:
@@ -129,6 +135,7 @@ class Loop:
                                           iterator=self.iterator)
     self.manager = tf.train.CheckpointManager(self.checkpoint, config.model_dir, max_to_keep=config.keep_checkpoints)
     self.summary_hook = summary_hook
+    self.history = []  # logs per log interval: {"step": ..., "loss": ..., term: ...}
     self._stop_requested = False
     self._step_fn = tf.function(self._distributed_step)
 
@@ -175,6 +182,10 @@ class Loop:
       wait += time.perf_counter() - fetch
       finite = bool(self._step_fn(batch).numpy())
       step = int(self.global_step.assign_add(1).numpy())
+      if config.batch_digest_file:
+        digest = hashlib.sha256(batch["image"].numpy().tobytes() + batch["joints2d"].numpy().tobytes()).hexdigest()
+        with open(config.batch_digest_file, "a") as f:
+          f.write(f"{step} {digest}\n")
       if finite:
         self.consecutive_bad.assign(0)
       else:
@@ -190,6 +201,7 @@ class Loop:
         now = time.perf_counter()
         rate = (step - last_log_step) / max(now - last_log, 1e-9)
         logs = {name: float(m.result().numpy()) for name, m in self.trainer.trackers.items()}
+        self.history.append({"step": step, **logs})
         eta = (config.max_steps - step) / max(rate, 1e-9)
         print(f"step {step}/{config.max_steps}  loss {logs['loss']:.4f}  {rate:.2f} steps/s  "
               f"input wait {100 * wait / max(now - last_log, 1e-9):.0f}%  ETA {eta:.0f} s", flush=True)
@@ -208,4 +220,4 @@ class Loop:
     if latest is None or not latest.endswith(f"-{step}"):
       self.manager.save(checkpoint_number=step)
     return {"step": int(self.global_step.numpy()), "skipped": int(self.skipped.numpy()),
-            "seconds": time.perf_counter() - started, **logs}
+            "seconds": time.perf_counter() - started, "history": self.history, **logs}
