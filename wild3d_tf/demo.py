@@ -1,19 +1,21 @@
-"""`make demo`: runs what wild3d has so far.
+"""`make demo`: the pipeline as far as it exists, end to end, on the synthetic default.
 
-1. Synthetic data: the ``tiny`` preset in the native layouts of H3.6M,
-   MPI-INF-3DHP (train and test), MPII, LSP and LSPET under
-   ``<output_dir>/data``, with a contact sheet per dataset.
-2. Geometry and metrics on real motion: CMU motion capture (real, free) is placed in front of an H3.6M-like
-camera with lens distortion, projected to pixels, cropped square around the
-2D joints as at test time, and rotated into each crop's virtual camera. A
-stand-in for a network (the ground truth as the crop sees it, 8 % too small
-and with 25 mm noise per joint) is then evaluated under the three protocols,
-once with the perspective correction undone properly and once without it, so
-the report shows what the correction is worth. It writes ``report.md``,
-``results.json``, ``pck_curves.png`` and ``skeleton.png``.
+1. ``python -m wild3d_tf.synthetic``: the ``tiny`` preset in the native layouts of
+   H3.6M, MPI-INF-3DHP (train and test), MPII, LSP and LSPET, with contact sheets.
+2. ``python -m beam_preprocess.convert`` for each dataset: sharded TFRecords,
+   dead letters and manifests in one folder.
+3. ``python -m wild3d_tf.train --flagfile configs/tiny_pretrain2d.cfg``: 2D pre-training.
+4. ``python -m wild3d_tf.train --flagfile configs/tiny_full.cfg``: the full model,
+   3D and 2D-only batches alternating, from the pre-trained weights.
+5. Geometry and metrics on real motion: CMU motion capture placed in front of
+   an H3.6M-like camera with distortion, cropped and rotated into each crop's
+   virtual camera; a stand-in predictor (the crop's ground truth, 8 % too small,
+   25 mm noise) is evaluated under the three protocols with and without the
+   perspective correction (``report.md``, ``results.json``, ``pck_curves.png``,
+   ``skeleton.png``).
 
-The full pipeline (synthetic data, Beam, training, export, predict) replaces
-this as its parts land; see README.md.
+Each stage runs the command a user would type (printed before it runs).
+Evaluation, export and prediction join as they are built (see README.md).
 
   python -m wild3d_tf.demo --output_dir demo_output
 """
@@ -23,12 +25,15 @@ from __future__ import annotations
 import json
 import os
 import pathlib
+import subprocess
+import sys
+import time
 
 from absl import app, flags, logging
 import numpy as np
 
 from wild3d_tf import cameras, geometry, metrics, skeletons, visualize
-from wild3d_tf.synthetic import bvh, generate, scene
+from wild3d_tf.synthetic import bvh, scene
 
 
 _OUTPUT_DIR = flags.DEFINE_string("output_dir", "demo_output", "Where the report and pictures go.")
@@ -102,19 +107,46 @@ def run(bvh_path: str, output_dir: str, seed: int = 0, stride: int = 12) -> dict
   return results
 
 
+CONVERSIONS = (("h36m", "h36m"), ("mpi_inf_3dhp", "mpi_inf_3dhp"), ("mpi_inf_3dhp_test", "mpi_inf_3dhp_test_set"),
+               ("mpii", "mpii"), ("lsp", "lsp"), ("lspet", "lspet"))
+CONFIGS = pathlib.Path(__file__).resolve().parents[1] / "configs"
+
+
+def _stage(title: str, command: list[str]) -> None:
+  print(f"\n== {title}\n$ {' '.join(command)}", flush=True)
+  start = time.perf_counter()
+  subprocess.run(command, check=True)
+  print(f"   ({time.perf_counter() - start:.0f} s)", flush=True)
+
+
 def main(argv):
   del argv
-  data = os.path.join(_OUTPUT_DIR.value, "data")
-  print(f"[1/2] synthetic tiny datasets -> {data}")
-  seconds = generate.generate(data, "tiny", _SEED.value, contact_sheet_dir=_OUTPUT_DIR.value)
-  print(f"      {', '.join(sorted(seconds))} in {sum(seconds.values()):.1f} s; contact sheets "
-        f"{_OUTPUT_DIR.value}/synthetic_*.png")
-  print("[2/2] geometry and metrics on real CMU motion")
-  results = run(_BVH.value, _OUTPUT_DIR.value, _SEED.value, _STRIDE.value)
+  out = pathlib.Path(_OUTPUT_DIR.value).resolve()
+  python = sys.executable
+  native, records, runs = out / "data", out / "tfrecords", out / "runs"
+  _stage("1/5 synthetic datasets in their native layouts",
+         [python, "-m", "wild3d_tf.synthetic", f"--out={native}", "--preset=tiny", f"--seed={_SEED.value}",
+          f"--contact_sheets={out}"])
+  for dataset, folder in CONVERSIONS:
+    _stage(f"2/5 Beam conversion: {dataset}",
+           [python, "-m", "beam_preprocess.convert", f"--dataset={dataset}", f"--input_dir={native / folder}",
+            f"--output_dir={records}", "--runner=DirectRunner", "--direct_running_mode=in_memory"])
+  _stage("3/5 2D pre-training (tiny)",
+         [python, "-m", "wild3d_tf.train", f"--flagfile={CONFIGS / 'tiny_pretrain2d.cfg'}", f"--data_dir={records}",
+          f"--model_dir={runs / 'pretrain2d'}", f"--seed={_SEED.value}"])
+  _stage("4/5 full training: 3D and 2D-only batches alternate (tiny)",
+         [python, "-m", "wild3d_tf.train", f"--flagfile={CONFIGS / 'tiny_full.cfg'}", f"--data_dir={records}",
+          f"--model_dir={runs / 'full'}", f"--init_from={runs / 'pretrain2d'}", f"--seed={_SEED.value}"])
+  print("\n== 5/5 geometry and metrics on real CMU motion", flush=True)
+  results = run(_BVH.value, str(out), _SEED.value, _STRIDE.value)
   for name, result in results.items():
     overall = result["protocols"]["unscaled"]["subsets"]["All"]
     logging.info("%s: PCK %.1f, MPJPE %.1f mm", name, overall["pck"], overall["mpjpe"])
-  print(f"      wrote {_OUTPUT_DIR.value}/report.md, results.json, pck_curves.png, skeleton.png")
+  print(f"\nArtefacts under {out}:\n"
+        f"  data/                 synthetic native datasets; synthetic_*.png contact sheets\n"
+        f"  tfrecords/            shards, manifests, dead letters\n"
+        f"  runs/pretrain2d, runs/full   checkpoints and TensorBoard logs (tensorboard --logdir {runs})\n"
+        f"  report.md, results.json, pck_curves.png, skeleton.png   metrics on real motion")
 
 
 if __name__ == "__main__":

@@ -1,0 +1,101 @@
+"""Input pipeline examples/s (with and without the geometric warp) and training steps/s on CPU.
+
+Baselines in the same process: JPEG decoding alone for the pipeline, and a
+forward pass for the training step, so the ratios survive noisy machines.
+
+  python benchmarks/train_speed.py --data_dir TFRECORDS [--seconds 10]
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from wild3d_tf import data, model, schema
+from wild3d_tf.config import DataConfig, LossWeights, ModelConfig
+from wild3d_tf.trainer import Loop, LoopConfig, Trainer, make_optimizer
+
+
+def rate(dataset, seconds):
+  iterator = iter(dataset)
+  next(iterator)
+  count, start = 0, time.perf_counter()
+  while time.perf_counter() - start < seconds:
+    next(iterator)
+    count += 1
+  return count / (time.perf_counter() - start)
+
+
+def _one_core(dataset):
+  options = tf.data.Options()
+  options.threading.private_threadpool_size = 1
+  return dataset.with_options(options)
+
+
+def pipeline_rates(data_dir, size, seconds):
+  """Per-core examples/s: JPEG decode alone, the warp alone, and the whole example pipeline."""
+  config = DataConfig(data_dir=data_dir, input_size=size, shuffle_buffer=64)
+  files = data.shard_files(data_dir, "h36m", "train") + data.shard_files(data_dir, "mpi_inf_3dhp", "train")
+  decoded = tf.data.TFRecordDataset(files).map(lambda s: tf.io.decode_jpeg(schema.parse(s)["image/encoded"]))
+  decode = _one_core(decoded.repeat())
+  images = list(decoded.take(8))
+  matrix = tf.constant([[0.8, 0.1, 5.0], [-0.1, 0.8, 7.0], [0.0, 0.0, 1.0]], tf.float64)
+  warp = _one_core(tf.data.Dataset.from_tensor_slices(tf.stack(images)).repeat().map(
+      lambda image: data._warp(tf.cast(image, tf.float32), matrix, size)))
+  full = _one_core(data.examples(files, config, True, 0))
+  return rate(decode, seconds), rate(warp, seconds), rate(full, seconds)
+
+
+def train_rate(data_dir, variant, size, batch, seconds, tmp):
+  keras.utils.set_random_seed(0)
+  config = DataConfig(data_dir=data_dir, input_size=size, batch_size=batch, shuffle_buffer=64)
+  dataset = data.training_dataset(config, "full")
+  step = tf.Variable(0, dtype=tf.int64, trainable=False)
+  network = model.build_model(config=ModelConfig.tiny(size) if variant == "tiny" else ModelConfig.full(size),
+                              variant=variant)
+  trainer = Trainer(network, LossWeights(), batch)
+  trainer.compile(optimizer=make_optimizer(0.05, 1000, 0.5, step, False))
+  loop = Loop(tf.distribute.get_strategy(), trainer, dataset, LoopConfig(tmp, 0), step)
+  batches = list(dataset.take(2))
+  loop._step_fn(batches[0])
+  forward = tf.function(lambda x: network(x, training=False))
+  forward(batches[0]["image"])
+  steps, start = 0, time.perf_counter()
+  while time.perf_counter() - start < seconds:
+    loop._step_fn(batches[steps % 2])
+    steps += 1
+  step_rate = steps / (time.perf_counter() - start)
+  forwards, start = 0, time.perf_counter()
+  while time.perf_counter() - start < seconds:
+    forward(batches[forwards % 2]["image"])
+    forwards += 1
+  return step_rate, forwards / (time.perf_counter() - start)
+
+
+def main():
+  import tempfile
+  parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+  parser.add_argument("--data_dir", required=True)
+  parser.add_argument("--seconds", type=float, default=10.0)
+  args = parser.parse_args()
+  decode, warp, full = pipeline_rates(args.data_dir, 256, args.seconds)
+  print("| input pipeline, one core | examples/s | ratio to decode |")
+  print("|---|---|---|")
+  print(f"| JPEG decode of the stored 320 px crop (baseline) | {decode:.0f} | 1.00 |")
+  print(f"| geometric warp to 256 px alone (ImageProjectiveTransformV3) | {warp:.0f} | {warp / decode:.2f} |")
+  print(f"| whole example: parse, decode, colour, warp, labels, heatmaps | {full:.0f} | {full / decode:.2f} |")
+  print()
+  print("| model | input | batch | train steps/s | forward batches/s (baseline) | step / forward |")
+  print("|---|---|---|---|---|---|")
+  with tempfile.TemporaryDirectory() as tmp:
+    for variant, size, batch in (("tiny", 128, 8), ("full", 256, 10)):
+      steps, forwards = train_rate(args.data_dir, variant, size, batch, args.seconds, tmp)
+      print(f"| {variant} | {size} | {batch} | {steps:.2f} | {forwards:.2f} | {steps / forwards:.2f} |")
+
+
+if __name__ == "__main__":
+  main()
