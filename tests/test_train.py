@@ -141,3 +141,60 @@ def test_mirrored_over_two_cpus_equals_one_device(converted_tiny, tmp_path):
   # distribution (gradients averaged instead of summed, one replica's slice only, unsynchronised
   # batch norm) changes the update by 50 % or more.
   assert values["max_abs_difference"] < 0.05 * values["max_update"], values
+
+
+def test_pretrained_layers_learn_100x_slower_when_asked(converted_tiny):
+  folder, _ = converted_tiny
+  config = DataConfig(data_dir=str(folder), input_size=64, batch_size=8, shuffle_buffer=16)
+  batch = next(iter(data.training_dataset(config, "full")))
+  updates = {}
+  for multiplier in (1.0, 0.01):
+    keras.utils.set_random_seed(0)
+    network = model.build_model(config=ModelConfig.tiny(64), variant="tiny")
+    trainer = Trainer(network, LossWeights(), 8)
+    trainer.compile(optimizer=make_optimizer(0.05, 1000, 0.5, tf.Variable(0, dtype=tf.int64), False, multiplier))
+    trainer.optimizer.build(network.trainable_variables)
+    before = {v.path: v.numpy() for v in network.trainable_variables}
+    tf.function(trainer.train_step)(batch)
+    updates[multiplier] = {v.path: np.abs(v.numpy() - before[v.path]).max() for v in network.trainable_variables}
+  for name in ("conv1_conv/kernel", "conv4_block6_3_conv/kernel"):  # ImageNet part
+    assert updates[0.01][name] / updates[1.0][name] == pytest.approx(0.01, rel=1e-3)
+  for name in ("res5a_1_conv/kernel", "f3d_fc1/kernel", "f3d_out/kernel"):  # new layers
+    assert updates[0.01][name] / updates[1.0][name] == pytest.approx(1.0, rel=1e-6)
+
+
+def _free_ports(count):
+  import socket
+  sockets = [socket.socket() for _ in range(count)]
+  for s in sockets:
+    s.bind(("127.0.0.1", 0))
+  ports = [s.getsockname()[1] for s in sockets]
+  for s in sockets:
+    s.close()
+  return ports
+
+
+@pytest.mark.slow
+def test_two_workers_under_multiworker_mirrored_end_with_identical_weights(converted_tiny, tmp_path):
+  import json
+  folder, _ = converted_tiny
+  cluster = {"worker": [f"127.0.0.1:{port}" for port in _free_ports(2)]}
+  processes = []
+  for index in range(2):
+    env = dict(os.environ, TF_CONFIG=json.dumps({"cluster": cluster, "task": {"type": "worker", "index": index}}))
+    command = [sys.executable, "-m", "wild3d_tf.train", f"--flagfile={ROOT}/configs/tiny_full.cfg",
+               f"--data_dir={folder}", f"--model_dir={tmp_path / 'run'}", "--strategy=multiworker", "--max_steps=6",
+               "--checkpoint_every=3", "--log_every=3", "--input_size=64", "--validate_every=0",
+               "--image_summaries_every=0"]
+    # Logs go to files: a full pipe would block a worker inside a collective and hang both.
+    log = open(tmp_path / f"worker_{index}.log", "w")
+    processes.append((subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT), log))
+  for index, (process, log) in enumerate(processes):
+    process.wait(timeout=600)
+    log.close()
+    assert process.returncode == 0, (tmp_path / f"worker_{index}.log").read_text()[-3000:]
+  chief, other = _checkpoint_values(tmp_path / "run"), _checkpoint_values(tmp_path / "run" / "worker_1")
+  assert chief.keys() == other.keys() and len(chief) > 100
+  for name in chief:
+    np.testing.assert_array_equal(chief[name], other[name], err_msg=name)
+  assert int(chief["global_step/.ATTRIBUTES/VARIABLE_VALUE"]) == 6

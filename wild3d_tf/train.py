@@ -18,7 +18,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from wild3d_tf import data, model, visualize
+from wild3d_tf import data, metrics, model, visualize
 from wild3d_tf.config import DataConfig, LossWeights, ModelConfig
 from wild3d_tf.trainer import Loop, LoopConfig, Trainer, make_optimizer
 
@@ -48,6 +48,11 @@ flags.DEFINE_bool("deterministic", False, "Op determinism (tests, debugging; slo
 flags.DEFINE_integer("max_nonfinite", 20, "Stop after this many consecutive non-finite losses.")
 flags.DEFINE_integer("image_summaries_every", 100, "Write skeleton images to TensorBoard every this many steps.")
 flags.DEFINE_string("batch_digest_file", None, "Append one 'step sha256' line per batch here (resume checks).")
+flags.DEFINE_float("pretrained_lr_multiplier", 1.0, "Learning-rate factor of the ImageNet layers (stem to Res4f); "
+                   "the paper uses 0.01 when H3.6M is the only 3D data.")
+flags.DEFINE_integer("validate_every", 0, "Every this many steps, MPJPE / PCK / AUC on --validation_dataset (0: off).")
+flags.DEFINE_string("validation_dataset", "mpi_inf_3dhp_test", "Converted dataset whose test split validates.")
+flags.DEFINE_integer("validation_batches", 20, "At most this many batches per validation.")
 flags.mark_flags_as_required(["data_dir", "model_dir"])
 
 
@@ -72,7 +77,8 @@ def summary_hook(writer, trainer: Trainer, optimizer, every_images: int):
       tf.summary.scalar("train/steps_per_second", rate)
       tf.summary.scalar("train/input_wait_fraction", wait_fraction)
       inner = getattr(optimizer, "inner_optimizer", optimizer)
-      tf.summary.scalar("train/learning_rate", float(inner.learning_rate.numpy()))
+      for index, sub in enumerate(getattr(inner, "optimizers", [inner])):  # MultiOptimizer: one per group
+        tf.summary.scalar(f"train/learning_rate_{index}", float(keras.ops.convert_to_numpy(sub.learning_rate)))
       if hasattr(optimizer, "dynamic_scale"):
         tf.summary.scalar("train/loss_scale", float(optimizer.dynamic_scale.numpy()))
       if every_images and step % every_images == 0:
@@ -96,6 +102,36 @@ def _skeleton_images(network, batch, count: int = 4) -> np.ndarray:
     ax.axis("off")
     pictures.append(tf.io.decode_png(visualize.figure_to_png(fig)).numpy()[..., :3])
   return np.stack(pictures)
+
+
+def validation_hook(network, data_config: DataConfig, dataset: str, batches: int, writer):
+  """MPJPE, PCK and AUC (3 protocols) of the network on a test split, to TensorBoard.
+
+  Predictions and labels are both in the crop's rotated camera; rotations keep
+  distances, so the numbers equal those in the original camera. The labels are
+  the true-scale joints (annot3 for 3DHP); ``wild3d_tf.evaluate`` is the tool for
+  the paper's protocol on the universal skeleton.
+  """
+  files = data.shard_files(data_config.data_dir, dataset, "test")
+  examples = data.examples(files, data_config, training=False, seed=0).batch(data_config.batch_size).take(batches)
+  predict = tf.function(lambda images: network(images, training=False)["pose3d"])
+
+  def hook(step):
+    predictions, truths = [], []
+    for batch in examples:
+      predictions.append(predict(batch["image"]).numpy())
+      truths.append(batch["joints3d"].numpy())
+    prediction = np.concatenate(predictions).astype(np.float64)
+    report = metrics.Report.from_poses(prediction - prediction[:, :1], np.concatenate(truths).astype(np.float64))
+    with writer.as_default(step=step):
+      for protocol in metrics.PROTOCOLS:
+        summary = report.summary(protocol)
+        for name in ("mpjpe", "pck", "auc"):
+          tf.summary.scalar(f"validation_{protocol}/{name}", summary[name])
+    summary = report.summary("unscaled")
+    print(f"validation at step {step} on {dataset} ({summary['frames']} poses): MPJPE {summary['mpjpe']:.1f} mm, "
+          f"PCK {summary['pck']:.1f}, AUC {summary['auc']:.1f}", flush=True)
+  return hook
 
 
 def run(flags_values=FLAGS) -> dict:
@@ -130,7 +166,7 @@ def run(flags_values=FLAGS) -> dict:
       logging.info("initialised the network from %s", latest)
     trainer = Trainer(network, weights, f.batch_size)
     optimizer = make_optimizer(f.learning_rate, f.decay_steps, f.decay_rate, global_step,
-                               f.mixed_precision == "mixed_float16")
+                               f.mixed_precision == "mixed_float16", f.pretrained_lr_multiplier)
     trainer.compile(optimizer=optimizer, jit_compile=f.xla)
   model_dir = f.model_dir
   if f.strategy == "multiworker" and not _is_chief(strategy):
@@ -140,7 +176,9 @@ def run(flags_values=FLAGS) -> dict:
   loop = Loop(strategy, trainer, dataset,
               LoopConfig(model_dir, f.max_steps, f.checkpoint_every, f.log_every, f.max_nonfinite,
                          batch_digest_file=f.batch_digest_file),
-              global_step, summary_hook(writer, trainer, optimizer, f.image_summaries_every))
+              global_step, summary_hook(writer, trainer, optimizer, f.image_summaries_every),
+              periodic=[(f.validate_every, validation_hook(network, data_config, f.validation_dataset,
+                                                           f.validation_batches, writer))] if f.validate_every else [])
   if f.xla:
     loop._step_fn = tf.function(loop._distributed_step, jit_compile=True)
   loop.restore()
