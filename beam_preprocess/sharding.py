@@ -64,11 +64,16 @@ def remove_stale_shards(output_dir: str, dataset: str, keep: set[str]) -> list[s
   return sorted(removed)
 
 
-def write_json_atomically(path: str, data: dict) -> None:
+def write_text_atomically(path: str, text: str) -> None:
+  """Writes under a temporary name and renames, so readers never see half a file (local or gs://)."""
   temporary = path + ".incomplete"
   with tf.io.gfile.GFile(temporary, "w") as f:
-    f.write(json.dumps(data, indent=1, sort_keys=True) + "\n")
+    f.write(text)
   tf.io.gfile.rename(temporary, path, overwrite=True)
+
+
+def write_json_atomically(path: str, data: dict) -> None:
+  write_text_atomically(path, json.dumps(data, indent=1, sort_keys=True) + "\n")
 
 
 def manifest_path(output_dir: str, dataset: str) -> str:

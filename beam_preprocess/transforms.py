@@ -129,8 +129,8 @@ def finalize(_, dataset, output_dir, shards, dead, counts, count_keys, bone_sums
       entries.append({k: entry[k] for k in ("file", "records", "sha256")})
     splits[split] = {"records": records, "shards": entries}
   rows = sorted(dead, key=lambda r: (r["file"], r["record"], r["field"], r["reason"]))
-  with_tf_gfile_write(sharding.dead_letter_path(output_dir, dataset),
-                      "".join(json.dumps(r, sort_keys=True) + "\n" for r in rows))
+  sharding.write_text_atomically(sharding.dead_letter_path(output_dir, dataset),
+                                 "".join(json.dumps(r, sort_keys=True) + "\n" for r in rows))
   removed = sharding.remove_stale_shards(output_dir, dataset, {s["file"] for v in splits.values() for s in v["shards"]})
   if removed:
     logging.info("removed %d stale shards of %s: %s", len(removed), dataset, removed[:5])
@@ -165,13 +165,6 @@ def finalize(_, dataset, output_dir, shards, dead, counts, count_keys, bone_sums
   logging.info("%s: %d records in %s, %d rejected", dataset, accepted,
                {k: len(v["shards"]) for k, v in splits.items()}, rejected)
   return manifest
-
-
-def with_tf_gfile_write(path: str, text: str) -> None:
-  import tensorflow as tf  # GFile works on local paths and gs:// alike
-  with tf.io.gfile.GFile(path + ".incomplete", "w") as f:
-    f.write(text)
-  tf.io.gfile.rename(path + ".incomplete", path, overwrite=True)
 
 
 class ConvertDataset(beam.PTransform):

@@ -13,6 +13,7 @@ mirrored with the flip, and made root-relative.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import pathlib
@@ -49,7 +50,6 @@ def shard_files(data_dir: str, dataset: str, split: str, check_digests: bool = F
     raise FileNotFoundError(f"{data_dir}: shards of {dataset}/{split} differ from its manifest: "
                             f"missing {missing}, not listed {extra}")
   if check_digests:
-    import hashlib
     for entry in manifest["splits"][split]["shards"]:
       digest = hashlib.sha256((pathlib.Path(data_dir) / entry["file"]).read_bytes()).hexdigest()
       if digest != entry["sha256"]:
