@@ -1,0 +1,170 @@
+"""Evaluates a model as the paper does (Sec. 4, Tables 2-5).
+
+    python -m wild3d_tf.evaluate --checkpoint MODEL_DIR | --saved_model DIR \\
+        --data_dir SHARDS --dataset {mpi_inf_3dhp_test,h36m} --output_dir OUT
+
+For every test record: the tight crop around the 2D ground truth (the
+training crop's margin, no augmentation), inference, the prediction rotated
+from the crop's camera back into the original camera (perspective
+correction, with H3.6M's lens distortion at the crop centre), made
+root-relative, and compared with the ground truth:
+
+* MPI-INF-3DHP test set: ``univ_annot3`` (the universal skeleton), pelvis
+  centred, valid frames only (the converter keeps only those by default);
+  PCK (< 150 mm) and AUC over the joints of ``--joint_groups`` (variant A of
+  skeletons.JOINT_GROUPS_3DHP: the 14 joints of the official script's
+  groups) for GS / NoGS / Outdoor / All, pooled over frames so sequences
+  weigh by their valid frames, plus per-activity, per-sequence and
+  per-joint-group tables.
+* H3.6M (S9, S11 at the converter's frame stride): per-action MPJPE
+  (protocol 1) and PA-MPJPE (protocol 2).
+
+All three protocols (unscaled, scaled, Procrustes; ``metrics``) are computed.
+Writes ``OUT/results.json``, ``OUT/results.md``, ``OUT/pck_curve.png`` and
+``OUT/predictions.npz``.
+"""
+
+from __future__ import annotations
+
+import json
+import pathlib
+
+from absl import app, flags
+import numpy as np
+import tensorflow as tf
+from tqdm import tqdm
+
+from wild3d_tf import data, geometry, inference, metrics, schema, visualize
+from wild3d_tf.config import DataConfig
+
+FLAGS = flags.FLAGS
+flags.DEFINE_string("checkpoint", None, "A training --model_dir (its newest checkpoint).")
+flags.DEFINE_string("saved_model", None, "An exported version folder, e.g. EXPORT/wild3d/1 (its serve_crops signature).")
+flags.DEFINE_string("data_dir", None, "The converter's output folder.")
+flags.DEFINE_enum("dataset", "mpi_inf_3dhp_test", ["mpi_inf_3dhp_test", "h36m"], "Test set.")
+flags.DEFINE_string("output_dir", None, "Where results.json, results.md and the plots go.")
+flags.DEFINE_bool("flip_test", False, "Average with the prediction on the mirrored crop.")
+flags.DEFINE_integer("batch_size", 16, "Crops per inference call.")
+flags.DEFINE_integer("max_examples", 0, "Evaluate only the first N records (0: all).")
+flags.DEFINE_enum("joint_groups", "A", ["A", "B"], "3DHP joint-group variant for PCK/AUC (docs/metrics.md).")
+flags.DEFINE_enum("scale_method", "lstsq", ["lstsq", "norm", "bones"], "How the 'scaled' protocol scales.")
+flags.DEFINE_enum("ground_truth", "univ", ["univ", "annot3"], "3DHP: universal skeleton (the paper's) or true scale.")
+
+METADATA = ("key", "sequence", "action", "subject")
+
+
+def test_batches(data_dir: str, dataset: str, input_size: int, batch_size: int, max_examples: int = 0):
+  """Prepared test crops with the original-camera labels and metadata, in shard order."""
+  files = data.shard_files(data_dir, dataset, "test")
+  if not files:
+    raise FileNotFoundError(f"{data_dir}: no test split of {dataset} (convert it first)")
+  config = DataConfig(data_dir=data_dir, input_size=input_size, batch_size=batch_size)
+
+  def one(serialized):
+    record = schema.parse(serialized)
+    prepared = data.prepare(record, tf.constant(0, tf.int64), config, training=False)
+    root_relative = lambda joints: joints - joints[:1]
+    return {"image": prepared["image"], "crop_rotation": prepared["crop_rotation"],
+            "joints3d_camera": root_relative(record["joints3d"]),
+            "joints3d_univ_camera": root_relative(record["joints3d/univ"]),
+            **{name: record[name] for name in METADATA}}
+
+  ds = tf.data.TFRecordDataset(files)
+  if max_examples:
+    ds = ds.take(max_examples)
+  return ds.map(one, num_parallel_calls=tf.data.AUTOTUNE).batch(batch_size).prefetch(2)
+
+
+def crop_predictor(checkpoint: str | None, saved_model: str | None, flip: bool):
+  """(input_size, fn(crops) -> (B, 17, 3) root-relative pose in the crop's camera)."""
+  if (checkpoint is None) == (saved_model is None):
+    raise ValueError("give exactly one of --checkpoint and --saved_model")
+  if checkpoint:
+    predictor = inference.Predictor(inference.load_network(checkpoint), flip)
+    return predictor.input_size, tf.function(lambda crops: predictor.on_crops(crops)["pose3d_crop"])
+  signature = tf.saved_model.load(saved_model).signatures["serve_crops"]
+  size = int(signature.structured_input_signature[1]["crops"].shape[1])
+  # The crop's intrinsics only steer the rotated ``pose3d``; evaluation rotates ``pose3d_crop`` itself.
+  eye = tf.constant([[size, 0.0, (size - 1) / 2], [0.0, size, (size - 1) / 2], [0.0, 0.0, 1.0]])
+
+  def run(crops):
+    crops = tf.cast(crops, tf.float32)
+    k = tf.tile(eye[None], [tf.shape(crops)[0], 1, 1])
+    pose = signature(crops=crops, intrinsics=k)["pose3d_crop"]
+    if flip:
+      pose = (pose + inference.unflip_pose(signature(crops=crops[:, :, ::-1], intrinsics=k)["pose3d_crop"])) / 2
+    return pose
+  return size, run
+
+
+def collect(batches, predict) -> dict:
+  """Runs ``predict(batch)`` -> crop-camera poses over all batches; returns camera-frame arrays."""
+  out = {name: [] for name in ("pred", "gt_annot3", "gt_univ", *METADATA)}
+  for batch in tqdm(batches, desc="evaluating", unit="batch"):
+    pose_crop = np.asarray(predict(batch), np.float64)
+    pose = geometry.virtual_to_camera(pose_crop, batch["crop_rotation"].numpy())
+    out["pred"].append(pose - pose[:, :1])
+    out["gt_annot3"].append(batch["joints3d_camera"].numpy())
+    out["gt_univ"].append(batch["joints3d_univ_camera"].numpy())
+    for name in METADATA:
+      out[name].append(np.char.decode(batch[name].numpy().astype(bytes), "utf-8"))
+  if not out["pred"]:
+    raise ValueError("the test split has no records")
+  return {name: np.concatenate(values) for name, values in out.items()}
+
+
+def report_for(dataset: str, arrays: dict, ground_truth: str = "univ", joint_groups: str = "A",
+               scale_method: str = "lstsq") -> metrics.Report:
+  if dataset == "mpi_inf_3dhp_test":
+    gt = arrays["gt_univ"] if ground_truth == "univ" else arrays["gt_annot3"]
+    return metrics.Report.from_poses(
+        arrays["pred"], gt, labels={"activity": arrays["action"], "sequence": arrays["sequence"]},
+        subsets=metrics.scene_subsets_3dhp(arrays["sequence"]), joint_group_variant=joint_groups,
+        scale_method=scale_method)
+  return metrics.Report.from_poses(arrays["pred"], arrays["gt_annot3"],
+                                   labels={"action": arrays["action"], "subject": arrays["subject"]},
+                                   joint_group_variant=joint_groups, scale_method=scale_method)
+
+
+def write_outputs(report: metrics.Report, arrays: dict, output_dir: str, header: dict) -> dict:
+  out = pathlib.Path(output_dir)
+  out.mkdir(parents=True, exist_ok=True)
+  results = {**header, "frames": int(len(arrays["pred"])), **report.to_json()}
+  (out / "results.json").write_text(json.dumps(results, indent=1, sort_keys=True))
+  lines = [f"# {header['dataset']}: {results['frames']} poses", "",
+           "".join(f"- {k}: {v}\n" for k, v in header.items()),
+           "PCK (< 150 mm) and AUC over the joints " + ", ".join(report.pck_joints) +
+           "; MPJPE over all 17. Rows: unscaled (protocol 1), scaled (one least-squares scale per pose), "
+           "Procrustes (protocol 2). Tables below: unscaled, with PA-MPJPE.", "", report.to_markdown()]
+  (out / "results.md").write_text("\n".join(lines))
+  pck_columns = [report.joint_names.index(j) for j in report.pck_joints]
+  curves = {f"{name} (unscaled)": metrics.pck_curve(report.errors["unscaled"][mask][:, pck_columns])
+            for name, mask in report.subsets.items() if mask.any()}
+  curves["All (Procrustes)"] = metrics.pck_curve(report.errors["procrustes"][:, pck_columns])
+  fig = visualize.pck_curve_figure(curves)
+  fig.axes[0].set_title(f"{header['dataset']}: 3D PCK curve")
+  (out / "pck_curve.png").write_bytes(visualize.figure_to_png(fig))
+  np.savez_compressed(out / "predictions.npz", **arrays)
+  return results
+
+
+def main(argv):
+  del argv
+  if not FLAGS.data_dir or not FLAGS.output_dir:
+    raise app.UsageError("--data_dir and --output_dir are required")
+  size, predict_crops = crop_predictor(FLAGS.checkpoint, FLAGS.saved_model, FLAGS.flip_test)
+  batches = test_batches(FLAGS.data_dir, FLAGS.dataset, size, FLAGS.batch_size, FLAGS.max_examples)
+  arrays = collect(batches, lambda batch: predict_crops(batch["image"]))
+  report = report_for(FLAGS.dataset, arrays, FLAGS.ground_truth, FLAGS.joint_groups, FLAGS.scale_method)
+  header = {"dataset": FLAGS.dataset, "source": FLAGS.checkpoint or FLAGS.saved_model,
+            "flip_test": FLAGS.flip_test, "ground_truth": FLAGS.ground_truth if FLAGS.dataset != "h36m" else "annot3",
+            "joint_groups": FLAGS.joint_groups, "scale_method": FLAGS.scale_method}
+  results = write_outputs(report, arrays, FLAGS.output_dir, header)
+  print(report.to_markdown().split("\n\n")[0])
+  summary = results["protocols"]["unscaled"]["subsets"]["All"]
+  print(f"{results['frames']} poses: PCK {summary['pck']:.1f}, AUC {summary['auc']:.1f}, "
+        f"MPJPE {summary['mpjpe']:.1f} mm; results in {FLAGS.output_dir}/results.{{json,md}}, pck_curve.png")
+
+
+if __name__ == "__main__":
+  app.run(main)

@@ -1,0 +1,152 @@
+"""The SavedModel's signatures: what TF Serving, ``tf.saved_model.load`` and the predict CLI call.
+
+``serving_default`` (``serve_images``): a batch of encoded JPEG or PNG images,
+    ``images`` string [B], ``boxes`` float32 [B, 4] (x_min, y_min, x_max, y_max
+    pixels of the person; a row of zeros: the whole image) and ``intrinsics``
+    float32 [B, 4] (fx, fy, cx, cy pixels; a row of zeros: 55 degrees across
+    the longer side). TF Serving requires every signature input in every
+    request, so "optional" is a row of zeros; ``serve_images_only`` takes just
+    ``images`` for callers without boxes or intrinsics.
+``serve_crops``: float32 crops [B, S, S, 3] in [0, 255] and their own
+    intrinsics [B, 3, 3], for batch pipelines that crop themselves.
+
+Every signature returns ``pose3d`` (B, 17, 3) mm in the camera frame,
+root-relative; ``pose3d_crop`` the same in the crop's camera; ``pose2d``
+(B, 14, 2) pixels of the image given (the crop for ``serve_crops``),
+``confidence`` (B, 14) heatmap peaks in [0, 1], ``crop_box`` (B, 3) the square
+(cx, cy, side) that was cropped, ``intrinsics`` (B, 3, 3) the camera used,
+``valid`` (B,) whether every output is finite, and ``joint_names_3d``
+(B, 17) / ``joint_names_2d`` (B, 14). Only core TF ops, validation first
+(``image_guard``), float32 throughout.
+"""
+
+from __future__ import annotations
+
+import tensorflow as tf
+
+from wild3d_tf import image_guard, inference, skeletons
+
+
+def _assert(condition, *parts):
+  return tf.debugging.Assert(condition, [tf.strings.join(list(parts))], summarize=1)
+
+
+def _shape_check(tensor, name: str, trailing=()):
+  """Asserts shape [batch, *trailing] at run time.
+
+  A loaded signature does not check shapes against its TensorSpec, and the
+  rank of a [None] placeholder is folded to a constant, so this compares the
+  run-time shape, padded with zeros, with the element count instead.
+  """
+  rank = 1 + len(trailing)
+  padded = tf.pad(tf.shape(tensor), [[0, 2]])
+  ok = (tf.equal(tf.reduce_prod(padded[:rank]), tf.size(tensor)) & tf.equal(padded[rank], 0) &
+        tf.reduce_all(tf.equal(padded[1:rank], list(trailing) or tf.zeros([0], tf.int32))))
+  expected = "[batch" + "".join(f", {d}" for d in trailing) + "]"
+  return _assert(ok, f"{name} must have shape {expected}; got shape ", tf.strings.as_string(padded))
+
+
+class ServingModule(tf.Module):
+
+  def __init__(self, network, flip: bool = False, limits: image_guard.Limits = image_guard.Limits()):
+    super().__init__(name="wild3d")
+    self.network = network
+    # The tf.Variables behind the Keras variables, tracked directly: without this the
+    # SavedModel's TF1-style restore (TF Serving, saved_model_cli run) cannot find them
+    # (keras-team/keras#20095; keras.export.ExportArchive does the same).
+    self.model_variables = [getattr(v, "value", v) for v in network.variables]
+    self.predictor = inference.Predictor(network, flip)
+    self.limits = limits
+    size = self.predictor.input_size
+    self.input_size = size
+    self.names_3d = tf.constant(skeletons.POSE3D.joints)
+    self.names_2d = tf.constant(skeletons.POSE2D.joints)
+    images = tf.TensorSpec([None], tf.string, name="images")
+    self.serve_images = tf.function(self._serve_images, input_signature=[
+        images, tf.TensorSpec([None, 4], tf.float32, name="boxes"),
+        tf.TensorSpec([None, 4], tf.float32, name="intrinsics")])
+    self.serve_images_only = tf.function(self._serve_images_only, input_signature=[images])
+    self.serve_crops = tf.function(self._serve_crops, input_signature=[
+        tf.TensorSpec([None, size, size, 3], tf.float32, name="crops"),
+        tf.TensorSpec([None, 3, 3], tf.float32, name="intrinsics")])
+
+  def signatures(self) -> dict:
+    return {"serving_default": self.serve_images, "serve_images_only": self.serve_images_only,
+            "serve_crops": self.serve_crops}
+
+  # ------------------------------------------------------------------ signatures
+
+  def _serve_images_only(self, images):
+    zeros = tf.zeros([tf.size(images), 4], tf.float32)
+    return self._serve_images(images, zeros, zeros)
+
+  def _serve_images(self, images, boxes, intrinsics):
+    with tf.control_dependencies([_shape_check(images, "images"), _shape_check(boxes, "boxes", (4,)),
+                                  _shape_check(intrinsics, "intrinsics", (4,))]):
+      images, boxes, intrinsics = tf.identity(images), tf.identity(boxes), tf.identity(intrinsics)
+    count = tf.size(images)
+    checks = image_guard.check_batch(images, self.limits) + [
+        _assert(tf.equal(tf.shape(boxes)[0], count), "boxes has ", tf.strings.as_string(tf.shape(boxes)[0]),
+                " rows for ", tf.strings.as_string(count), " images"),
+        _assert(tf.equal(tf.shape(intrinsics)[0], count), "intrinsics has ",
+                tf.strings.as_string(tf.shape(intrinsics)[0]), " rows for ", tf.strings.as_string(count), " images")]
+    size = self.input_size
+
+    def one(args):
+      encoded, box, k, index = args
+      name = tf.strings.as_string(index)
+      box_given = tf.reduce_any(tf.not_equal(box, 0.0))
+      k_given = tf.reduce_any(tf.not_equal(k, 0.0))
+      element_checks = [
+          _assert(tf.reduce_all(tf.math.is_finite(box)) & tf.reduce_all(tf.math.is_finite(k)),
+                  "image ", name, ": box or intrinsics not finite"),
+          _assert(~box_given | ((box[2] > box[0]) & (box[3] > box[1])),
+                  "image ", name, ": box must be (x_min, y_min, x_max, y_max) with x_max > x_min and y_max > y_min"),
+          _assert(~k_given | ((k[0] > 0) & (k[1] > 0)), "image ", name, ": intrinsics (fx, fy, cx, cy) need fx, fy > 0")]
+      with tf.control_dependencies(element_checks):
+        image = image_guard.decode(encoded, index, self.limits)
+      height, width = tf.shape(image)[0], tf.shape(image)[1]
+      given = tf.stack([tf.stack([k[0], 0.0, k[2]]), tf.stack([0.0, k[1], k[3]]), tf.constant([0.0, 0.0, 1.0])])
+      camera = tf.where(k_given, given, inference.default_intrinsics(height, width))
+      square = inference.box_to_square(box, height, width)
+      crop, input_from_image = inference.crop(image, square, size)
+      return crop, tf.linalg.inv(input_from_image), camera, square
+
+    with tf.control_dependencies(checks):
+      images = tf.identity(images)
+      indices = tf.range(count)
+    crops, image_from_input, cameras, squares = tf.map_fn(
+        one, (images, boxes, intrinsics, indices), parallel_iterations=2,
+        fn_output_signature=(tf.TensorSpec([size, size, 3], tf.float32), tf.TensorSpec([3, 3], tf.float32),
+                             tf.TensorSpec([3, 3], tf.float32), tf.TensorSpec([3], tf.float32)))
+    return self._outputs(self.predictor.on_images(crops, image_from_input, cameras), squares, cameras)
+
+  def _serve_crops(self, crops, intrinsics):
+    with tf.control_dependencies([_shape_check(crops, "crops", (self.input_size, self.input_size, 3)),
+                                  _shape_check(intrinsics, "intrinsics", (3, 3))]):
+      crops, intrinsics = tf.identity(crops), tf.identity(intrinsics)
+    count = tf.shape(crops)[0]
+    checks = [
+        _assert(count <= self.limits.max_batch, "batch of ", tf.strings.as_string(count),
+                " crops exceeds the limit of ", str(self.limits.max_batch)),
+        _assert(tf.equal(tf.shape(intrinsics)[0], count), "intrinsics has ",
+                tf.strings.as_string(tf.shape(intrinsics)[0]), " matrices for ", tf.strings.as_string(count), " crops"),
+        _assert(tf.reduce_all(tf.math.is_finite(crops)) & tf.reduce_all(tf.math.is_finite(intrinsics)),
+                "crops and intrinsics must be finite"),
+        _assert(tf.reduce_all((intrinsics[:, 0, 0] > 0) & (intrinsics[:, 1, 1] > 0)), "intrinsics need fx, fy > 0")]
+    with tf.control_dependencies(checks):
+      crops = tf.identity(crops)
+    identity = tf.eye(3, batch_shape=[count])
+    half = (self.input_size - 1) / 2
+    squares = tf.tile([[half, half, float(self.input_size)]], [count, 1])
+    return self._outputs(self.predictor.on_images(crops, identity, intrinsics), squares, intrinsics)
+
+  def _outputs(self, out, squares, cameras) -> dict:
+    count = tf.shape(out["pose3d"])[0]
+    finite = [tf.reduce_all(tf.math.is_finite(tf.reshape(out[k], [count, -1])), axis=-1)
+              for k in ("pose3d", "pose2d", "confidence")]
+    return {"pose3d": out["pose3d"], "pose3d_crop": out["pose3d_crop"], "pose2d": out["pose2d"],
+            "confidence": out["confidence"], "crop_box": squares, "intrinsics": cameras,
+            "valid": tf.reduce_all(tf.stack(finite), axis=0),
+            "joint_names_3d": tf.tile(self.names_3d[None], [count, 1]),
+            "joint_names_2d": tf.tile(self.names_2d[None], [count, 1])}
