@@ -11,7 +11,8 @@ setuptools.setup(
     python_requires=">=3.10,<3.13",
     packages=setuptools.find_packages(include=["wild3d_tf", "wild3d_tf.*",
                                                "beam_preprocess", "beam_preprocess.*"]),
-    package_data={"wild3d_tf.synthetic": ["data/*.bvh", "data/README.md"]},
+    package_data={"wild3d_tf.synthetic": ["data/*.bvh", "data/README.md"],
+                  "wild3d_tf": ["demo_data/*.png", "demo_data/README.md"]},
     # Ranges tested together on Python 3.11 (see README, "Dependencies").
     install_requires=[
         "tensorflow>=2.21,<2.22",
@@ -29,6 +30,9 @@ setuptools.setup(
         "matplotlib>=3.8,<4",
         "absl-py>=2.1,<3",
         "tqdm>=4.66,<5",
+        # Warm-up requests at export and the gRPC client (PredictionLog, PredictRequest protos).
+        "tensorflow-serving-api>=2.21,<2.22",
+        "grpcio>=1.60,<2",
     ],
     extras_require={
         "test": ["pytest>=8,<10", "pytest-xdist>=3.5,<4"],

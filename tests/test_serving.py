@@ -21,7 +21,7 @@ import tensorflow as tf
 from wild3d_tf import export, geometry, heatmaps, image_guard, inference, skeletons
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
-PHOTOS = ROOT.parent / "shared" / "data" / "photos"
+PHOTOS = ROOT / "wild3d_tf" / "demo_data"  # copies of shared/data/photos
 SIZE = 64  # the tiny_checkpoint input size
 
 

@@ -38,17 +38,22 @@ from wild3d_tf import data, geometry, inference, metrics, schema, visualize
 from wild3d_tf.config import DataConfig
 
 FLAGS = flags.FLAGS
-flags.DEFINE_string("checkpoint", None, "A training --model_dir (its newest checkpoint).")
-flags.DEFINE_string("saved_model", None, "An exported version folder, e.g. EXPORT/wild3d/1 (its serve_crops signature).")
-flags.DEFINE_string("data_dir", None, "The converter's output folder.")
-flags.DEFINE_enum("dataset", "mpi_inf_3dhp_test", ["mpi_inf_3dhp_test", "h36m"], "Test set.")
-flags.DEFINE_string("output_dir", None, "Where results.json, results.md and the plots go.")
-flags.DEFINE_bool("flip_test", False, "Average with the prediction on the mirrored crop.")
-flags.DEFINE_integer("batch_size", 16, "Crops per inference call.")
-flags.DEFINE_integer("max_examples", 0, "Evaluate only the first N records (0: all).")
-flags.DEFINE_enum("joint_groups", "A", ["A", "B"], "3DHP joint-group variant for PCK/AUC (docs/metrics.md).")
-flags.DEFINE_enum("scale_method", "lstsq", ["lstsq", "norm", "bones"], "How the 'scaled' protocol scales.")
-flags.DEFINE_enum("ground_truth", "univ", ["univ", "annot3"], "3DHP: universal skeleton (the paper's) or true scale.")
+
+
+def define_flags():
+  """Flags of this entry point (defined only when it runs, so modules can be imported together)."""
+  flags.DEFINE_string("checkpoint", None, "A training --model_dir (its newest checkpoint).")
+  flags.DEFINE_string("saved_model", None, "An exported version folder, e.g. EXPORT/wild3d/1 (its serve_crops signature).")
+  flags.DEFINE_string("data_dir", None, "The converter's output folder.")
+  flags.DEFINE_enum("dataset", "mpi_inf_3dhp_test", ["mpi_inf_3dhp_test", "h36m"], "Test set.")
+  flags.DEFINE_string("output_dir", None, "Where results.json, results.md and the plots go.")
+  flags.DEFINE_bool("flip_test", False, "Average with the prediction on the mirrored crop.")
+  flags.DEFINE_integer("batch_size", 16, "Crops per inference call.")
+  flags.DEFINE_integer("max_examples", 0, "Evaluate only the first N records (0: all).")
+  flags.DEFINE_enum("joint_groups", "A", ["A", "B"], "3DHP joint-group variant for PCK/AUC (docs/metrics.md).")
+  flags.DEFINE_enum("scale_method", "lstsq", ["lstsq", "norm", "bones"], "How the 'scaled' protocol scales.")
+  flags.DEFINE_enum("ground_truth", "univ", ["univ", "annot3"], "3DHP: universal skeleton (the paper's) or true scale.")
+
 
 METADATA = ("key", "sequence", "action", "subject")
 
@@ -167,4 +172,5 @@ def main(argv):
 
 
 if __name__ == "__main__":
+  define_flags()
   app.run(main)

@@ -25,15 +25,21 @@ import tensorflow as tf
 from wild3d_tf import image_guard, inference, serving_module, skeletons
 
 FLAGS = flags.FLAGS
-flags.DEFINE_string("checkpoint", None, "A training --model_dir; its newest checkpoint is exported.")
-flags.DEFINE_string("export_dir", None, "Base folder; the model goes to <export_dir>/<model_name>/<version>/.")
-flags.DEFINE_string("model_name", "wild3d", "TF Serving model name (folder under --export_dir).")
-flags.DEFINE_integer("version", None, "Version number (default: one more than the newest present).")
-flags.DEFINE_bool("flip_test", False, "Average with the horizontally flipped crop (twice the compute).")
-flags.DEFINE_integer("max_batch", image_guard.Limits.max_batch, "Largest batch a request may carry.")
-flags.DEFINE_integer("max_image_bytes", image_guard.Limits.max_bytes, "Largest encoded image, bytes.")
-flags.DEFINE_integer("max_image_side", image_guard.Limits.max_side, "Largest image side, pixels.")
-flags.mark_flags_as_required(["checkpoint", "export_dir"])
+
+
+def define_flags():
+  """Flags of this entry point (defined only when it runs, so modules can be imported together)."""
+  flags.DEFINE_string("checkpoint", None, "A training --model_dir; its newest checkpoint is exported.")
+  flags.DEFINE_string("export_dir", None, "Base folder; the model goes to <export_dir>/<model_name>/<version>/.")
+  flags.DEFINE_string("model_name", "wild3d", "TF Serving model name (folder under --export_dir).")
+  flags.DEFINE_integer("version", None, "Version number (default: one more than the newest present).")
+  flags.DEFINE_bool("flip_test", False, "Average with the horizontally flipped crop (twice the compute).")
+  flags.DEFINE_bool("xla", False, "Compile the network part of each signature with XLA (see docs/benchmarks.md).")
+  flags.DEFINE_integer("max_batch", image_guard.Limits.max_batch, "Largest batch a request may carry.")
+  flags.DEFINE_integer("max_image_bytes", image_guard.Limits.max_bytes, "Largest encoded image, bytes.")
+  flags.DEFINE_integer("max_image_side", image_guard.Limits.max_side, "Largest image side, pixels.")
+  flags.mark_flags_as_required(["checkpoint", "export_dir"])
+
 
 WARMUP_FILE = "tf_serving_warmup_requests"
 
@@ -64,7 +70,7 @@ def _warmup_requests(model_name: str, input_size: int):
 
 def export_saved_model(network, export_dir: str, model_name: str = "wild3d", version: int | None = None,
                        flip: bool = False, limits: image_guard.Limits = image_guard.Limits(),
-                       source: str = "") -> pathlib.Path:
+                       source: str = "", xla: bool = False) -> pathlib.Path:
   """Writes ``export_dir/model_name/version`` and returns its path."""
   base = pathlib.Path(export_dir) / model_name
   base.mkdir(parents=True, exist_ok=True)
@@ -74,7 +80,7 @@ def export_saved_model(network, export_dir: str, model_name: str = "wild3d", ver
     raise FileExistsError(f"{final} exists; pass another --version or remove it")
   staging = base / f".staging-{version}-{os.getpid()}"
   shutil.rmtree(staging, ignore_errors=True)
-  module = serving_module.ServingModule(network, flip, limits)
+  module = serving_module.ServingModule(network, flip, limits, xla)
   tf.saved_model.save(module, str(staging), signatures=module.signatures())
   extra = staging / "assets.extra"
   extra.mkdir()
@@ -82,7 +88,7 @@ def export_saved_model(network, export_dir: str, model_name: str = "wild3d", ver
     for log in _warmup_requests(model_name, module.input_size):
       writer.write(log.SerializeToString())
   (extra / "wild3d.json").write_text(json.dumps({
-      "source": source, "input_size": module.input_size, "flip_test": flip,
+      "source": source, "input_size": module.input_size, "flip_test": flip, "xla": xla,
       "default_fov_degrees": inference.DEFAULT_FOV_DEGREES, "box_margin": inference.BOX_MARGIN,
       "limits": limits.__dict__,
       "joints_3d": list(skeletons.POSE3D.joints), "bones_3d": [list(b) for b in skeletons.POSE3D.bones],
@@ -99,11 +105,12 @@ def main(argv):
   limits = image_guard.Limits(max_batch=FLAGS.max_batch, max_bytes=FLAGS.max_image_bytes,
                               max_side=FLAGS.max_image_side)
   path = export_saved_model(network, FLAGS.export_dir, FLAGS.model_name, FLAGS.version, FLAGS.flip_test, limits,
-                            source=tf.train.latest_checkpoint(FLAGS.checkpoint))
+                            source=tf.train.latest_checkpoint(FLAGS.checkpoint), xla=FLAGS.xla)
   print(f"exported {path} (signatures serving_default, serve_images_only, serve_crops)")
   print(f"serve it: docker run -p 8501:8501 -v {path.parent.resolve()}:/models/{FLAGS.model_name} "
         f"-e MODEL_NAME={FLAGS.model_name} tensorflow/serving")
 
 
 if __name__ == "__main__":
+  define_flags()
   app.run(main)

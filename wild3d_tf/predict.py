@@ -29,11 +29,15 @@ import tensorflow as tf
 from wild3d_tf import image_guard, inference, serving_module, skeletons, visualize
 
 FLAGS = flags.FLAGS
-flags.DEFINE_string("saved_model", None, "An exported version folder (EXPORT/wild3d/<version>).")
-flags.DEFINE_string("checkpoint", None, "A training --model_dir, instead of --saved_model.")
-flags.DEFINE_list("box", None, "Person box x_min,y_min,x_max,y_max in pixels, for every image (default: whole image).")
-flags.DEFINE_list("intrinsics", None, "fx,fy,cx,cy in pixels, for every image (default: 55 degree field of view).")
-flags.DEFINE_string("output_dir", "predictions", "Where the JSON and PNG files go.")
+
+
+def define_flags():
+  """Flags of this entry point (defined only when it runs, so modules can be imported together)."""
+  flags.DEFINE_string("saved_model", None, "An exported version folder (EXPORT/wild3d/<version>).")
+  flags.DEFINE_string("checkpoint", None, "A training --model_dir, instead of --saved_model.")
+  flags.DEFINE_list("box", None, "Person box x_min,y_min,x_max,y_max in pixels, for every image (default: whole image).")
+  flags.DEFINE_list("intrinsics", None, "fx,fy,cx,cy in pixels, for every image (default: 55 degree field of view).")
+  flags.DEFINE_string("output_dir", "predictions", "Where the JSON and PNG files go.")
 
 
 def load_signature(saved_model: str | None, checkpoint: str | None):
@@ -145,4 +149,5 @@ def main(argv):
 
 
 if __name__ == "__main__":
+  define_flags()
   app.run(main)

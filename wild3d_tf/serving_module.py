@@ -48,7 +48,8 @@ def _shape_check(tensor, name: str, trailing=()):
 
 class ServingModule(tf.Module):
 
-  def __init__(self, network, flip: bool = False, limits: image_guard.Limits = image_guard.Limits()):
+  def __init__(self, network, flip: bool = False, limits: image_guard.Limits = image_guard.Limits(),
+               xla: bool = False):
     super().__init__(name="wild3d")
     self.network = network
     # The tf.Variables behind the Keras variables, tracked directly: without this the
@@ -57,6 +58,9 @@ class ServingModule(tf.Module):
     self.model_variables = [getattr(v, "value", v) for v in network.variables]
     self.predictor = inference.Predictor(network, flip)
     self.limits = limits
+    # XLA compiles the network and the geometry after the crops; decoding and
+    # cropping (strings, per-image shapes) stay outside it.
+    self._on_images = tf.function(self.predictor.on_images, jit_compile=True) if xla else self.predictor.on_images
     size = self.predictor.input_size
     self.input_size = size
     self.names_3d = tf.constant(skeletons.POSE3D.joints)
@@ -119,7 +123,7 @@ class ServingModule(tf.Module):
         one, (images, boxes, intrinsics, indices), parallel_iterations=2,
         fn_output_signature=(tf.TensorSpec([size, size, 3], tf.float32), tf.TensorSpec([3, 3], tf.float32),
                              tf.TensorSpec([3, 3], tf.float32), tf.TensorSpec([3], tf.float32)))
-    return self._outputs(self.predictor.on_images(crops, image_from_input, cameras), squares, cameras)
+    return self._outputs(self._on_images(crops, image_from_input, cameras), squares, cameras)
 
   def _serve_crops(self, crops, intrinsics):
     with tf.control_dependencies([_shape_check(crops, "crops", (self.input_size, self.input_size, 3)),
@@ -139,7 +143,7 @@ class ServingModule(tf.Module):
     identity = tf.eye(3, batch_shape=[count])
     half = (self.input_size - 1) / 2
     squares = tf.tile([[half, half, float(self.input_size)]], [count, 1])
-    return self._outputs(self.predictor.on_images(crops, identity, intrinsics), squares, intrinsics)
+    return self._outputs(self._on_images(crops, identity, intrinsics), squares, intrinsics)
 
   def _outputs(self, out, squares, cameras) -> dict:
     count = tf.shape(out["pose3d"])[0]

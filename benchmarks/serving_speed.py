@@ -1,0 +1,74 @@
+"""Latency at batch 1 and throughput at batch 32 of the exported serving signature, with and without XLA.
+
+Each variant is exported with ``wild3d_tf.export``, reloaded with
+``tf.saved_model.load`` (the graph TF Serving runs) and driven with 640x480
+JPEGs through ``serving_default``. Baseline in the same process: the Keras
+network alone on ready-made crops of the same batch, so the ratios say what
+decoding, checking, cropping and the camera geometry cost, and what XLA buys.
+
+  python benchmarks/serving_speed.py [--variant tiny|full] [--seconds 10]
+"""
+
+from __future__ import annotations
+
+import argparse
+import pathlib
+import tempfile
+import time
+
+import cv2
+import keras
+import numpy as np
+import tensorflow as tf
+
+from wild3d_tf import export, model as model_lib
+
+
+def timings(fn, seconds):
+  """Per-call seconds over at least ``seconds`` of calls (after two warm-up calls)."""
+  fn()
+  fn()
+  samples, start = [], time.perf_counter()
+  while time.perf_counter() - start < seconds or len(samples) < 5:
+    begin = time.perf_counter()
+    fn()
+    samples.append(time.perf_counter() - begin)
+  return np.array(samples)
+
+
+def main():
+  parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+  parser.add_argument("--variant", choices=["tiny", "full"], default="tiny")
+  parser.add_argument("--seconds", type=float, default=10.0)
+  args = parser.parse_args()
+  size = 128 if args.variant == "tiny" else 256
+  keras.utils.set_random_seed(0)
+  network = model_lib.build_model(input_size=size, variant=args.variant)
+  rng = np.random.default_rng(0)
+  photos = [cv2.imencode(".jpg", (rng.random((480, 640, 3)) * 255).astype(np.uint8))[1].tobytes() for _ in range(32)]
+  rows = []
+  with tempfile.TemporaryDirectory() as tmp:
+    signatures = {}
+    for xla in (False, True):
+      path = export.export_saved_model(network, tmp, model_name=f"xla{int(xla)}", xla=xla)
+      signatures[xla] = tf.saved_model.load(str(path)).signatures["serving_default"]
+    raw = tf.function(lambda x: network(x, training=False)["pose3d"])
+    for batch in (1, 32):
+      crops = tf.constant(rng.uniform(0, 255, (batch, size, size, 3)).astype(np.float32))
+      inputs = {"images": tf.constant(photos[:batch]), "boxes": tf.zeros([batch, 4]), "intrinsics": tf.zeros([batch, 4])}
+      base = timings(lambda: raw(crops).numpy(), args.seconds)
+      rows.append((batch, "Keras network on crops (baseline)", base, base))
+      for xla, signature in signatures.items():
+        t = timings(lambda: signature(**inputs)["pose3d"].numpy(), args.seconds)
+        rows.append((batch, f"serving_default, JPEG 640x480{', XLA' if xla else ''}", t, base))
+  print(f"variant {args.variant}, input {size}, TF {tf.__version__}")
+  print("| batch | what | p50 latency ms | p99 latency ms | images/s | ratio to baseline (images/s) |")
+  print("|---|---|---|---|---|---|")
+  for batch, what, t, base in rows:
+    rate, base_rate = batch / np.median(t), batch / np.median(base)
+    print(f"| {batch} | {what} | {1000 * np.median(t):.1f} | {1000 * np.percentile(t, 99):.1f} | {rate:.1f} | "
+          f"{rate / base_rate:.2f} |")
+
+
+if __name__ == "__main__":
+  main()
