@@ -98,7 +98,6 @@ def inspect(encoded, index, limits: Limits):
   is_jpeg = tf.reduce_all(tf.equal(head[:3], _JPEG_MAGIC))
   is_png = tf.reduce_all(tf.equal(head, _PNG_MAGIC)) & tf.reduce_all(tf.equal(data[12:16], [0x49, 0x48, 0x44, 0x52]))
   checks.append(_fail_unless(is_jpeg | is_png, index, "not a JPEG or PNG (only these are accepted, by magic number)"))
-  padded = n + 40
 
   def jpeg():
     height, width, sos = _jpeg_header(data, n)
@@ -108,7 +107,7 @@ def inspect(encoded, index, limits: Limits):
   def png():
     height = tf.cast(data[20], tf.int64) * 2 ** 24 + tf.cast(data[21], tf.int64) * 2 ** 16 + _big_endian16(data, 22)
     width = tf.cast(data[16], tf.int64) * 2 ** 24 + tf.cast(data[17], tf.int64) * 2 ** 16 + _big_endian16(data, 18)
-    return height, width, _png_complete(data[:padded - 40], n)
+    return height, width, _png_complete(data[:n], n)
 
   with tf.control_dependencies(checks):
     height, width, complete = tf.cond(is_png, png, jpeg)
