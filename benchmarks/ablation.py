@@ -32,6 +32,8 @@ import time
 
 import numpy as np
 
+from wild3d_tf.demo import CONVERSIONS  # (dataset, native folder) pairs of the synthetic layout
+
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 CONFIGS = ROOT / "configs"
 VARIANTS = {
@@ -40,8 +42,6 @@ VARIANTS = {
     "proj_data": ["--ablation=no_latent_2d"],
     "full": ["--ablation=full"],
 }
-CONVERSIONS = (("h36m", "h36m"), ("mpi_inf_3dhp", "mpi_inf_3dhp"), ("mpi_inf_3dhp_test", "mpi_inf_3dhp_test_set"),
-               ("mpii", "mpii"), ("lsp", "lsp"), ("lspet", "lspet"))
 COLUMNS = {"in the wild (TS5-6)": "Outdoor", "studio (TS1-4)": "Studio"}
 
 

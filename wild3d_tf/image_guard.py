@@ -79,9 +79,13 @@ def _png_complete(data, n):
   return tf.reduce_any(hits & (tf.range(n - 3) >= 33))
 
 
+def require(condition, *parts):
+  """An assertion raising InvalidArgument with the message ``parts`` joined (strings or string tensors)."""
+  return tf.debugging.Assert(condition, [tf.strings.join(list(parts))], summarize=1)
+
+
 def _fail_unless(condition, index, reason):
-  message = tf.strings.join(["image ", tf.strings.as_string(index), ": ", reason])
-  return tf.debugging.Assert(condition, [message], summarize=1)
+  return require(condition, "image ", tf.strings.as_string(index), ": ", reason)
 
 
 def inspect(encoded, index, limits: Limits):

@@ -27,10 +27,6 @@ import tensorflow as tf
 from wild3d_tf import image_guard, inference, skeletons
 
 
-def _assert(condition, *parts):
-  return tf.debugging.Assert(condition, [tf.strings.join(list(parts))], summarize=1)
-
-
 def _shape_check(tensor, name: str, trailing=()):
   """Asserts shape [batch, *trailing] at run time.
 
@@ -43,7 +39,7 @@ def _shape_check(tensor, name: str, trailing=()):
   ok = (tf.equal(tf.reduce_prod(padded[:rank]), tf.size(tensor)) & tf.equal(padded[rank], 0) &
         tf.reduce_all(tf.equal(padded[1:rank], list(trailing) or tf.zeros([0], tf.int32))))
   expected = "[batch" + "".join(f", {d}" for d in trailing) + "]"
-  return _assert(ok, f"{name} must have shape {expected}; got shape ", tf.strings.as_string(padded))
+  return image_guard.require(ok, f"{name} must have shape {expected}; got shape ", tf.strings.as_string(padded))
 
 
 class ServingModule(tf.Module):
@@ -90,9 +86,9 @@ class ServingModule(tf.Module):
       images, boxes, intrinsics = tf.identity(images), tf.identity(boxes), tf.identity(intrinsics)
     count = tf.size(images)
     checks = image_guard.check_batch(images, self.limits) + [
-        _assert(tf.equal(tf.shape(boxes)[0], count), "boxes has ", tf.strings.as_string(tf.shape(boxes)[0]),
+        image_guard.require(tf.equal(tf.shape(boxes)[0], count), "boxes has ", tf.strings.as_string(tf.shape(boxes)[0]),
                 " rows for ", tf.strings.as_string(count), " images"),
-        _assert(tf.equal(tf.shape(intrinsics)[0], count), "intrinsics has ",
+        image_guard.require(tf.equal(tf.shape(intrinsics)[0], count), "intrinsics has ",
                 tf.strings.as_string(tf.shape(intrinsics)[0]), " rows for ", tf.strings.as_string(count), " images")]
     size = self.input_size
 
@@ -102,11 +98,11 @@ class ServingModule(tf.Module):
       box_given = tf.reduce_any(tf.not_equal(box, 0.0))
       k_given = tf.reduce_any(tf.not_equal(k, 0.0))
       element_checks = [
-          _assert(tf.reduce_all(tf.math.is_finite(box)) & tf.reduce_all(tf.math.is_finite(k)),
+          image_guard.require(tf.reduce_all(tf.math.is_finite(box)) & tf.reduce_all(tf.math.is_finite(k)),
                   "image ", name, ": box or intrinsics not finite"),
-          _assert(~box_given | ((box[2] > box[0]) & (box[3] > box[1])),
+          image_guard.require(~box_given | ((box[2] > box[0]) & (box[3] > box[1])),
                   "image ", name, ": box must be (x_min, y_min, x_max, y_max) with x_max > x_min and y_max > y_min"),
-          _assert(~k_given | ((k[0] > 0) & (k[1] > 0)), "image ", name, ": intrinsics (fx, fy, cx, cy) need fx, fy > 0")]
+          image_guard.require(~k_given | ((k[0] > 0) & (k[1] > 0)), "image ", name, ": intrinsics (fx, fy, cx, cy) need fx, fy > 0")]
       with tf.control_dependencies(element_checks):
         image = image_guard.decode(encoded, index, self.limits)
       height, width = tf.shape(image)[0], tf.shape(image)[1]
@@ -131,13 +127,13 @@ class ServingModule(tf.Module):
       crops, intrinsics = tf.identity(crops), tf.identity(intrinsics)
     count = tf.shape(crops)[0]
     checks = [
-        _assert(count <= self.limits.max_batch, "batch of ", tf.strings.as_string(count),
+        image_guard.require(count <= self.limits.max_batch, "batch of ", tf.strings.as_string(count),
                 " crops exceeds the limit of ", str(self.limits.max_batch)),
-        _assert(tf.equal(tf.shape(intrinsics)[0], count), "intrinsics has ",
+        image_guard.require(tf.equal(tf.shape(intrinsics)[0], count), "intrinsics has ",
                 tf.strings.as_string(tf.shape(intrinsics)[0]), " matrices for ", tf.strings.as_string(count), " crops"),
-        _assert(tf.reduce_all(tf.math.is_finite(crops)) & tf.reduce_all(tf.math.is_finite(intrinsics)),
+        image_guard.require(tf.reduce_all(tf.math.is_finite(crops)) & tf.reduce_all(tf.math.is_finite(intrinsics)),
                 "crops and intrinsics must be finite"),
-        _assert(tf.reduce_all((intrinsics[:, 0, 0] > 0) & (intrinsics[:, 1, 1] > 0)), "intrinsics need fx, fy > 0")]
+        image_guard.require(tf.reduce_all((intrinsics[:, 0, 0] > 0) & (intrinsics[:, 1, 1] > 0)), "intrinsics need fx, fy > 0")]
     with tf.control_dependencies(checks):
       crops = tf.identity(crops)
     identity = tf.eye(3, batch_shape=[count])
