@@ -11,14 +11,19 @@ the paper's "Outdoor") and in the studio (TS1-TS4):
   latent2d_data  + explicit 2D latent loss + in-the-wild 2D data (--ablation=no_projection)
   proj_data      + projection loss + in-the-wild 2D data (--ablation=no_latent_2d)
   full           the full model (--ablation=full)
+  lifting        Martinez et al.'s 2D-to-3D lifting MLP fed the full model's 2D joints
+                 (python -m wild3d_tf.lifting; evaluate --lifter): no image depth cues
 
 Each stage runs the user-facing command (printed); results are the
 ``evaluate`` outputs of every run, aggregated into mean and sample standard
 deviation over seeds of PCK, AUC and MPJPE under the scaled and Procrustes
-protocols, written as Markdown with the commands, budgets and seeds.
+protocols, written as Markdown with the commands, budgets and seeds, with
+PCK curves and training curves under docs/images/. Finished stages are
+skipped and interrupted training resumes from its checkpoint, so a killed
+run continues where it stopped; the table is rewritten after every seed.
 
   python benchmarks/ablation.py --work_dir /tmp/ablation --preset bench --seeds 0 1 2 \\
-      --pretrain_steps 20000 --full_steps 20000 --output docs/results.md
+      --pretrain_steps 3000 --full_steps 3000 --output docs/results.md
 """
 
 from __future__ import annotations
@@ -31,7 +36,9 @@ import sys
 import time
 
 import numpy as np
+import tensorflow as tf
 
+from wild3d_tf import evaluate, metrics, visualize
 from wild3d_tf.demo import CONVERSIONS  # (dataset, native folder) pairs of the synthetic layout
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
@@ -42,13 +49,19 @@ VARIANTS = {
     "proj_data": ["--ablation=no_latent_2d"],
     "full": ["--ablation=full"],
 }
+LIFTING = "lifting"
+NAMES = (*VARIANTS, LIFTING)
 COLUMNS = {"in the wild (TS5-6)": "Outdoor", "studio (TS1-4)": "Studio"}
 
 
-def stage(command: list[str], log: list[str]) -> None:
+def stage(command: list[str], log: list[str], done: pathlib.Path | None = None) -> None:
+  """Runs one user-facing command, unless ``done`` exists (a finished stage of an earlier run)."""
   shown = " ".join(command).replace(sys.executable, "python")
-  print(f"$ {shown}", flush=True)
   log.append(shown)
+  if done is not None and done.exists():
+    print(f"$ {shown}\n   (done before: {done.name} exists)", flush=True)
+    return
+  print(f"$ {shown}", flush=True)
   start = time.perf_counter()
   subprocess.run(command, check=True, stdout=subprocess.DEVNULL)
   print(f"   ({time.perf_counter() - start:.0f} s)", flush=True)
@@ -74,7 +87,7 @@ def table(scores: dict, seeds: list[int]) -> str:
     lines += [f"### {protocol}", "",
               "| variant | " + " | ".join(f"{c} {m}" for c in COLUMNS for m in ("PCK", "AUC", "MPJPE")) + " |",
               "|---" * (1 + 3 * len(COLUMNS)) + "|"]
-    for variant in VARIANTS:
+    for variant in NAMES:
       cells = []
       for key in COLUMNS.values():
         for metric in ("pck", "auc", "mpjpe"):
@@ -86,13 +99,83 @@ def table(scores: dict, seeds: list[int]) -> str:
   return "\n".join(lines)
 
 
+def outdoor_pck_curves(runs: pathlib.Path, seeds: list[int]) -> dict:
+  """{variant: PCK curve (percent) over AUC thresholds} on TS5-6, scaled protocol, pooled over seeds."""
+  curves = {}
+  for variant in NAMES:
+    errors = []
+    for seed in seeds:
+      arrays = dict(np.load(runs / f"seed{seed}" / variant / "evaluation" / "predictions.npz"))
+      report = evaluate.report_for("mpi_inf_3dhp_test", arrays)
+      columns = [report.joint_names.index(j) for j in report.pck_joints]
+      errors.append(report.errors["scaled"][report.subsets["Outdoor"]][:, columns])
+    curves[variant] = metrics.pck_curve(np.concatenate(errors))
+  return curves
+
+
+def scalar_curve(run_dir: pathlib.Path, tag: str) -> tuple[np.ndarray, np.ndarray]:
+  """(steps, values) of one TensorBoard scalar written by ``wild3d_tf.train``."""
+  points = {}
+  for path in sorted((run_dir / "train").glob("events.out.tfevents.*")):
+    for event in tf.compat.v1.train.summary_iterator(str(path)):
+      for value in event.summary.value:
+        if value.tag == tag:
+          points[event.step] = float(tf.make_ndarray(value.tensor))  # a resumed run rewrites steps: keep the last
+  steps = np.array(sorted(points))
+  return steps, np.array([points[s] for s in steps])
+
+
+def plot_curves(runs: pathlib.Path, seeds: list[int], images: pathlib.Path) -> list[pathlib.Path]:
+  import matplotlib.pyplot as plt
+  images.mkdir(parents=True, exist_ok=True)
+  fig = visualize.pck_curve_figure(outdoor_pck_curves(runs, seeds))
+  fig.axes[0].set_title(f"In the wild (TS5-6), scaled, seeds {seeds}")
+  pck = images / "ablation_pck_outdoor.png"
+  pck.write_bytes(visualize.figure_to_png(fig))
+
+  fig, axes = plt.subplots(1, 2, figsize=(10, 4))
+  for seed in seeds:
+    steps, values = scalar_curve(runs / f"seed{seed}" / "pretrain2d", "loss/heatmap")
+    axes[0].plot(steps, values, label=f"seed {seed}")
+  axes[0].set(title="2D pre-training: heatmap loss", xlabel="step", yscale="log")
+  for index, variant in enumerate(VARIANTS):
+    # Variants with 2D data alternate 2D-only batches, whose 3D term is 0: x2 gives the per-3D-batch loss.
+    factor = 1.0 if "--nouse_2d_data" in VARIANTS[variant] else 2.0
+    for seed in seeds:
+      steps, values = scalar_curve(runs / f"seed{seed}" / variant, "loss/pose3d")
+      axes[1].plot(steps, factor * values, color=f"C{index}", alpha=0.8, label=variant if seed == seeds[0] else None)
+  axes[1].set(title="3D stage: 3D pose loss per 3D batch", xlabel="step", yscale="log")
+  for ax in axes:
+    ax.grid(alpha=0.3)
+    ax.legend()
+  fig.tight_layout()
+  training = images / "ablation_training.png"
+  training.write_bytes(visualize.figure_to_png(fig))
+  return [pck, training]
+
+
+def write_results(path: pathlib.Path, args, seeds: list[int], scores: dict, log: list[str], images: list) -> None:
+  budget = (f"2D pre-training {args.pretrain_steps} steps, 3D stage {args.full_steps} steps"
+            f"{' (x2 for variants with 2D data: equal 3D batches)' if args.equal_3d_batches else ''}, lifting MLP "
+            f"{args.lifting_epochs} epochs over {args.lifting_examples} crops")
+  text = [f"# Paper Table 5 on the synthetic benchmark ({args.preset} preset)", "",
+          f"Seeds {seeds}; {budget}; tiny network (128 px, batch 8) on CPU. Mean ± sample standard deviation "
+          "over seeds. PCK < 150 mm and AUC in percent, MPJPE in mm, against univ_annot3; 'scaled' fits one "
+          "least-squares scale per pose, 'procrustes' a similarity transform.", "", table(scores, seeds),
+          *[f"![{p.stem}](images/{p.name})" for p in images], "", "## Commands", "", "```", *log, "```", ""]
+  path.write_text("\n".join(text))
+  print(f"wrote {path}", flush=True)
+
+
 def main():
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   parser.add_argument("--work_dir", required=True)
   parser.add_argument("--preset", default="bench", choices=["tiny", "small", "bench"])
   parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-  parser.add_argument("--pretrain_steps", type=int, default=20000)
-  parser.add_argument("--full_steps", type=int, default=20000)
+  parser.add_argument("--pretrain_steps", type=int, default=3000)
+  parser.add_argument("--full_steps", type=int, default=3000)
+  parser.add_argument("--lifting_examples", type=int, default=20000)
+  parser.add_argument("--lifting_epochs", type=int, default=40)
   parser.add_argument("--equal_3d_batches", action="store_true",
                       help="give variants with 2D data twice the steps: batches alternate, so at equal steps they "
                            "see half the 3D batches of the baseline (default: equal steps, as the paper counts)")
@@ -101,34 +184,44 @@ def main():
   work = pathlib.Path(args.work_dir).resolve()
   native, records, runs = work / "data", work / "tfrecords", work / "runs"
   python, log = sys.executable, []
-  if not (records / "lspet.manifest.json").is_file():
-    stage([python, "-m", "wild3d_tf.synthetic", f"--out={native}", f"--preset={args.preset}", "--seed=0"], log)
-    for dataset, folder in CONVERSIONS:
-      stage([python, "-m", "beam_preprocess.convert", f"--dataset={dataset}", f"--input_dir={native / folder}",
-             f"--output_dir={records}", "--runner=DirectRunner", "--direct_running_mode=in_memory"], log)
-  scores = {}
+  stage([python, "-m", "wild3d_tf.synthetic", f"--out={native}", f"--preset={args.preset}", "--seed=0"], log,
+        done=native / "lspet")
+  for dataset, folder in CONVERSIONS:
+    stage([python, "-m", "beam_preprocess.convert", f"--dataset={dataset}", f"--input_dir={native / folder}",
+           f"--output_dir={records}", "--runner=DirectRunner", "--direct_running_mode=in_memory"], log,
+          done=records / f"{dataset}.manifest.json")
+  scores, finished = {}, []
+  output = pathlib.Path(args.output)
   for seed in args.seeds:
     pretrain = runs / f"seed{seed}" / "pretrain2d"
     stage([python, "-m", "wild3d_tf.train", f"--flagfile={CONFIGS / 'tiny_pretrain2d.cfg'}", f"--data_dir={records}",
            f"--model_dir={pretrain}", f"--seed={seed}", f"--max_steps={args.pretrain_steps}",
-           f"--checkpoint_every={max(args.pretrain_steps // 4, 1)}"], log)
-    for variant, switches in VARIANTS.items():
+           f"--checkpoint_every={max(args.pretrain_steps // 4, 1)}", "--log_every=50",
+           f"--decay_steps={args.pretrain_steps}"], log, done=pretrain / "DONE")
+    (pretrain / "DONE").touch()
+    for variant in NAMES:
       run_dir = runs / f"seed{seed}" / variant
-      steps = args.full_steps * (2 if args.equal_3d_batches and "--nouse_2d_data" not in switches else 1)
-      stage([python, "-m", "wild3d_tf.train", f"--flagfile={CONFIGS / 'tiny_full.cfg'}", f"--data_dir={records}",
-             f"--model_dir={run_dir}", f"--init_from={pretrain}", f"--seed={seed}", f"--max_steps={steps}",
-             f"--checkpoint_every={max(steps // 4, 1)}", "--validate_every=0", *switches], log)
-      stage([python, "-m", "wild3d_tf.evaluate", f"--checkpoint={run_dir}", f"--data_dir={records}",
-             "--dataset=mpi_inf_3dhp_test", f"--output_dir={run_dir / 'evaluation'}"], log)
-      scores[variant, seed] = studio_and_wild(run_dir / "evaluation" / "results.json")
-  text = [f"# Paper Table 5 on the synthetic benchmark ({args.preset} preset)", "",
-          f"Seeds {args.seeds}; 2D pre-training {args.pretrain_steps} steps, 3D stage {args.full_steps} steps"
-          f"{' (x2 for variants with 2D data: equal 3D batches)' if args.equal_3d_batches else ''}, "
-          "tiny variant (128 px) on CPU. Mean ± sample standard deviation over seeds. PCK < 150 mm and AUC in "
-          "percent, MPJPE in mm, against univ_annot3.", "", table(scores, args.seeds), "## Commands", "", "```",
-          *log, "```", ""]
-  pathlib.Path(args.output).write_text("\n".join(text))
-  print(f"wrote {args.output}")
+      evaluation = run_dir / "evaluation"
+      if variant == LIFTING:
+        full = runs / f"seed{seed}" / "full"
+        stage([python, "-m", "wild3d_tf.lifting", f"--checkpoint={full}", f"--data_dir={records}",
+               f"--output_dir={run_dir}", f"--seed={seed}", f"--examples={args.lifting_examples}",
+               f"--epochs={args.lifting_epochs}"], log, done=run_dir / "lifter.json")
+        source = [f"--checkpoint={full}", f"--lifter={run_dir}"]
+      else:
+        switches = VARIANTS[variant]
+        steps = args.full_steps * (2 if args.equal_3d_batches and "--nouse_2d_data" not in switches else 1)
+        stage([python, "-m", "wild3d_tf.train", f"--flagfile={CONFIGS / 'tiny_full.cfg'}", f"--data_dir={records}",
+               f"--model_dir={run_dir}", f"--init_from={pretrain}", f"--seed={seed}", f"--max_steps={steps}",
+               f"--checkpoint_every={max(steps // 4, 1)}", "--validate_every=0", "--log_every=50",
+               f"--decay_steps={steps}", *switches], log, done=evaluation / "results.json")
+        source = [f"--checkpoint={run_dir}"]
+      stage([python, "-m", "wild3d_tf.evaluate", *source, f"--data_dir={records}", "--dataset=mpi_inf_3dhp_test",
+             f"--output_dir={evaluation}"], log, done=evaluation / "results.json")
+      scores[variant, seed] = studio_and_wild(evaluation / "results.json")
+    finished.append(seed)
+    images = plot_curves(runs, finished, output.parent / "images")
+    write_results(output, args, finished, scores, log, images)
 
 
 if __name__ == "__main__":

@@ -1,7 +1,10 @@
 """Evaluates a model as the paper does (Sec. 4, Tables 2-5).
 
-    python -m wild3d_tf.evaluate --checkpoint MODEL_DIR | --saved_model DIR \\
+    python -m wild3d_tf.evaluate --checkpoint MODEL_DIR [--lifter LIFTER] | --saved_model DIR \\
         --data_dir SHARDS --dataset {mpi_inf_3dhp_test,h36m} --output_dir OUT
+
+(``--lifter``: the 2D-to-3D lifting baseline of ``wild3d_tf.lifting`` on the
+checkpoint's 2D joints, scored the same way.)
 
 For every test record: the tight crop around the 2D ground truth (the
 training crop's margin, no augmentation), inference, the prediction rotated
@@ -34,7 +37,7 @@ import numpy as np
 import tensorflow as tf
 from tqdm import tqdm
 
-from wild3d_tf import data, geometry, inference, metrics, schema, visualize
+from wild3d_tf import data, geometry, inference, lifting, metrics, schema, visualize
 from wild3d_tf.config import DataConfig
 
 FLAGS = flags.FLAGS
@@ -44,6 +47,8 @@ def define_flags():
   """Flags of this entry point (defined only when it runs, so modules can be imported together)."""
   flags.DEFINE_string("checkpoint", None, "A training --model_dir (its newest checkpoint).")
   flags.DEFINE_string("saved_model", None, "An exported version folder, e.g. EXPORT/wild3d/1 (its serve_crops signature).")
+  flags.DEFINE_string("lifter", None, "With --checkpoint: lift its 2D joints with this lifting baseline "
+                      "(python -m wild3d_tf.lifting) instead of using its 3D output.")
   flags.DEFINE_string("data_dir", None, "The converter's output folder.")
   flags.DEFINE_enum("dataset", "mpi_inf_3dhp_test", ["mpi_inf_3dhp_test", "h36m"], "Test set.")
   flags.DEFINE_string("output_dir", None, "Where results.json, results.md and the plots go.")
@@ -157,11 +162,16 @@ def main(argv):
   del argv
   if not FLAGS.data_dir or not FLAGS.output_dir:
     raise app.UsageError("--data_dir and --output_dir are required")
-  size, predict_crops = crop_predictor(FLAGS.checkpoint, FLAGS.saved_model, FLAGS.flip_test)
+  if FLAGS.lifter:
+    if not FLAGS.checkpoint or FLAGS.saved_model:
+      raise app.UsageError("--lifter lifts the 2D joints of a --checkpoint (not of a --saved_model)")
+    size, predict_crops = lifting.crop_predictor(FLAGS.checkpoint, FLAGS.lifter, FLAGS.flip_test)
+  else:
+    size, predict_crops = crop_predictor(FLAGS.checkpoint, FLAGS.saved_model, FLAGS.flip_test)
   batches = test_batches(FLAGS.data_dir, FLAGS.dataset, size, FLAGS.batch_size, FLAGS.max_examples)
   arrays = collect(batches, lambda batch: predict_crops(batch["image"]))
   report = report_for(FLAGS.dataset, arrays, FLAGS.ground_truth, FLAGS.joint_groups, FLAGS.scale_method)
-  header = {"dataset": FLAGS.dataset, "source": FLAGS.checkpoint or FLAGS.saved_model,
+  header = {"dataset": FLAGS.dataset, "source": FLAGS.checkpoint or FLAGS.saved_model, "lifter": FLAGS.lifter,
             "flip_test": FLAGS.flip_test, "ground_truth": FLAGS.ground_truth if FLAGS.dataset != "h36m" else "annot3",
             "joint_groups": FLAGS.joint_groups, "scale_method": FLAGS.scale_method}
   results = write_outputs(report, arrays, FLAGS.output_dir, header)
