@@ -154,6 +154,9 @@ def plot_curves(runs: pathlib.Path, seeds: list[int], images: pathlib.Path) -> l
   return [pck, training]
 
 
+NOTES = "<!-- written by hand below: kept when ablation.py rewrites this file -->"
+
+
 def write_results(path: pathlib.Path, args, seeds: list[int], scores: dict, log: list[str], images: list) -> None:
   budget = (f"2D pre-training {args.pretrain_steps} steps, 3D stage {args.full_steps} steps"
             f"{' (x2 for variants with 2D data: equal 3D batches)' if args.equal_3d_batches else ''}, lifting MLP "
@@ -163,7 +166,8 @@ def write_results(path: pathlib.Path, args, seeds: list[int], scores: dict, log:
           "over seeds. PCK < 150 mm and AUC in percent, MPJPE in mm, against univ_annot3; 'scaled' fits one "
           "least-squares scale per pose, 'procrustes' a similarity transform.", "", table(scores, seeds),
           *[f"![{p.stem}](images/{p.name})" for p in images], "", "## Commands", "", "```", *log, "```", ""]
-  path.write_text("\n".join(text))
+  notes = path.read_text().partition(NOTES)[1:] if path.is_file() else ()
+  path.write_text("\n".join(text) + "".join(notes))
   print(f"wrote {path}", flush=True)
 
 

@@ -62,3 +62,32 @@ def test_the_table_reports_mean_and_sample_spread_over_seeds():
   row = next(line for line in text.splitlines() if line.startswith("| lifting |"))
   # mean 20, sample std of (10, 20, 30) = 10
   assert row.split(" | ")[1:4] == ["20.0 ± 10.0", "10.0 ± 5.0", "200.0 ± 100.0"]
+
+
+def test_training_curves_read_back_from_tensorboard_keeping_a_resumed_runs_values(tmp_path):
+  import tensorflow as tf
+  for values in ({50: 3.0, 100: 2.0, 150: 9.0}, {150: 1.5, 200: 1.0}):  # killed after 150, resumed from 100
+    writer = tf.summary.create_file_writer(str(tmp_path / "train"))
+    with writer.as_default():
+      for step, value in values.items():
+        tf.summary.scalar("loss/pose3d", value, step=step)
+        tf.summary.scalar("loss/other", -value, step=step)
+    writer.close()
+  steps, values = ablation.scalar_curve(tmp_path, "loss/pose3d")
+  assert steps.tolist() == [50, 100, 150, 200] and values.tolist() == [3.0, 2.0, 1.5, 1.0]
+
+
+def test_rewriting_the_results_keeps_the_hand_written_notes(tmp_path):
+  import argparse
+  args = argparse.Namespace(preset="bench", pretrain_steps=10, full_steps=20, equal_3d_batches=False,
+                            lifting_epochs=2, lifting_examples=30)
+  entry = {"pck": 1.0, "auc": 2.0, "mpjpe": 3.0}
+  scores = {(v, 0): {k: {p: entry for p in ("scaled", "procrustes")} for k in ("Outdoor", "Studio")}
+            for v in ablation.NAMES}
+  path = tmp_path / "results.md"
+  ablation.write_results(path, args, [0], scores, ["python step one"], [])
+  path.write_text(path.read_text() + ablation.NOTES + "\nWhy the order is what it is.\n")
+  ablation.write_results(path, args, [0], scores, ["python step two"], [])
+  text = path.read_text()
+  assert "python step two" in text and "python step one" not in text
+  assert text.endswith(ablation.NOTES + "\nWhy the order is what it is.\n")
