@@ -4,8 +4,7 @@ import pytest
 
 from wild3d_tf.synthetic import generate
 
-NATIVE_FOLDERS = {"h36m": "h36m", "mpi_inf_3dhp": "mpi_inf_3dhp", "mpi_inf_3dhp_test": "mpi_inf_3dhp_test_set",
-                  "mpii": "mpii", "lsp": "lsp", "lspet": "lspet"}
+NATIVE_FOLDERS = generate.CONVERTER_INPUTS
 
 
 def convert_dataset(dataset, input_dir, output_dir, *extra):

@@ -38,7 +38,7 @@ import h5py
 import numpy as np
 
 from wild3d_tf import cameras, export, geometry, metrics, skeletons, visualize
-from wild3d_tf.synthetic import bvh, scene
+from wild3d_tf.synthetic import bvh, generate, scene
 
 
 _OUTPUT_DIR = flags.DEFINE_string("output_dir", "demo_output", "Where the report and pictures go.")
@@ -114,8 +114,6 @@ def run(bvh_path: str, output_dir: str, seed: int = 0, stride: int = 12) -> dict
   return results
 
 
-CONVERSIONS = (("h36m", "h36m"), ("mpi_inf_3dhp", "mpi_inf_3dhp"), ("mpi_inf_3dhp_test", "mpi_inf_3dhp_test_set"),
-               ("mpii", "mpii"), ("lsp", "lsp"), ("lspet", "lspet"))
 CONFIGS = pathlib.Path(__file__).resolve().parents[1] / "configs"
 PHOTOS = pathlib.Path(__file__).resolve().parent / "demo_data"
 
@@ -148,7 +146,7 @@ def main(argv):
   _stage("1/8 synthetic datasets in their native layouts",
          [python, "-m", "wild3d_tf.synthetic", f"--out={native}", "--preset=tiny", f"--seed={_SEED.value}",
           f"--contact_sheets={out}"])
-  for dataset, folder in CONVERSIONS:
+  for dataset, folder in generate.CONVERTER_INPUTS.items():
     _stage(f"2/8 Beam conversion: {dataset}",
            [python, "-m", "beam_preprocess.convert", f"--dataset={dataset}", f"--input_dir={native / folder}",
             f"--output_dir={records}", "--runner=DirectRunner", "--direct_running_mode=in_memory"])

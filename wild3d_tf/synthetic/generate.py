@@ -21,6 +21,9 @@ WRITERS = {
     "mpii": (mpii.write, skeletons.MPII_16),
     "lsp": (lsp.write, skeletons.LSP_14),  # writes lsp/ and lspet/
 }
+# Converter dataset name (beam_preprocess.convert --dataset) -> the native folder it reads.
+CONVERTER_INPUTS = {"h36m": "h36m", "mpi_inf_3dhp": "mpi_inf_3dhp", "mpi_inf_3dhp_test": "mpi_inf_3dhp_test_set",
+                    "mpii": "mpii", "lsp": "lsp", "lspet": "lspet"}
 
 
 def _run(name, out, preset_name, seed):
