@@ -4,7 +4,7 @@ import ast
 import pathlib
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
-ENTRY_POINTS = {"demo", "train", "evaluate", "export", "predict", "__main__", "convert"}
+ENTRY_POINTS = {"demo", "train", "evaluate", "export", "predict", "lifting", "__main__", "convert"}
 
 
 def _imports(path):

@@ -25,6 +25,10 @@ PHOTOS = ROOT / "wild3d_tf" / "demo_data"  # copies of shared/data/photos
 SIZE = 64  # the tiny_checkpoint input size
 
 
+# Poses are ~100 mm or ~50 px; graph and eager runs may pick different oneDNN kernels (AVX-512/AMX
+# machines differ by ~3e-4), so compare in float32's relative precision, not to 1e-4.
+POSE_TOLERANCE = {"rtol": 1e-5, "atol": 1e-3}
+
 def _client_module():
   spec = importlib.util.spec_from_file_location("wild3d_serving_client", ROOT / "serving" / "client.py")
   module = importlib.util.module_from_spec(spec)
@@ -104,11 +108,11 @@ def test_saved_model_matches_keras_on_the_same_crops(tiny_checkpoint, loaded):
   pose = reference["pose3d"].numpy()
   joints, peak = (x.numpy() for x in heatmaps.decode(reference["heatmaps"]))
   out = loaded.signatures["serve_crops"](crops=tf.constant(crops), intrinsics=tf.constant(crop_intrinsics(3)))
-  np.testing.assert_allclose(out["pose3d_crop"].numpy(), pose - pose[:, :1], atol=1e-4)
-  np.testing.assert_allclose(out["pose2d"].numpy(), joints, atol=1e-4)
+  np.testing.assert_allclose(out["pose3d_crop"].numpy(), pose - pose[:, :1], **POSE_TOLERANCE)
+  np.testing.assert_allclose(out["pose2d"].numpy(), joints, **POSE_TOLERANCE)
   np.testing.assert_allclose(out["confidence"].numpy(), np.clip(peak, 0, 1), atol=1e-4)
   # The crop looks straight down the optical axis here, so no rotation is applied.
-  np.testing.assert_allclose(out["pose3d"].numpy(), out["pose3d_crop"].numpy(), atol=1e-4)
+  np.testing.assert_allclose(out["pose3d"].numpy(), out["pose3d_crop"].numpy(), **POSE_TOLERANCE)
   assert out["valid"].numpy().all()
 
 
@@ -122,7 +126,7 @@ def test_saved_model_cli_run_matches_keras(tiny_checkpoint, tiny_export, tmp_pat
                   "--inputs", f"crops={tmp_path / 'crops.npy'};intrinsics={tmp_path / 'k.npy'}",
                   "--outdir", str(tmp_path / "out")], check=True, capture_output=True)
   pose = network(crops, training=False)["pose3d"].numpy()
-  np.testing.assert_allclose(np.load(tmp_path / "out" / "pose3d_crop.npy"), pose - pose[:, :1], atol=1e-4)
+  np.testing.assert_allclose(np.load(tmp_path / "out" / "pose3d_crop.npy"), pose - pose[:, :1], **POSE_TOLERANCE)
 
 
 def test_warmup_requests_replay_through_the_signatures(tiny_export, loaded):

@@ -119,7 +119,16 @@ class ServingModule(tf.Module):
         one, (images, boxes, intrinsics, indices), parallel_iterations=2,
         fn_output_signature=(tf.TensorSpec([size, size, 3], tf.float32), tf.TensorSpec([3, 3], tf.float32),
                              tf.TensorSpec([3, 3], tf.float32), tf.TensorSpec([3], tf.float32)))
-    return self._outputs(self._on_images(crops, image_from_input, cameras), squares, cameras)
+    return self._outputs(self._network(crops, image_from_input, cameras), squares, cameras)
+
+  def _network(self, crops, image_from_input, cameras) -> dict:
+    """``predictor.on_images``; an empty batch runs as one blank crop whose outputs are dropped,
+    because some CPU kernels (oneDNN's batch norm on AVX-512/AMX machines) reject a batch of 0."""
+    count = tf.shape(crops)[0]
+    blank = tf.cast(tf.equal(count, 0), tf.int32)
+    pad = lambda t, fill: tf.concat([t, tf.tile(fill[None], tf.concat([[blank], tf.ones([t.shape.rank - 1], tf.int32)], 0))], 0)
+    out = self._on_images(pad(crops, tf.zeros(crops.shape[1:])), pad(image_from_input, tf.eye(3)), pad(cameras, tf.eye(3)))
+    return {name: value[:count] for name, value in out.items()}
 
   def _serve_crops(self, crops, intrinsics):
     with tf.control_dependencies([_shape_check(crops, "crops", (self.input_size, self.input_size, 3)),
@@ -139,7 +148,7 @@ class ServingModule(tf.Module):
     identity = tf.eye(3, batch_shape=[count])
     half = (self.input_size - 1) / 2
     squares = tf.tile([[half, half, float(self.input_size)]], [count, 1])
-    return self._outputs(self._on_images(crops, identity, intrinsics), squares, intrinsics)
+    return self._outputs(self._network(crops, identity, intrinsics), squares, intrinsics)
 
   def _outputs(self, out, squares, cameras) -> dict:
     count = tf.shape(out["pose3d"])[0]
