@@ -38,7 +38,7 @@ import time
 import numpy as np
 import tensorflow as tf
 
-from wild3d_tf import evaluate, metrics, visualize
+from wild3d_tf import evaluate, inference, lifting, metrics, visualize
 from wild3d_tf.synthetic.generate import CONVERTER_INPUTS
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
@@ -51,6 +51,10 @@ VARIANTS = {
 }
 LIFTING = "lifting"
 NAMES = (*VARIANTS, LIFTING)
+# A constant answer, the mean training pose: what a network that ignores the image scores.
+MEAN_POSE = "mean training pose"
+# A 2D joint counts as found within this fraction of the crop side (12.8 px at 128 px).
+PCK2D_FRACTION = 0.1
 COLUMNS = {"in the wild (TS5-6)": "Outdoor", "studio (TS1-4)": "Studio"}
 
 
@@ -81,22 +85,57 @@ def studio_and_wild(results_json: pathlib.Path) -> dict:
   return out
 
 
-def table(scores: dict, seeds: list[int]) -> str:
+def mean_and_spread(values) -> str:
+  values = np.asarray(values, np.float64)
+  return f"{values.mean():.1f} ± {values.std(ddof=1) if len(values) > 1 else float('nan'):.1f}"
+
+
+def table(scores: dict, seeds: list[int], rows=NAMES) -> str:
   lines = []
   for protocol in ("scaled", "procrustes"):
     lines += [f"### {protocol}", "",
               "| variant | " + " | ".join(f"{c} {m}" for c in COLUMNS for m in ("PCK", "AUC", "MPJPE")) + " |",
               "|---" * (1 + 3 * len(COLUMNS)) + "|"]
-    for variant in NAMES:
-      cells = []
-      for key in COLUMNS.values():
-        for metric in ("pck", "auc", "mpjpe"):
-          values = np.array([scores[variant, seed][key][protocol][metric] for seed in seeds])
-          spread = values.std(ddof=1) if len(values) > 1 else float("nan")
-          cells.append(f"{values.mean():.1f} ± {spread:.1f}")
+    for variant in rows:
+      cells = [mean_and_spread([scores[variant, seed][key][protocol][metric] for seed in seeds])
+               for key in COLUMNS.values() for metric in ("pck", "auc", "mpjpe")]
       lines.append(f"| {variant} | " + " | ".join(cells) + " |")
     lines.append("")
   return "\n".join(lines)
+
+
+def evaluate_mean_pose(lifter_dir: pathlib.Path, records: pathlib.Path, output_dir: pathlib.Path) -> None:
+  """Scores the lifter's output mean (the mean crop-camera pose of its augmented training crops) as a prediction."""
+  stats = json.loads((lifter_dir / lifting.STATS_FILE).read_text())
+  mean = np.concatenate([np.zeros((1, 3)), np.reshape(stats["y_mean"], (-1, 3))])
+  batches = evaluate.test_batches(str(records), "mpi_inf_3dhp_test", stats["input_size"], 64)
+  arrays = evaluate.collect(batches, lambda batch: np.broadcast_to(mean, (len(batch["image"]), *mean.shape)))
+  evaluate.write_outputs(evaluate.report_for("mpi_inf_3dhp_test", arrays), arrays, str(output_dir),
+                         {"dataset": "mpi_inf_3dhp_test", "source": f"{MEAN_POSE} ({lifter_dir / lifting.STATS_FILE})"})
+
+
+def two_d_scores(checkpoint: pathlib.Path, records: pathlib.Path) -> dict:
+  """{column: 2D PCK (percent of visible joints within PCK2D_FRACTION of the crop side)} of the heatmap joints."""
+  predictor = inference.Predictor(inference.load_network(str(checkpoint)))
+  joints = tf.function(lambda crops: predictor.on_crops(crops)["joints2d_input"])
+  found, visible, sequences = [], [], []
+  for batch in evaluate.test_batches(str(records), "mpi_inf_3dhp_test", predictor.input_size, 64):
+    error = np.linalg.norm(joints(tf.cast(batch["image"], tf.float32)) - batch["joints2d_input"], axis=-1)
+    found.append(error < PCK2D_FRACTION * predictor.input_size)
+    visible.append(batch["joints2d_visible"].numpy() > 0)
+    sequences.append(batch["sequence"].numpy().astype(str))
+  found, visible = np.concatenate(found), np.concatenate(visible)
+  subsets = metrics.scene_subsets_3dhp(np.concatenate(sequences))
+  masks = {"Outdoor": subsets["Outdoor"], "Studio": subsets["GS"] | subsets["NoGS"]}
+  return {column: 100.0 * found[masks[column][:, None] & visible].mean() for column in COLUMNS.values()}
+
+
+def two_d_table(scores: dict, seeds: list[int]) -> str:
+  rows = ["| network | " + " | ".join(f"{c} 2D PCK" for c in COLUMNS) + " |", "|---" * (1 + len(COLUMNS)) + "|"]
+  for name in ("pretrain2d", *VARIANTS):
+    rows.append(f"| {name} | " + " | ".join(mean_and_spread([scores[name, seed][c] for seed in seeds])
+                                            for c in COLUMNS.values()) + " |")
+  return "\n".join(rows) + "\n"
 
 
 def outdoor_pck_curves(runs: pathlib.Path, seeds: list[int]) -> dict:
@@ -157,14 +196,21 @@ def plot_curves(runs: pathlib.Path, seeds: list[int], images: pathlib.Path) -> l
 NOTES = "<!-- written by hand below: kept when ablation.py rewrites this file -->"
 
 
-def write_results(path: pathlib.Path, args, seeds: list[int], scores: dict, log: list[str], images: list) -> None:
+def write_results(path: pathlib.Path, args, seeds: list[int], scores: dict, log: list[str], images: list,
+                  scores_2d: dict | None = None) -> None:
   budget = (f"2D pre-training {args.pretrain_steps} steps, 3D stage {args.full_steps} steps"
             f"{' (x2 for variants with 2D data: equal 3D batches)' if args.equal_3d_batches else ''}, lifting MLP "
             f"{args.lifting_epochs} epochs over {args.lifting_examples} crops")
   text = [f"# Paper Table 5 on the synthetic benchmark ({args.preset} preset)", "",
           f"Seeds {seeds}; {budget}; tiny network (128 px, batch 8) on CPU. Mean ± sample standard deviation "
           "over seeds. PCK < 150 mm and AUC in percent, MPJPE in mm, against univ_annot3; 'scaled' fits one "
-          "least-squares scale per pose, 'procrustes' a similarity transform.", "", table(scores, seeds),
+          "least-squares scale per pose, 'procrustes' a similarity transform. The last row is no model: every "
+          "frame gets the mean training pose.", "", table(scores, seeds, rows=(*NAMES, MEAN_POSE)),
+          *(["## 2D joints of the latent heatmaps on the same test crops", "",
+             f"Percent of visible joints within {PCK2D_FRACTION:.0%} of the crop side of the label, decoded from each "
+             "network's heatmaps (the lifting row uses the full model's). Only pretrain2d, latent2d_data and full "
+             "train the heatmaps in the 3D stage; the other two carry them over from pre-training.", "",
+             two_d_table(scores_2d, seeds)] if scores_2d else []),
           *[f"![{p.stem}](images/{p.name})" for p in images], "", "## Commands", "", "```", *log, "```", ""]
   notes = path.read_text().partition(NOTES)[1:] if path.is_file() else ()
   path.write_text("\n".join(text) + "".join(notes))
@@ -194,7 +240,7 @@ def main():
     stage([python, "-m", "beam_preprocess.convert", f"--dataset={dataset}", f"--input_dir={native / folder}",
            f"--output_dir={records}", "--runner=DirectRunner", "--direct_running_mode=in_memory"], log,
           done=records / f"{dataset}.manifest.json")
-  scores, finished = {}, []
+  scores, scores_2d, finished = {}, {}, []
   output = pathlib.Path(args.output)
   for seed in args.seeds:
     pretrain = runs / f"seed{seed}" / "pretrain2d"
@@ -223,9 +269,15 @@ def main():
       stage([python, "-m", "wild3d_tf.evaluate", *source, f"--data_dir={records}", "--dataset=mpi_inf_3dhp_test",
              f"--output_dir={evaluation}"], log, done=evaluation / "results.json")
       scores[variant, seed] = studio_and_wild(evaluation / "results.json")
+    reference = runs / f"seed{seed}" / "mean_pose"
+    if not (reference / "results.json").is_file():
+      evaluate_mean_pose(runs / f"seed{seed}" / LIFTING, records, reference)
+    scores[MEAN_POSE, seed] = studio_and_wild(reference / "results.json")
+    for name in ("pretrain2d", *VARIANTS):
+      scores_2d[name, seed] = two_d_scores(runs / f"seed{seed}" / name, records)
     finished.append(seed)
     images = plot_curves(runs, finished, output.parent / "images")
-    write_results(output, args, finished, scores, log, images)
+    write_results(output, args, finished, scores, log, images, scores_2d)
 
 
 if __name__ == "__main__":

@@ -64,7 +64,7 @@ METADATA = ("key", "sequence", "action", "subject")
 
 
 def test_batches(data_dir: str, dataset: str, input_size: int, batch_size: int, max_examples: int = 0):
-  """Prepared test crops with the original-camera labels and metadata, in shard order."""
+  """Prepared test crops with the original-camera labels, the 2D labels in crop pixels and metadata, in shard order."""
   files = data.shard_files(data_dir, dataset, "test")
   if not files:
     raise FileNotFoundError(f"{data_dir}: no test split of {dataset} (convert it first)")
@@ -75,6 +75,7 @@ def test_batches(data_dir: str, dataset: str, input_size: int, batch_size: int, 
     prepared = data.prepare(record, tf.constant(0, tf.int64), config, training=False)
     root_relative = lambda joints: joints - joints[:1]
     return {"image": prepared["image"], "crop_rotation": prepared["crop_rotation"],
+            "joints2d_input": prepared["joints2d"], "joints2d_visible": prepared["joints2d_visible"],
             "joints3d_camera": root_relative(record["joints3d"]),
             "joints3d_univ_camera": root_relative(record["joints3d/univ"]),
             **{name: record[name] for name in METADATA}}
