@@ -125,6 +125,17 @@ def test_manifest_mismatch_is_refused(converted_tiny, tmp_path):
     data.shard_files(str(copy), "coco", "train")
 
 
+def test_datasets_are_mixed_throughout_in_proportion_to_their_records(converted_tiny):
+  folder, manifests = converted_tiny
+  config = DataConfig.tiny(str(folder))
+  counts = {d: manifests[d]["splits"]["train"]["records"] for d in ("h36m", "mpi_inf_3dhp")}
+  names = [schema.parse(r)["dataset"].numpy().decode() for r in data.mixed_records(config, counts, 0).take(400)]
+  share = counts["h36m"] / sum(counts.values())
+  for window in (names[:100], names[300:]):  # not one dataset after the other
+    assert abs(window.count("h36m") / len(window) - share) < 0.2, (window.count("h36m"), share)
+  assert names == [schema.parse(r)["dataset"].numpy().decode() for r in data.mixed_records(config, counts, 0).take(400)]
+
+
 def test_streams_alternate_and_pipeline_is_deterministic(converted_tiny):
   folder, _ = converted_tiny
   config = DataConfig.tiny(str(folder))

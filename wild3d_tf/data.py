@@ -190,18 +190,51 @@ def prepare(record: dict, seed, config: DataConfig, training: bool, bone_table=N
 
 # --------------------------------------------------------------------------- streams
 
-def examples(files: list[str], config: DataConfig, training: bool, seed: int, bone_table=None) -> tf.data.Dataset:
-  """Unbatched prepared examples of some shards; infinite and shuffled when training."""
+def _prepared(serialized: tf.data.Dataset, config: DataConfig, training: bool, seed: int, bone_table) -> tf.data.Dataset:
+  ds = tf.data.Dataset.zip((serialized, tf.data.Dataset.random(seed=seed)))
+  return ds.map(lambda record, s: prepare(schema.parse(record), s, config, training, bone_table),
+                num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+
+
+def _records(files: list[str], training: bool, seed: int, shuffle_buffer: int) -> tf.data.Dataset:
+  """Serialized records of some shards; endless, shards and records reshuffled every epoch, when training."""
   if not files:
     raise ValueError("no shards to read")
   ds = tf.data.Dataset.from_tensor_slices(files)
+  if training:
+    ds = ds.shuffle(len(files), seed=seed, reshuffle_each_iteration=True).repeat()
   ds = ds.interleave(tf.data.TFRecordDataset, cycle_length=min(len(files), 8), block_length=1,
                      num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
-  if training:
-    ds = ds.shuffle(config.shuffle_buffer, seed=seed, reshuffle_each_iteration=True).repeat()
-  ds = tf.data.Dataset.zip((ds, tf.data.Dataset.random(seed=seed)))
-  return ds.map(lambda serialized, s: prepare(schema.parse(serialized), s, config, training, bone_table),
-                num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+  return ds.shuffle(shuffle_buffer, seed=seed, reshuffle_each_iteration=True) if training else ds
+
+
+def examples(files: list[str], config: DataConfig, training: bool, seed: int, bone_table=None) -> tf.data.Dataset:
+  """Unbatched prepared examples of some shards; endless and shuffled when training."""
+  return _prepared(_records(files, training, seed, config.shuffle_buffer), config, training, seed, bone_table)
+
+
+def mixed_examples(config: DataConfig, datasets, seed: int, bone_table=None) -> tf.data.Dataset:
+  """Endless prepared training examples of several converted datasets (``mixed_records``)."""
+  return _prepared(mixed_records(config, datasets, seed), config, True, seed, bone_table)
+
+
+def mixed_records(config: DataConfig, datasets, seed: int) -> tf.data.Dataset:
+  """Endless serialized training records of several converted datasets, mixed throughout.
+
+  Each dataset is its own shuffled stream and the streams are sampled in
+  proportion to their training records, so any stretch of the stream holds
+  the datasets as the whole does. (One interleave over the shards listed
+  dataset by dataset streamed the datasets in long phases, which showed in
+  training curves as periodic jumps of the 3D loss.)
+  """
+  files = {d: shard_files(config.data_dir, d, "train") for d in datasets}
+  files = {d: f for d, f in files.items() if f}
+  if not files:
+    raise ValueError(f"{config.data_dir}: no training shards of {tuple(datasets)}; convert them first")
+  streams = [_records(shards, True, seed + index, config.shuffle_buffer) for index, shards in enumerate(files.values())]
+  counts = [load_manifest(config.data_dir, dataset)["splits"]["train"]["records"] for dataset in files]
+  weights = [c / sum(counts) for c in counts]
+  return streams[0] if len(streams) == 1 else tf.data.Dataset.sample_from_datasets(streams, weights, seed=seed)
 
 
 def training_dataset(config: DataConfig, stage: str, global_batch_size: int | None = None) -> tf.data.Dataset:
@@ -215,14 +248,12 @@ def training_dataset(config: DataConfig, stage: str, global_batch_size: int | No
   """
   batch = global_batch_size or config.batch_size
   bones = bone_length_table(config.data_dir)
-  files_2d = [f for d in config.datasets_2d for f in shard_files(config.data_dir, d, "train")]
-  stream_2d = examples(files_2d, config, True, config.seed, bones).batch(batch, drop_remainder=True)
+  stream_2d = mixed_examples(config, config.datasets_2d, config.seed, bones).batch(batch, drop_remainder=True)
   if stage == "pretrain2d":
     return stream_2d.prefetch(tf.data.AUTOTUNE)
   if stage not in ("full", "full3d"):
     raise ValueError(f"unknown stage {stage!r}; expected pretrain2d, full or full3d (no 2D data)")
-  files_3d = [f for d in config.datasets_3d for f in shard_files(config.data_dir, d, "train")]
-  stream_3d = examples(files_3d, config, True, config.seed + 1, bones).batch(batch, drop_remainder=True)
+  stream_3d = mixed_examples(config, config.datasets_3d, config.seed + 1, bones).batch(batch, drop_remainder=True)
   if stage == "full3d":
     return stream_3d.prefetch(tf.data.AUTOTUNE)
   choice = tf.data.Dataset.range(2).repeat()

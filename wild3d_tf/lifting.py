@@ -75,10 +75,7 @@ def training_pairs(data_dir: str, input_size: int, count: int, seed: int, predic
   ``predict_2d(images) -> (B, 14, 2)`` replaces the labelled 2D joints with predictions.
   """
   config = DataConfig(data_dir=data_dir, input_size=input_size, seed=seed)
-  files = [f for d in config.datasets_3d for f in data.shard_files(data_dir, d, "train")]
-  if not files:
-    raise FileNotFoundError(f"{data_dir}: no 3D training shards of {config.datasets_3d} (convert them first)")
-  stream = data.examples(files, config, training=True, seed=seed).batch(batch_size).prefetch(2)
+  stream = data.mixed_examples(config, config.datasets_3d, seed).batch(batch_size).prefetch(2)
   inputs, targets = [], []
   for batch in tqdm(stream.take(-(-count // batch_size)), total=-(-count // batch_size), desc="lifting pairs",
                     unit="batch"):
