@@ -130,18 +130,18 @@ def two_d_scores(checkpoint: pathlib.Path, records: pathlib.Path) -> dict:
   return {column: 100.0 * found[masks[column][:, None] & visible].mean() for column in COLUMNS.values()}
 
 
-def two_d_table(scores: dict, seeds: list[int]) -> str:
+def two_d_table(scores: dict, seeds: list[int], networks=("pretrain2d", *VARIANTS)) -> str:
   rows = ["| network | " + " | ".join(f"{c} 2D PCK" for c in COLUMNS) + " |", "|---" * (1 + len(COLUMNS)) + "|"]
-  for name in ("pretrain2d", *VARIANTS):
+  for name in networks:
     rows.append(f"| {name} | " + " | ".join(mean_and_spread([scores[name, seed][c] for seed in seeds])
                                             for c in COLUMNS.values()) + " |")
   return "\n".join(rows) + "\n"
 
 
-def outdoor_pck_curves(runs: pathlib.Path, seeds: list[int]) -> dict:
+def outdoor_pck_curves(runs: pathlib.Path, seeds: list[int], names=NAMES) -> dict:
   """{variant: PCK curve (percent) over AUC thresholds} on TS5-6, scaled protocol, pooled over seeds."""
   curves = {}
-  for variant in NAMES:
+  for variant in names:
     errors = []
     for seed in seeds:
       arrays = dict(np.load(runs / f"seed{seed}" / variant / "evaluation" / "predictions.npz"))
@@ -164,10 +164,10 @@ def scalar_curve(run_dir: pathlib.Path, tag: str) -> tuple[np.ndarray, np.ndarra
   return steps, np.array([points[s] for s in steps])
 
 
-def plot_curves(runs: pathlib.Path, seeds: list[int], images: pathlib.Path) -> list[pathlib.Path]:
+def plot_curves(runs: pathlib.Path, seeds: list[int], images: pathlib.Path, names=NAMES) -> list[pathlib.Path]:
   import matplotlib.pyplot as plt
   images.mkdir(parents=True, exist_ok=True)
-  fig = visualize.pck_curve_figure(outdoor_pck_curves(runs, seeds))
+  fig = visualize.pck_curve_figure(outdoor_pck_curves(runs, seeds, names))
   fig.axes[0].set_title(f"In the wild (TS5-6), scaled, seeds {seeds}")
   pck = images / "ablation_pck_outdoor.png"
   pck.write_bytes(visualize.figure_to_png(fig))
@@ -177,7 +177,7 @@ def plot_curves(runs: pathlib.Path, seeds: list[int], images: pathlib.Path) -> l
     steps, values = scalar_curve(runs / f"seed{seed}" / "pretrain2d", "loss/heatmap")
     axes[0].plot(steps, values, label=f"seed {seed}")
   axes[0].set(title="2D pre-training: heatmap loss", xlabel="step", yscale="log")
-  for index, variant in enumerate(VARIANTS):
+  for index, variant in enumerate(v for v in VARIANTS if v in names):
     # Variants with 2D data alternate 2D-only batches, whose 3D term is 0: x2 gives the per-3D-batch loss.
     factor = 1.0 if "--nouse_2d_data" in VARIANTS[variant] else 2.0
     for seed in seeds:
@@ -197,20 +197,21 @@ NOTES = "<!-- written by hand below: kept when ablation.py rewrites this file --
 
 
 def write_results(path: pathlib.Path, args, seeds: list[int], scores: dict, log: list[str], images: list,
-                  scores_2d: dict | None = None) -> None:
+                  scores_2d: dict | None = None, names=NAMES) -> None:
   budget = (f"2D pre-training {args.pretrain_steps} steps, 3D stage {args.full_steps} steps"
             f"{' (x2 for variants with 2D data: equal 3D batches)' if args.equal_3d_batches else ''}, lifting MLP "
             f"{args.lifting_epochs} epochs over {args.lifting_examples} crops")
   text = [f"# Paper Table 5 on the synthetic benchmark ({args.preset} preset)", "",
           f"Seeds {seeds}; {budget}; tiny network (128 px, batch 8) on CPU. Mean ± sample standard deviation "
           "over seeds. PCK < 150 mm and AUC in percent, MPJPE in mm, against univ_annot3; 'scaled' fits one "
-          "least-squares scale per pose, 'procrustes' a similarity transform. The last row is no model: every "
-          "frame gets the mean training pose.", "", table(scores, seeds, rows=(*NAMES, MEAN_POSE)),
+          "least-squares scale per pose, 'procrustes' a similarity transform." +
+          (f" The row '{MEAN_POSE}' is no model: every frame gets the mean training pose." if LIFTING in names else ""),
+          "", table(scores, seeds, rows=(*names, *([MEAN_POSE] if LIFTING in names else []))),
           *(["## 2D joints of the latent heatmaps on the same test crops", "",
              f"Percent of visible joints within {PCK2D_FRACTION:.0%} of the crop side of the label, decoded from each "
              "network's heatmaps (the lifting row uses the full model's). Only pretrain2d, latent2d_data and full "
              "train the heatmaps in the 3D stage; the other two carry them over from pre-training.", "",
-             two_d_table(scores_2d, seeds)] if scores_2d else []),
+             two_d_table(scores_2d, seeds, ("pretrain2d", *(v for v in VARIANTS if v in names)))] if scores_2d else []),
           *[f"![{p.stem}](images/{p.name})" for p in images], "", "## Commands", "", "```", *log, "```", ""]
   notes = path.read_text().partition(NOTES)[1:] if path.is_file() else ()
   path.write_text("\n".join(text) + "".join(notes))
@@ -229,8 +230,13 @@ def main():
   parser.add_argument("--equal_3d_batches", action="store_true",
                       help="give variants with 2D data twice the steps: batches alternate, so at equal steps they "
                            "see half the 3D batches of the baseline (default: equal steps, as the paper counts)")
+  parser.add_argument("--variants", nargs="+", choices=NAMES, default=list(NAMES),
+                      help=f"a subset of the rows ({LIFTING} needs full; the mean-pose row comes with {LIFTING})")
   parser.add_argument("--output", default=str(ROOT / "docs" / "results.md"))
   args = parser.parse_args()
+  names = [n for n in NAMES if n in args.variants]
+  if LIFTING in names and "full" not in names:
+    parser.error(f"{LIFTING} lifts the 2D joints of the full model: add full to --variants")
   work = pathlib.Path(args.work_dir).resolve()
   native, records, runs = work / "data", work / "tfrecords", work / "runs"
   python, log = sys.executable, []
@@ -249,7 +255,7 @@ def main():
            f"--checkpoint_every={max(args.pretrain_steps // 4, 1)}", "--log_every=50",
            f"--decay_steps={args.pretrain_steps}"], log, done=pretrain / "DONE")
     (pretrain / "DONE").touch()
-    for variant in NAMES:
+    for variant in names:
       run_dir = runs / f"seed{seed}" / variant
       evaluation = run_dir / "evaluation"
       if variant == LIFTING:
@@ -269,15 +275,16 @@ def main():
       stage([python, "-m", "wild3d_tf.evaluate", *source, f"--data_dir={records}", "--dataset=mpi_inf_3dhp_test",
              f"--output_dir={evaluation}"], log, done=evaluation / "results.json")
       scores[variant, seed] = studio_and_wild(evaluation / "results.json")
-    reference = runs / f"seed{seed}" / "mean_pose"
-    if not (reference / "results.json").is_file():
-      evaluate_mean_pose(runs / f"seed{seed}" / LIFTING, records, reference)
-    scores[MEAN_POSE, seed] = studio_and_wild(reference / "results.json")
-    for name in ("pretrain2d", *VARIANTS):
+    if LIFTING in names:
+      reference = runs / f"seed{seed}" / "mean_pose"
+      if not (reference / "results.json").is_file():
+        evaluate_mean_pose(runs / f"seed{seed}" / LIFTING, records, reference)
+      scores[MEAN_POSE, seed] = studio_and_wild(reference / "results.json")
+    for name in ("pretrain2d", *(v for v in VARIANTS if v in names)):
       scores_2d[name, seed] = two_d_scores(runs / f"seed{seed}" / name, records)
     finished.append(seed)
-    images = plot_curves(runs, finished, output.parent / "images")
-    write_results(output, args, finished, scores, log, images, scores_2d)
+    images = plot_curves(runs, finished, output.parent / "images", names)
+    write_results(output, args, finished, scores, log, images, scores_2d, names)
 
 
 if __name__ == "__main__":
