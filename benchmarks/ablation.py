@@ -209,7 +209,7 @@ def write_results(path: pathlib.Path, args, seeds: list[int], scores: dict, log:
           "", table(scores, seeds, rows=(*names, *([MEAN_POSE] if LIFTING in names else []))),
           *(["## 2D joints of the latent heatmaps on the same test crops", "",
              f"Percent of visible joints within {PCK2D_FRACTION:.0%} of the crop side of the label, decoded from each "
-             "network's heatmaps (the lifting row uses the full model's). Only pretrain2d, latent2d_data and full "
+             "network's heatmaps (the lifting baseline lifts the full model's). Only pretrain2d, latent2d_data and full "
              "train the heatmaps in the 3D stage; the other two carry them over from pre-training.", "",
              two_d_table(scores_2d, seeds, ("pretrain2d", *(v for v in VARIANTS if v in names)))] if scores_2d else []),
           *[f"![{p.stem}](images/{p.name})" for p in images], "", "## Commands", "", "```", *log, "```", ""]
