@@ -144,7 +144,8 @@ def outdoor_pck_curves(runs: pathlib.Path, seeds: list[int], names=NAMES) -> dic
   for variant in names:
     errors = []
     for seed in seeds:
-      arrays = dict(np.load(runs / f"seed{seed}" / variant / "evaluation" / "predictions.npz"))
+      folder = runs / f"seed{seed}" / ("mean_pose" if variant == MEAN_POSE else f"{variant}/evaluation")
+      arrays = dict(np.load(folder / "predictions.npz"))
       report = evaluate.report_for("mpi_inf_3dhp_test", arrays)
       columns = [report.joint_names.index(j) for j in report.pck_joints]
       errors.append(report.errors["scaled"][report.subsets["Outdoor"]][:, columns])
@@ -167,8 +168,9 @@ def scalar_curve(run_dir: pathlib.Path, tag: str) -> tuple[np.ndarray, np.ndarra
 def plot_curves(runs: pathlib.Path, seeds: list[int], images: pathlib.Path, names=NAMES) -> list[pathlib.Path]:
   import matplotlib.pyplot as plt
   images.mkdir(parents=True, exist_ok=True)
-  fig = visualize.pck_curve_figure(outdoor_pck_curves(runs, seeds, names))
+  fig = visualize.pck_curve_figure(outdoor_pck_curves(runs, seeds, (*names, *([MEAN_POSE] if LIFTING in names else []))))
   fig.axes[0].set_title(f"In the wild (TS5-6), scaled, seeds {seeds}")
+  fig.tight_layout()
   pck = images / "ablation_pck_outdoor.png"
   pck.write_bytes(visualize.figure_to_png(fig))
 
