@@ -170,6 +170,7 @@ def plot_curves(runs: pathlib.Path, seeds: list[int], images: pathlib.Path, name
   images.mkdir(parents=True, exist_ok=True)
   fig = visualize.pck_curve_figure(outdoor_pck_curves(runs, seeds, (*names, *([MEAN_POSE] if LIFTING in names else []))))
   fig.axes[0].set_title(f"In the wild (TS5-6), scaled, seeds {seeds}")
+  fig.axes[0].legend(loc="upper left")  # the curves stay low: keep them visible
   fig.tight_layout()
   pck = images / "ablation_pck_outdoor.png"
   pck.write_bytes(visualize.figure_to_png(fig))
