@@ -50,6 +50,16 @@ def replace_block(text: str, name: str, body: str, source: str = "docs/benchmark
   return pattern.sub(lambda _: f"{begin}\n{body.rstrip()}\n{end}", text)
 
 
+def markdown(output: str) -> str:
+  """A script's printout with a blank line before each table, which Markdown needs to render it."""
+  lines = []
+  for line in output.strip().splitlines():
+    if line.startswith("|") and lines and lines[-1] and not lines[-1].startswith("|"):
+      lines.append("")
+    lines.append(line)
+  return "\n".join(lines)
+
+
 def machine() -> str:
   import tensorflow as tf
   return f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}, TF {tf.__version__}"
@@ -89,7 +99,7 @@ def main():
       run = subprocess.run([sys.executable, *filled], cwd=ROOT, stdout=subprocess.PIPE, text=True)
       if run.returncode:
         raise SystemExit(f"{name}: `{shown}` failed with exit code {run.returncode}")
-      outputs.append(f"Command: `{shown}` ({stamp}; written by `python benchmarks/run_all.py`)\n\n{run.stdout.strip()}\n")
+      outputs.append(f"Command: `{shown}` ({stamp}; written by `python benchmarks/run_all.py`)\n\n{markdown(run.stdout)}\n")
       print(run.stdout, flush=True)
     if name != "ablation":  # the ablation writes docs/results.md itself
       text = replace_block(DOC.read_text(), name, "\n".join(outputs))

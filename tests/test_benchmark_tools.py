@@ -91,3 +91,8 @@ def test_rewriting_the_results_keeps_the_hand_written_notes(tmp_path):
   text = path.read_text()
   assert "python step two" in text and "python step one" not in text
   assert text.endswith(ablation.NOTES + "\nWhy the order is what it is.\n")
+
+
+def test_printed_tables_get_the_blank_line_markdown_needs():
+  assert run_all.markdown("title\n| a |\n|---|\n| 1 |\n\nnext\n| b |\n") == \
+      "title\n\n| a |\n|---|\n| 1 |\n\nnext\n\n| b |"
