@@ -22,7 +22,7 @@ PCK curves and training curves under docs/images/. Finished stages are
 skipped and interrupted training resumes from its checkpoint, so a killed
 run continues where it stopped; the table is rewritten after every seed.
 
-  python benchmarks/ablation.py --work_dir /tmp/ablation --preset bench --seeds 0 1 2 \\
+  python benchmarks/ablation.py --work_dir /tmp/ablation --preset bench --seeds 0 1 2 [--network full] \\
       --pretrain_steps 3000 --full_steps 3000 --output docs/results.md
 """
 
@@ -56,6 +56,9 @@ MEAN_POSE = "mean training pose"
 # A 2D joint counts as found within this fraction of the crop side (12.8 px at 128 px).
 PCK2D_FRACTION = 0.1
 COLUMNS = {"in the wild (TS5-6)": "Outdoor", "studio (TS1-4)": "Studio"}
+# --network -> (2D pre-training config, 3D stage config); the steps and decay come from --*_steps.
+CONFIG_FILES = {"tiny": ("tiny_pretrain2d.cfg", "tiny_full.cfg"), "full": ("pretrain2d.cfg", "full.cfg")}
+NETWORKS = {"tiny": "tiny network (128 px, batch 8)", "full": "full network (256 px, batch 10)"}
 
 
 def stage(command: list[str], log: list[str], done: pathlib.Path | None = None) -> None:
@@ -205,7 +208,7 @@ def write_results(path: pathlib.Path, args, seeds: list[int], scores: dict, log:
             f"{' (x2 for variants with 2D data: equal 3D batches)' if args.equal_3d_batches else ''}, lifting MLP "
             f"{args.lifting_epochs} epochs over {args.lifting_examples} crops")
   text = [f"# Paper Table 5 on the synthetic benchmark ({args.preset} preset)", "",
-          f"Seeds {seeds}; {budget}; tiny network (128 px, batch 8) on CPU. Mean ± sample standard deviation "
+          f"Seeds {seeds}; {budget}; {NETWORKS[args.network]}. Mean ± sample standard deviation "
           "over seeds. PCK < 150 mm and AUC in percent, MPJPE in mm, against univ_annot3; 'scaled' fits one "
           "least-squares scale per pose, 'procrustes' a similarity transform." +
           (f" The row '{MEAN_POSE}' is no model: every frame gets the mean training pose." if LIFTING in names else ""),
@@ -233,6 +236,8 @@ def main():
   parser.add_argument("--equal_3d_batches", action="store_true",
                       help="give variants with 2D data twice the steps: batches alternate, so at equal steps they "
                            "see half the 3D batches of the baseline (default: equal steps, as the paper counts)")
+  parser.add_argument("--network", choices=sorted(CONFIG_FILES), default="tiny",
+                      help="tiny: CPU-sized configs; full: the paper's network and configs (GPU)")
   parser.add_argument("--variants", nargs="+", choices=NAMES, default=list(NAMES),
                       help=f"a subset of the rows ({LIFTING} needs full; the mean-pose row comes with {LIFTING})")
   parser.add_argument("--output", default=str(ROOT / "docs" / "results.md"))
@@ -253,7 +258,7 @@ def main():
   output = pathlib.Path(args.output)
   for seed in args.seeds:
     pretrain = runs / f"seed{seed}" / "pretrain2d"
-    stage([python, "-m", "wild3d_tf.train", f"--flagfile={CONFIGS / 'tiny_pretrain2d.cfg'}", f"--data_dir={records}",
+    stage([python, "-m", "wild3d_tf.train", f"--flagfile={CONFIGS / CONFIG_FILES[args.network][0]}", f"--data_dir={records}",
            f"--model_dir={pretrain}", f"--seed={seed}", f"--max_steps={args.pretrain_steps}",
            f"--checkpoint_every={max(args.pretrain_steps // 4, 1)}", "--log_every=50",
            f"--decay_steps={args.pretrain_steps}"], log, done=pretrain / "DONE")
@@ -270,7 +275,7 @@ def main():
       else:
         switches = VARIANTS[variant]
         steps = args.full_steps * (2 if args.equal_3d_batches and "--nouse_2d_data" not in switches else 1)
-        stage([python, "-m", "wild3d_tf.train", f"--flagfile={CONFIGS / 'tiny_full.cfg'}", f"--data_dir={records}",
+        stage([python, "-m", "wild3d_tf.train", f"--flagfile={CONFIGS / CONFIG_FILES[args.network][1]}", f"--data_dir={records}",
                f"--model_dir={run_dir}", f"--init_from={pretrain}", f"--seed={seed}", f"--max_steps={steps}",
                f"--checkpoint_every={max(steps // 4, 1)}", "--validate_every=0", "--log_every=50",
                f"--decay_steps={steps}", *switches], log, done=evaluation / "results.json")

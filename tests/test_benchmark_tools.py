@@ -79,7 +79,7 @@ def test_training_curves_read_back_from_tensorboard_keeping_a_resumed_runs_value
 
 def test_rewriting_the_results_keeps_the_hand_written_notes(tmp_path):
   import argparse
-  args = argparse.Namespace(preset="bench", pretrain_steps=10, full_steps=20, equal_3d_batches=False,
+  args = argparse.Namespace(preset="bench", network="tiny", pretrain_steps=10, full_steps=20, equal_3d_batches=False,
                             lifting_epochs=2, lifting_examples=30)
   entry = {"pck": 1.0, "auc": 2.0, "mpjpe": 3.0}
   scores = {(v, 0): {k: {p: entry for p in ("scaled", "procrustes")} for k in ("Outdoor", "Studio")}
