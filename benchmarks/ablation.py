@@ -39,7 +39,7 @@ import numpy as np
 import tensorflow as tf
 
 from wild3d_tf import evaluate, inference, lifting, metrics, visualize
-from wild3d_tf.synthetic.generate import CONVERTER_INPUTS
+from wild3d_tf.synthetic.generate import conversion_commands
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 CONFIGS = ROOT / "configs"
@@ -250,10 +250,8 @@ def main():
   python, log = sys.executable, []
   stage([python, "-m", "wild3d_tf.synthetic", f"--out={native}", f"--preset={args.preset}", "--seed=0"], log,
         done=native / "lspet")
-  for dataset, folder in CONVERTER_INPUTS.items():
-    stage([python, "-m", "beam_preprocess.convert", f"--dataset={dataset}", f"--input_dir={native / folder}",
-           f"--output_dir={records}", "--runner=DirectRunner", "--direct_running_mode=in_memory"], log,
-          done=records / f"{dataset}.manifest.json")
+  for dataset, command in conversion_commands(native, records, python).items():
+    stage(command, log, done=records / f"{dataset}.manifest.json")
   scores, scores_2d, finished = {}, {}, []
   output = pathlib.Path(args.output)
   for seed in args.seeds:

@@ -66,14 +66,12 @@ def machine() -> str:
 
 
 def prepare_tiny_data(work: pathlib.Path) -> pathlib.Path:
-  from wild3d_tf.synthetic.generate import CONVERTER_INPUTS
+  from wild3d_tf.synthetic.generate import conversion_commands
   native, records = work / "tiny", work / "tiny_tfrecords"
   if not (records / "lspet.manifest.json").is_file():
     subprocess.run([sys.executable, "-m", "wild3d_tf.synthetic", f"--out={native}", "--preset=tiny"], check=True)
-    for dataset, folder in CONVERTER_INPUTS.items():
-      subprocess.run([sys.executable, "-m", "beam_preprocess.convert", f"--dataset={dataset}",
-                      f"--input_dir={native / folder}", f"--output_dir={records}", "--runner=DirectRunner",
-                      "--direct_running_mode=in_memory"], check=True, stdout=subprocess.DEVNULL)
+    for command in conversion_commands(native, records).values():
+      subprocess.run(command, check=True, stdout=subprocess.DEVNULL)
   return records
 
 

@@ -8,7 +8,7 @@ import keras
 import numpy as np
 import pytest
 
-from wild3d_tf import evaluate, lifting
+from wild3d_tf import evaluate, inference, lifting
 
 
 def _stats(input_size=64):
@@ -78,7 +78,6 @@ def test_pairs_come_from_the_3d_sets_and_the_predictor_lifts_the_networks_2d(con
   size, predict = lifting.crop_predictor(str(model_dir), str(tmp_path / "lifter"), flip=False)
   assert size == 64
   batch = next(iter(evaluate.test_batches(data_dir, "mpi_inf_3dhp_test", size, 4, max_examples=4)))
-  from wild3d_tf import inference
   joints = inference.Predictor(network).on_crops(keras.ops.cast(batch["image"], "float32"))["joints2d_input"]
   np.testing.assert_allclose(predict(batch["image"]), lifter(joints), atol=1e-3)
 

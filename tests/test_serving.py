@@ -29,6 +29,7 @@ SIZE = 64  # the tiny_checkpoint input size
 # machines differ by ~3e-4), so compare in float32's relative precision, not to 1e-4.
 POSE_TOLERANCE = {"rtol": 1e-5, "atol": 1e-3}
 
+
 def _client_module():
   spec = importlib.util.spec_from_file_location("wild3d_serving_client", ROOT / "serving" / "client.py")
   module = importlib.util.module_from_spec(spec)

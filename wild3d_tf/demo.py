@@ -146,10 +146,8 @@ def main(argv):
   _stage("1/8 synthetic datasets in their native layouts",
          [python, "-m", "wild3d_tf.synthetic", f"--out={native}", "--preset=tiny", f"--seed={_SEED.value}",
           f"--contact_sheets={out}"])
-  for dataset, folder in generate.CONVERTER_INPUTS.items():
-    _stage(f"2/8 Beam conversion: {dataset}",
-           [python, "-m", "beam_preprocess.convert", f"--dataset={dataset}", f"--input_dir={native / folder}",
-            f"--output_dir={records}", "--runner=DirectRunner", "--direct_running_mode=in_memory"])
+  for dataset, command in generate.conversion_commands(native, records, python).items():
+    _stage(f"2/8 Beam conversion: {dataset}", command)
   _stage("3/8 2D pre-training (tiny)",
          [python, "-m", "wild3d_tf.train", f"--flagfile={CONFIGS / 'tiny_pretrain2d.cfg'}", f"--data_dir={records}",
           f"--model_dir={runs / 'pretrain2d'}", f"--seed={_SEED.value}", *_steps(_PRETRAIN_STEPS.value)])

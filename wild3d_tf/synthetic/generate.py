@@ -5,6 +5,7 @@ from __future__ import annotations
 import concurrent.futures
 import logging
 import pathlib
+import sys
 import time
 
 import numpy as np
@@ -24,6 +25,18 @@ WRITERS = {
 # Converter dataset name (beam_preprocess.convert --dataset) -> the native folder it reads.
 CONVERTER_INPUTS = {"h36m": "h36m", "mpi_inf_3dhp": "mpi_inf_3dhp", "mpi_inf_3dhp_test": "mpi_inf_3dhp_test_set",
                     "mpii": "mpii", "lsp": "lsp", "lspet": "lspet"}
+
+
+def conversion_commands(native_dir, output_dir, python: str = sys.executable) -> dict[str, list[str]]:
+  """Converter dataset -> the command that converts its folder under ``native_dir`` into ``output_dir``.
+
+  In-memory DirectRunner: synthetic sets are small, where the multi-processing
+  runner's worker start-up dominates (docs/benchmarks.md).
+  """
+  return {dataset: [python, "-m", "beam_preprocess.convert", f"--dataset={dataset}",
+                    f"--input_dir={pathlib.Path(native_dir) / folder}", f"--output_dir={output_dir}",
+                    "--runner=DirectRunner", "--direct_running_mode=in_memory"]
+          for dataset, folder in CONVERTER_INPUTS.items()}
 
 
 def _run(name, out, preset_name, seed):
