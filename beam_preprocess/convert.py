@@ -31,15 +31,28 @@ flags.DEFINE_string("input_dir", None, "The dataset's own root folder (as the do
 flags.DEFINE_string("output_dir", None, "Folder for shards, dead letters and the manifest.")
 flags.DEFINE_integer("num_shards", 0, "Shards per split; 0 = one per --records_per_shard records.")
 flags.DEFINE_integer("records_per_shard", 1000, "Target records per shard when --num_shards is 0.")
-flags.DEFINE_integer("frame_stride", 1, "Training splits: keep every n-th frame (H3.6M at 5 fps: 10).")
-flags.DEFINE_integer("test_frame_stride", None, "Test splits: every n-th frame (default 64 for h36m, else 1).")
-flags.DEFINE_string("cameras", "available", "3DHP training cameras: available, vnect, all, relevant, "
-                    "mm3d_chest or a comma list of ids.")
+flags.DEFINE_integer(
+  "frame_stride", 1, "Training splits: keep every n-th frame (H3.6M at 5 fps: 10)."
+)
+flags.DEFINE_integer(
+  "test_frame_stride", None, "Test splits: every n-th frame (default 64 for h36m, else 1)."
+)
+flags.DEFINE_string(
+  "cameras",
+  "available",
+  "3DHP training cameras: available, vnect, all, relevant, mm3d_chest or a comma list of ids.",
+)
 flags.DEFINE_bool("valid_only", True, "3DHP test set: only frames with valid_frame = 1.")
-flags.DEFINE_integer("frames_per_item", 250, "Video frames per work item (the unit of parallelism).")
+flags.DEFINE_integer(
+  "frames_per_item", 250, "Video frames per work item (the unit of parallelism)."
+)
 flags.DEFINE_integer("crop_size", 320, "Side of the stored person-centred crop in pixels.")
-flags.DEFINE_float("crop_margin", 0.35, "Crop margin around the 2D joints, a fraction of their extent per side.")
-flags.DEFINE_float("max_rejected_fraction", 0.05, "Fail the job when more records than this are rejected.")
+flags.DEFINE_float(
+  "crop_margin", 0.35, "Crop margin around the 2D joints, a fraction of their extent per side."
+)
+flags.DEFINE_float(
+  "max_rejected_fraction", 0.05, "Fail the job when more records than this are rejected."
+)
 
 
 def run(argv=None) -> dict:
@@ -52,11 +65,21 @@ def run(argv=None) -> dict:
       raise flags.IllegalFlagValueError(f"--{name} is required")
   beam_args = rest[1:]
   if not any(a.startswith("--runner") for a in beam_args):
-    beam_args += ["--runner=DirectRunner", "--direct_running_mode=multi_processing", "--direct_num_workers=2"]
+    beam_args += [
+      "--runner=DirectRunner",
+      "--direct_running_mode=multi_processing",
+      "--direct_num_workers=2",
+    ]
   test_stride = FLAGS.test_frame_stride or (64 if FLAGS.dataset == "h36m" else 1)
-  options = Options(frame_stride=FLAGS.frame_stride, test_frame_stride=test_stride, cameras=FLAGS.cameras,
-                    valid_only=FLAGS.valid_only, frames_per_item=FLAGS.frames_per_item, crop_size=FLAGS.crop_size,
-                    crop_margin=FLAGS.crop_margin)
+  options = Options(
+    frame_stride=FLAGS.frame_stride,
+    test_frame_stride=test_stride,
+    cameras=FLAGS.cameras,
+    valid_only=FLAGS.valid_only,
+    frames_per_item=FLAGS.frames_per_item,
+    crop_size=FLAGS.crop_size,
+    crop_margin=FLAGS.crop_margin,
+  )
   tf.io.gfile.makedirs(FLAGS.output_dir)
   manifest = sharding.manifest_path(FLAGS.output_dir, FLAGS.dataset)
   if tf.io.gfile.exists(manifest):  # the old manifest would vouch for shards this run rewrites
@@ -64,8 +87,14 @@ def run(argv=None) -> dict:
   pipeline_options = PipelineOptions(beam_args)
   with beam.Pipeline(options=pipeline_options) as pipeline:
     _ = pipeline | "Convert" >> transforms.ConvertDataset(
-        FLAGS.dataset, FLAGS.input_dir, FLAGS.output_dir, options, FLAGS.num_shards, FLAGS.records_per_shard,
-        FLAGS.max_rejected_fraction)
+      FLAGS.dataset,
+      FLAGS.input_dir,
+      FLAGS.output_dir,
+      options,
+      FLAGS.num_shards,
+      FLAGS.records_per_shard,
+      FLAGS.max_rejected_fraction,
+    )
   with tf.io.gfile.GFile(manifest) as f:
     return json.load(f)
 
@@ -74,8 +103,10 @@ def main():
   logging.set_verbosity(logging.INFO)
   manifest = run()
   splits = {k: v["records"] for k, v in manifest["splits"].items()}
-  print(f"{manifest['dataset']}: {splits} records, {manifest['rejected']['total']} rejected "
-        f"-> {FLAGS.output_dir}")
+  print(
+    f"{manifest['dataset']}: {splits} records, {manifest['rejected']['total']} rejected "
+    f"-> {FLAGS.output_dir}"
+  )
 
 
 if __name__ == "__main__":

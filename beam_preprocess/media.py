@@ -24,9 +24,9 @@ def image_dimensions(data: bytes) -> tuple[int, int] | None:
       if data[i] != 0xFF:
         return None
       marker = data[i + 1]
-      length = struct.unpack(">H", data[i + 2:i + 4])[0]
+      length = struct.unpack(">H", data[i + 2 : i + 4])[0]
       if marker in (0xC0, 0xC1, 0xC2, 0xC3, 0xC5, 0xC6, 0xC7, 0xC9, 0xCA, 0xCB, 0xCD, 0xCE, 0xCF):
-        height, width = struct.unpack(">HH", data[i + 5:i + 9])
+        height, width = struct.unpack(">HH", data[i + 5 : i + 9])
         return width, height
       i += 2 + length
   return None

@@ -22,13 +22,20 @@ class BadRecord(Exception):
     self.file, self.record, self.field, self.reason = str(file), str(record), field, reason
 
   def row(self, dataset: str) -> dict:
-    return {"dataset": dataset, "file": self.file, "record": self.record, "field": self.field,
-            "reason": self.reason, "error": "BadRecord"}
+    return {
+      "dataset": dataset,
+      "file": self.file,
+      "record": self.record,
+      "field": self.field,
+      "reason": self.reason,
+      "error": "BadRecord",
+    }
 
 
 @dataclasses.dataclass(frozen=True)
 class Options:
   """Frame selection and crop settings (flags of ``beam_preprocess.convert``)."""
+
   frame_stride: int = 1  # training splits: every n-th frame
   test_frame_stride: int = 1  # test splits (H3.6M's protocol: 64)
   cameras: str = "available"  # 3DHP training: "available", "vnect", "all" or "0,2,4"
@@ -42,7 +49,13 @@ class Options:
 def safe_path(root: os.PathLike, relative: str, file: str, record: str) -> pathlib.Path:
   """``root / relative`` if it stays inside ``root`` and is a regular file, else BadRecord."""
   text = str(relative)
-  if not text or "\x00" in text or "\\" in text or os.path.isabs(text) or ".." in pathlib.PurePosixPath(text).parts:
+  if (
+    not text
+    or "\x00" in text
+    or "\\" in text
+    or os.path.isabs(text)
+    or ".." in pathlib.PurePosixPath(text).parts
+  ):
     raise BadRecord(file, record, "path", f"path {text!r} leaves the dataset root")
   root = pathlib.Path(root).resolve()
   path = (root / text).resolve()

@@ -33,7 +33,9 @@ def shard_of(key: str, num_shards: int) -> int:
 
 
 def shard_path(output_dir: str, dataset: str, split: str, shard: int, num_shards: int) -> str:
-  return f"{output_dir}/" + SHARD_PATTERN.format(dataset=dataset, split=split, shard=shard, num_shards=num_shards)
+  return f"{output_dir}/" + SHARD_PATTERN.format(
+    dataset=dataset, split=split, shard=shard, num_shards=num_shards
+  )
 
 
 def write_shard(path: str, records: list[tuple[str, bytes]]) -> dict:
@@ -55,7 +57,9 @@ def write_shard(path: str, records: list[tuple[str, bytes]]) -> dict:
 
 def remove_stale_shards(output_dir: str, dataset: str, keep: set[str]) -> list[str]:
   """Deletes this dataset's shards (any split, any shard count) that are not in ``keep``."""
-  pattern = re.compile(rf"^{re.escape(dataset)}-[A-Za-z0-9_]+\.tfrecord-\d{{5}}-of-\d{{5}}(\.incomplete)?$")
+  pattern = re.compile(
+    rf"^{re.escape(dataset)}-[A-Za-z0-9_]+\.tfrecord-\d{{5}}-of-\d{{5}}(\.incomplete)?$"
+  )
   removed = []
   for name in tf.io.gfile.listdir(output_dir):
     if pattern.match(name) and name not in keep:

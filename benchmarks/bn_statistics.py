@@ -32,18 +32,26 @@ def main():
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   parser.add_argument("--checkpoint", required=True)
   parser.add_argument("--data_dir", required=True)
-  parser.add_argument("--batches", type=int, default=400, help="studio 3D training batches of 8 to re-estimate from")
+  parser.add_argument(
+    "--batches", type=int, default=400, help="studio 3D training batches of 8 to re-estimate from"
+  )
   parser.add_argument("--seed", type=int, default=5)
   args = parser.parse_args()
   network = inference.load_network(args.checkpoint)
   before = scene_pck(network, args.data_dir)
-  config = DataConfig(data_dir=args.data_dir, input_size=network.input_shape[1], batch_size=8, seed=args.seed)
+  config = DataConfig(
+    data_dir=args.data_dir, input_size=network.input_shape[1], batch_size=8, seed=args.seed
+  )
   # Training mode updates the moving statistics (momentum 0.99: 400 batches forget the old ones).
-  for batch in data.mixed_examples(config, config.datasets_3d, args.seed).batch(8).take(args.batches):
+  for batch in (
+    data.mixed_examples(config, config.datasets_3d, args.seed).batch(8).take(args.batches)
+  ):
     network(tf.cast(batch["image"], tf.float32), training=True)
   after = scene_pck(network, args.data_dir)
-  print(f"{args.checkpoint}: scaled 3D PCK per scene, as trained -> batch-norm statistics re-estimated on "
-        f"{args.batches} studio 3D batches")
+  print(
+    f"{args.checkpoint}: scaled 3D PCK per scene, as trained -> batch-norm statistics re-estimated on "
+    f"{args.batches} studio 3D batches"
+  )
   print("| scene | as trained | re-estimated |\n|---|---|---|")
   for scene in before:
     print(f"| {scene} | {before[scene]:.1f} | {after[scene]:.1f} |")

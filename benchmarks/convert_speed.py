@@ -27,18 +27,35 @@ def main():
   args = parser.parse_args()
   with tempfile.TemporaryDirectory() as tmp:
     source = pathlib.Path(tmp) / "native"
-    writer = {"lspet": "lsp", "mpi_inf_3dhp_test": "mpi_inf_3dhp_test_set"}.get(args.dataset, args.dataset)
+    writer = {"lspet": "lsp", "mpi_inf_3dhp_test": "mpi_inf_3dhp_test_set"}.get(
+      args.dataset, args.dataset
+    )
     generate.generate(str(source), args.preset, 0, datasets=[writer])
-    modes = [("in_memory (baseline)", ["--direct_running_mode=in_memory"]),
-             ("multi_processing, 1 worker", ["--direct_running_mode=multi_processing", "--direct_num_workers=1"]),
-             ("multi_processing, 2 workers", ["--direct_running_mode=multi_processing", "--direct_num_workers=2"])]
+    modes = [
+      ("in_memory (baseline)", ["--direct_running_mode=in_memory"]),
+      (
+        "multi_processing, 1 worker",
+        ["--direct_running_mode=multi_processing", "--direct_num_workers=1"],
+      ),
+      (
+        "multi_processing, 2 workers",
+        ["--direct_running_mode=multi_processing", "--direct_num_workers=2"],
+      ),
+    ]
     rows = []
     for name, extra in modes:
       out = pathlib.Path(tmp) / name.split()[0]
       start = time.perf_counter()
-      manifest = convert.run(["convert", f"--dataset={args.dataset}",
-                              f"--input_dir={source / FOLDERS.get(args.dataset, args.dataset)}",
-                              f"--output_dir={out}", "--runner=DirectRunner", *extra])
+      manifest = convert.run(
+        [
+          "convert",
+          f"--dataset={args.dataset}",
+          f"--input_dir={source / FOLDERS.get(args.dataset, args.dataset)}",
+          f"--output_dir={out}",
+          "--runner=DirectRunner",
+          *extra,
+        ]
+      )
       seconds = time.perf_counter() - start
       records = sum(s["records"] for s in manifest["splits"].values())
       rows.append((name, records, seconds))
@@ -47,7 +64,9 @@ def main():
   print("| mode | records | seconds | records/s | ratio to in_memory |")
   print("|---|---|---|---|---|")
   for name, records, seconds in rows:
-    print(f"| {name} | {records} | {seconds:.1f} | {records / seconds:.1f} | {records / seconds / base:.2f} |")
+    print(
+      f"| {name} | {records} | {seconds:.1f} | {records / seconds:.1f} | {records / seconds / base:.2f} |"
+    )
 
 
 if __name__ == "__main__":

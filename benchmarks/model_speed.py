@@ -40,7 +40,9 @@ def images_per_second(fn, images, seconds):
 
 
 def measure(model, size, batch, seconds):
-  images = tf.constant(np.random.default_rng(0).uniform(0, 255, (batch, size, size, 3)).astype(np.float32))
+  images = tf.constant(
+    np.random.default_rng(0).uniform(0, 255, (batch, size, size, 3)).astype(np.float32)
+  )
   forward = tf.function(lambda x: model(x, training=False))
 
   @tf.function
@@ -50,7 +52,9 @@ def measure(model, size, batch, seconds):
       loss = tf.add_n([tf.reduce_sum(tf.cast(v, tf.float32)) for v in tf.nest.flatten(outputs)])
     return tape.gradient(loss, model.trainable_variables)
 
-  return images_per_second(forward, images, seconds), images_per_second(forward_backward, images, seconds)
+  return images_per_second(forward, images, seconds), images_per_second(
+    forward_backward, images, seconds
+  )
 
 
 def main():
@@ -60,19 +64,38 @@ def main():
   args = parser.parse_args()
   rows = []
   for variant, size in (("full", 256), ("tiny", 128)):
-    baseline = keras.applications.ResNet50(include_top=False, weights=None, input_shape=(size, size, 3))
+    baseline = keras.applications.ResNet50(
+      include_top=False, weights=None, input_shape=(size, size, 3)
+    )
     base_fwd, base_bwd = measure(baseline, size, args.batch, args.seconds)
     model = model_lib.build_model(size, variant)
     fwd, bwd = measure(model, size, args.batch, args.seconds)
-    rows.append((variant, size, model.count_params(), flops_per_image(model, size) / 1e9,
-                 flops_per_image(baseline, size) / 1e9, fwd, bwd, fwd / base_fwd, bwd / base_bwd))
-  print(f"batch {args.batch}, {args.seconds:.0f} s per measurement, tf {tf.__version__}, "
-        f"{tf.config.threading.get_inter_op_parallelism_threads() or 'default'} inter-op threads")
-  print("| variant | input | parameters | GFLOPs/image | ResNet-50 GFLOPs/image | forward img/s | "
-        "fwd+bwd img/s | forward / ResNet-50 | fwd+bwd / ResNet-50 |")
+    rows.append(
+      (
+        variant,
+        size,
+        model.count_params(),
+        flops_per_image(model, size) / 1e9,
+        flops_per_image(baseline, size) / 1e9,
+        fwd,
+        bwd,
+        fwd / base_fwd,
+        bwd / base_bwd,
+      )
+    )
+  print(
+    f"batch {args.batch}, {args.seconds:.0f} s per measurement, tf {tf.__version__}, "
+    f"{tf.config.threading.get_inter_op_parallelism_threads() or 'default'} inter-op threads"
+  )
+  print(
+    "| variant | input | parameters | GFLOPs/image | ResNet-50 GFLOPs/image | forward img/s | "
+    "fwd+bwd img/s | forward / ResNet-50 | fwd+bwd / ResNet-50 |"
+  )
   print("|---|---|---|---|---|---|---|---|---|")
   for r in rows:
-    print(f"| {r[0]} | {r[1]} | {r[2]:,} | {r[3]:.2f} | {r[4]:.2f} | {r[5]:.1f} | {r[6]:.1f} | {r[7]:.2f} | {r[8]:.2f} |")
+    print(
+      f"| {r[0]} | {r[1]} | {r[2]:,} | {r[3]:.2f} | {r[4]:.2f} | {r[5]:.1f} | {r[6]:.1f} | {r[7]:.2f} | {r[8]:.2f} |"
+    )
 
 
 if __name__ == "__main__":

@@ -28,15 +28,32 @@ ROOT = pathlib.Path(__file__).resolve().parents[1]
 DOC = ROOT / "docs" / "benchmarks.md"
 # name -> command lines (arguments after ``python``); {data} is converted synthetic tiny data.
 BENCHMARKS = {
-    "model_speed": [["benchmarks/model_speed.py", "--seconds", "8"]],
-    "synthetic_speed": [["benchmarks/synthetic_speed.py", "--preset", "tiny"]],
-    "convert_speed": [["benchmarks/convert_speed.py", "--preset", "small", "--dataset", "mpi_inf_3dhp_test"],
-                      ["benchmarks/convert_speed.py", "--preset", "small", "--dataset", "lsp"]],
-    "train_speed": [["benchmarks/train_speed.py", "--data_dir", "{data}", "--seconds", "6"]],
-    "serving_speed": [["benchmarks/serving_speed.py", "--variant", "tiny", "--seconds", "8"],
-                      ["benchmarks/serving_speed.py", "--variant", "full", "--seconds", "8"]],
-    "ablation": [["benchmarks/ablation.py", "--work_dir", "{work}/ablation", "--preset", "bench",
-                  "--seeds", "0", "1", "2", "--output", "docs/results.md"]],
+  "model_speed": [["benchmarks/model_speed.py", "--seconds", "8"]],
+  "synthetic_speed": [["benchmarks/synthetic_speed.py", "--preset", "tiny"]],
+  "convert_speed": [
+    ["benchmarks/convert_speed.py", "--preset", "small", "--dataset", "mpi_inf_3dhp_test"],
+    ["benchmarks/convert_speed.py", "--preset", "small", "--dataset", "lsp"],
+  ],
+  "train_speed": [["benchmarks/train_speed.py", "--data_dir", "{data}", "--seconds", "6"]],
+  "serving_speed": [
+    ["benchmarks/serving_speed.py", "--variant", "tiny", "--seconds", "8"],
+    ["benchmarks/serving_speed.py", "--variant", "full", "--seconds", "8"],
+  ],
+  "ablation": [
+    [
+      "benchmarks/ablation.py",
+      "--work_dir",
+      "{work}/ablation",
+      "--preset",
+      "bench",
+      "--seeds",
+      "0",
+      "1",
+      "2",
+      "--output",
+      "docs/results.md",
+    ]
+  ],
 }
 
 
@@ -62,14 +79,18 @@ def markdown(output: str) -> str:
 
 def machine() -> str:
   import tensorflow as tf
+
   return f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}, TF {tf.__version__}"
 
 
 def prepare_tiny_data(work: pathlib.Path) -> pathlib.Path:
   from wild3d_tf.synthetic.generate import conversion_commands
+
   native, records = work / "tiny", work / "tiny_tfrecords"
   if not (records / "lspet.manifest.json").is_file():
-    subprocess.run([sys.executable, "-m", "wild3d_tf.synthetic", f"--out={native}", "--preset=tiny"], check=True)
+    subprocess.run(
+      [sys.executable, "-m", "wild3d_tf.synthetic", f"--out={native}", "--preset=tiny"], check=True
+    )
     for command in conversion_commands(native, records).values():
       subprocess.run(command, check=True, stdout=subprocess.DEVNULL)
   return records
@@ -78,7 +99,9 @@ def prepare_tiny_data(work: pathlib.Path) -> pathlib.Path:
 def main():
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   parser.add_argument("--only", nargs="+", choices=sorted(BENCHMARKS), help="run just these")
-  parser.add_argument("--skip", nargs="+", choices=sorted(BENCHMARKS), default=[], help="leave these out")
+  parser.add_argument(
+    "--skip", nargs="+", choices=sorted(BENCHMARKS), default=[], help="leave these out"
+  )
   parser.add_argument("--work_dir", help="scratch folder (default: a temporary one)")
   args = parser.parse_args()
   names = [n for n in (args.only or BENCHMARKS) if n not in args.skip]
@@ -91,13 +114,18 @@ def main():
   for name in names:
     outputs = []
     for command in BENCHMARKS[name]:
-      filled = [part.format(data=prepare_tiny_data(work) if part == "{data}" else "", work=work) for part in command]
+      filled = [
+        part.format(data=prepare_tiny_data(work) if part == "{data}" else "", work=work)
+        for part in command
+      ]
       shown = "python " + " ".join(filled)
       print(f"$ {shown}", flush=True)
       run = subprocess.run([sys.executable, *filled], cwd=ROOT, stdout=subprocess.PIPE, text=True)
       if run.returncode:
         raise SystemExit(f"{name}: `{shown}` failed with exit code {run.returncode}")
-      outputs.append(f"Command: `{shown}` ({stamp}; written by `python benchmarks/run_all.py`)\n\n{markdown(run.stdout)}\n")
+      outputs.append(
+        f"Command: `{shown}` ({stamp}; written by `python benchmarks/run_all.py`)\n\n{markdown(run.stdout)}\n"
+      )
       print(run.stdout, flush=True)
     if name != "ablation":  # the ablation writes docs/results.md itself
       text = replace_block(DOC.read_text(), name, "\n".join(outputs))

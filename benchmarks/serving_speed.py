@@ -12,7 +12,6 @@ decoding, checking, cropping and the camera geometry cost, and what XLA buys.
 from __future__ import annotations
 
 import argparse
-import pathlib
 import tempfile
 import time
 
@@ -21,7 +20,8 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from wild3d_tf import export, model as model_lib
+from wild3d_tf import export
+from wild3d_tf import model as model_lib
 
 
 def timings(fn, seconds):
@@ -45,7 +45,10 @@ def main():
   keras.utils.set_random_seed(0)
   network = model_lib.build_model(input_size=size, variant=args.variant)
   rng = np.random.default_rng(0)
-  photos = [cv2.imencode(".jpg", (rng.random((480, 640, 3)) * 255).astype(np.uint8))[1].tobytes() for _ in range(32)]
+  photos = [
+    cv2.imencode(".jpg", (rng.random((480, 640, 3)) * 255).astype(np.uint8))[1].tobytes()
+    for _ in range(32)
+  ]
   rows = []
   with tempfile.TemporaryDirectory() as tmp:
     signatures = {}
@@ -55,19 +58,27 @@ def main():
     raw = tf.function(lambda x: network(x, training=False)["pose3d"])
     for batch in (1, 32):
       crops = tf.constant(rng.uniform(0, 255, (batch, size, size, 3)).astype(np.float32))
-      inputs = {"images": tf.constant(photos[:batch]), "boxes": tf.zeros([batch, 4]), "intrinsics": tf.zeros([batch, 4])}
+      inputs = {
+        "images": tf.constant(photos[:batch]),
+        "boxes": tf.zeros([batch, 4]),
+        "intrinsics": tf.zeros([batch, 4]),
+      }
       base = timings(lambda: raw(crops).numpy(), args.seconds)
       rows.append((batch, "Keras network on crops (baseline)", base, base))
       for xla, signature in signatures.items():
         t = timings(lambda: signature(**inputs)["pose3d"].numpy(), args.seconds)
         rows.append((batch, f"serving_default, JPEG 640x480{', XLA' if xla else ''}", t, base))
   print(f"variant {args.variant}, input {size}, TF {tf.__version__}")
-  print("| batch | what | p50 latency ms | p99 latency ms | images/s | ratio to baseline (images/s) |")
+  print(
+    "| batch | what | p50 latency ms | p99 latency ms | images/s | ratio to baseline (images/s) |"
+  )
   print("|---|---|---|---|---|---|")
   for batch, what, t, base in rows:
     rate, base_rate = batch / np.median(t), batch / np.median(base)
-    print(f"| {batch} | {what} | {1000 * np.median(t):.1f} | {1000 * np.percentile(t, 99):.1f} | {rate:.1f} | "
-          f"{rate / base_rate:.2f} |")
+    print(
+      f"| {batch} | {what} | {1000 * np.median(t):.1f} | {1000 * np.percentile(t, 99):.1f} | {rate:.1f} | "
+      f"{rate / base_rate:.2f} |"
+    )
 
 
 if __name__ == "__main__":

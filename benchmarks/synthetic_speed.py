@@ -22,8 +22,12 @@ from wild3d_tf.synthetic import generate
 def _images(root: pathlib.Path, name: str) -> list[pathlib.Path]:
   """Every picture a writer produced: JPEGs, and video frames counted per file."""
   folders = {"lsp": ["lsp", "lspet"]}.get(name, [name])
-  return [p for f in folders for p in (root / f).rglob("*") if p.suffix in (".jpg", ".mp4", ".avi")
-          and "FGmasks" not in p.parts]
+  return [
+    p
+    for f in folders
+    for p in (root / f).rglob("*")
+    if p.suffix in (".jpg", ".mp4", ".avi") and "FGmasks" not in p.parts
+  ]
 
 
 def _frames_and_sizes(paths):
@@ -34,7 +38,9 @@ def _frames_and_sizes(paths):
       continue
     capture = cv2.VideoCapture(str(path))
     count = int(capture.get(cv2.CAP_PROP_FRAME_COUNT))
-    sizes += [(int(capture.get(cv2.CAP_PROP_FRAME_HEIGHT)), int(capture.get(cv2.CAP_PROP_FRAME_WIDTH)))] * count
+    sizes += [
+      (int(capture.get(cv2.CAP_PROP_FRAME_HEIGHT)), int(capture.get(cv2.CAP_PROP_FRAME_WIDTH)))
+    ] * count
   return sizes
 
 
@@ -49,7 +55,9 @@ def main():
     seconds = generate.generate(tmp, args.preset, args.seed, workers=1)
     wall = time.perf_counter() - start
     print(f"preset {args.preset}: {wall:.1f} s wall with one worker")
-    print("| dataset | images | seconds | images/s | JPEG-encode baseline images/s | generator / baseline |")
+    print(
+      "| dataset | images | seconds | images/s | JPEG-encode baseline images/s | generator / baseline |"
+    )
     print("|---|---|---|---|---|---|")
     rng = np.random.default_rng(0)
     for name in sorted(seconds):
@@ -59,7 +67,9 @@ def main():
         cv2.imencode(".jpg", rng.integers(0, 255, (height, width, 3), dtype=np.uint8))
       baseline = len(sizes) / (time.perf_counter() - begin)
       rate = len(sizes) / seconds[name]
-      print(f"| {name} | {len(sizes)} | {seconds[name]:.2f} | {rate:.1f} | {baseline:.1f} | {rate / baseline:.2f} |")
+      print(
+        f"| {name} | {len(sizes)} | {seconds[name]:.2f} | {rate:.1f} | {baseline:.1f} | {rate / baseline:.2f} |"
+      )
 
 
 if __name__ == "__main__":

@@ -12,7 +12,6 @@ import argparse
 import time
 
 import keras
-import numpy as np
 import tensorflow as tf
 
 from wild3d_tf import data, model, schema
@@ -39,13 +38,20 @@ def _one_core(dataset):
 def pipeline_rates(data_dir, size, seconds):
   """Per-core examples/s: JPEG decode alone, the warp alone, and the whole example pipeline."""
   config = DataConfig(data_dir=data_dir, input_size=size, shuffle_buffer=64)
-  files = data.shard_files(data_dir, "h36m", "train") + data.shard_files(data_dir, "mpi_inf_3dhp", "train")
-  decoded = tf.data.TFRecordDataset(files).map(lambda s: tf.io.decode_jpeg(schema.parse(s)["image/encoded"]))
+  files = data.shard_files(data_dir, "h36m", "train") + data.shard_files(
+    data_dir, "mpi_inf_3dhp", "train"
+  )
+  decoded = tf.data.TFRecordDataset(files).map(
+    lambda s: tf.io.decode_jpeg(schema.parse(s)["image/encoded"])
+  )
   decode = _one_core(decoded.repeat())
   images = list(decoded.take(8))
   matrix = tf.constant([[0.8, 0.1, 5.0], [-0.1, 0.8, 7.0], [0.0, 0.0, 1.0]], tf.float64)
-  warp = _one_core(tf.data.Dataset.from_tensor_slices(tf.stack(images)).repeat().map(
-      lambda image: data._warp(tf.cast(image, tf.float32), matrix, size)))
+  warp = _one_core(
+    tf.data.Dataset.from_tensor_slices(tf.stack(images))
+    .repeat()
+    .map(lambda image: data._warp(tf.cast(image, tf.float32), matrix, size))
+  )
   full = _one_core(data.examples(files, config, True, 0))
   return rate(decode, seconds), rate(warp, seconds), rate(full, seconds)
 
@@ -55,8 +61,9 @@ def train_rate(data_dir, variant, size, batch, seconds, tmp):
   config = DataConfig(data_dir=data_dir, input_size=size, batch_size=batch, shuffle_buffer=64)
   dataset = data.training_dataset(config, "full")
   step = tf.Variable(0, dtype=tf.int64, trainable=False)
-  network = model.build_model(config=ModelConfig.tiny(size) if variant == "tiny" else ModelConfig.full(size),
-                              variant=variant)
+  network = model.build_model(
+    config=ModelConfig.tiny(size) if variant == "tiny" else ModelConfig.full(size), variant=variant
+  )
   trainer = Trainer(network, LossWeights(), batch)
   trainer.compile(optimizer=make_optimizer(0.05, 1000, 0.5, step, False))
   loop = Loop(tf.distribute.get_strategy(), trainer, dataset, LoopConfig(tmp, 0), step)
@@ -78,6 +85,7 @@ def train_rate(data_dir, variant, size, batch, seconds, tmp):
 
 def main():
   import tempfile
+
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   parser.add_argument("--data_dir", required=True)
   parser.add_argument("--seconds", type=float, default=10.0)
@@ -86,15 +94,21 @@ def main():
   print("| input pipeline, one core | examples/s | ratio to decode |")
   print("|---|---|---|")
   print(f"| JPEG decode of the stored 320 px crop (baseline) | {decode:.0f} | 1.00 |")
-  print(f"| geometric warp to 256 px alone (ImageProjectiveTransformV3) | {warp:.0f} | {warp / decode:.2f} |")
-  print(f"| whole example: parse, decode, colour, warp, labels, heatmaps | {full:.0f} | {full / decode:.2f} |")
+  print(
+    f"| geometric warp to 256 px alone (ImageProjectiveTransformV3) | {warp:.0f} | {warp / decode:.2f} |"
+  )
+  print(
+    f"| whole example: parse, decode, colour, warp, labels, heatmaps | {full:.0f} | {full / decode:.2f} |"
+  )
   print()
   print("| model | input | batch | train steps/s | forward batches/s (baseline) | step / forward |")
   print("|---|---|---|---|---|---|")
   with tempfile.TemporaryDirectory() as tmp:
     for variant, size, batch in (("tiny", 128, 8), ("full", 256, 10)):
       steps, forwards = train_rate(args.data_dir, variant, size, batch, args.seconds, tmp)
-      print(f"| {variant} | {size} | {batch} | {steps:.2f} | {forwards:.2f} | {steps / forwards:.2f} |")
+      print(
+        f"| {variant} | {size} | {batch} | {steps:.2f} | {forwards:.2f} | {steps / forwards:.2f} |"
+      )
 
 
 if __name__ == "__main__":

@@ -22,7 +22,7 @@ import urllib.request
 
 import numpy as np
 
-MAX_IMAGE_BYTES = 10 * 2 ** 20  # the export's default limit (wild3d_tf.image_guard.Limits)
+MAX_IMAGE_BYTES = 10 * 2**20  # the export's default limit (wild3d_tf.image_guard.Limits)
 MAGIC = {"JPEG": b"\xff\xd8\xff", "PNG": b"\x89PNG\r\n\x1a\n"}
 SIGNATURE = "serving_default"
 
@@ -32,12 +32,20 @@ class RequestRefused(ValueError):
 
 
 class Wild3dClient:
-
-  def __init__(self, host: str = "localhost", rest_port: int = 8501, grpc_port: int = 8500,
-               model_name: str = "wild3d", timeout_seconds: float = 10.0, max_image_bytes: int = MAX_IMAGE_BYTES,
-               version: int | None = None):
+  def __init__(
+    self,
+    host: str = "localhost",
+    rest_port: int = 8501,
+    grpc_port: int = 8500,
+    model_name: str = "wild3d",
+    timeout_seconds: float = 10.0,
+    max_image_bytes: int = MAX_IMAGE_BYTES,
+    version: int | None = None,
+  ):
     if not timeout_seconds or timeout_seconds <= 0:
-      raise ValueError("timeout_seconds must be positive: a call without a deadline can hang forever")
+      raise ValueError(
+        "timeout_seconds must be positive: a call without a deadline can hang forever"
+      )
     self.host, self.rest_port, self.grpc_port = host, rest_port, grpc_port
     self.model_name, self.version = model_name, version
     self.timeout_seconds = timeout_seconds
@@ -55,19 +63,33 @@ class Wild3dClient:
         # Refused here too: under server-side batching one bad image fails every request merged with it.
         raise RequestRefused(f"image {index}: not a JPEG or PNG")
       if len(image) > self.max_image_bytes:
-        raise RequestRefused(f"image {index}: {len(image)} bytes exceed the limit of {self.max_image_bytes} bytes")
+        raise RequestRefused(
+          f"image {index}: {len(image)} bytes exceed the limit of {self.max_image_bytes} bytes"
+        )
     count = len(images)
-    boxes = np.zeros([count, 4], np.float32) if boxes is None else np.asarray(boxes, np.float32).reshape(count, 4)
-    intrinsics = (np.zeros([count, 4], np.float32) if intrinsics is None
-                  else np.asarray(intrinsics, np.float32).reshape(count, 4))
+    boxes = (
+      np.zeros([count, 4], np.float32)
+      if boxes is None
+      else np.asarray(boxes, np.float32).reshape(count, 4)
+    )
+    intrinsics = (
+      np.zeros([count, 4], np.float32)
+      if intrinsics is None
+      else np.asarray(intrinsics, np.float32).reshape(count, 4)
+    )
     return images, boxes, intrinsics
 
   def rest_body(self, images, boxes=None, intrinsics=None) -> dict:
     """The JSON body of a REST predict request (columnar format)."""
     images, boxes, intrinsics = self._inputs(images, boxes, intrinsics)
-    return {"signature_name": SIGNATURE,
-            "inputs": {"images": [{"b64": base64.b64encode(image).decode("ascii")} for image in images],
-                       "boxes": boxes.tolist(), "intrinsics": intrinsics.tolist()}}
+    return {
+      "signature_name": SIGNATURE,
+      "inputs": {
+        "images": [{"b64": base64.b64encode(image).decode("ascii")} for image in images],
+        "boxes": boxes.tolist(),
+        "intrinsics": intrinsics.tolist(),
+      },
+    }
 
   def rest_url(self) -> str:
     version = f"/versions/{self.version}" if self.version else ""
@@ -77,7 +99,9 @@ class Wild3dClient:
 
   def predict_rest(self, images, boxes=None, intrinsics=None) -> dict:
     body = json.dumps(self.rest_body(images, boxes, intrinsics)).encode("utf-8")
-    request = urllib.request.Request(self.rest_url(), data=body, headers={"Content-Type": "application/json"})
+    request = urllib.request.Request(
+      self.rest_url(), data=body, headers={"Content-Type": "application/json"}
+    )
     try:
       with urllib.request.urlopen(request, timeout=self.timeout_seconds) as response:
         reply = json.loads(response.read())
@@ -91,12 +115,17 @@ class Wild3dClient:
     import grpc  # optional dependencies of the gRPC path
     import tensorflow as tf
     from tensorflow_serving.apis import predict_pb2, prediction_service_pb2_grpc
+
     images, boxes, intrinsics = self._inputs(images, boxes, intrinsics)
     if self._stub is None:
-      limit = 4 * self.max_image_bytes * max(1, len(images)) + 2 ** 20
-      channel = grpc.insecure_channel(f"{self.host}:{self.grpc_port}",
-                                      options=[("grpc.max_send_message_length", limit),
-                                               ("grpc.max_receive_message_length", 64 * 2 ** 20)])
+      limit = 4 * self.max_image_bytes * max(1, len(images)) + 2**20
+      channel = grpc.insecure_channel(
+        f"{self.host}:{self.grpc_port}",
+        options=[
+          ("grpc.max_send_message_length", limit),
+          ("grpc.max_receive_message_length", 64 * 2**20),
+        ],
+      )
       self._stub = prediction_service_pb2_grpc.PredictionServiceStub(channel)
     request = predict_pb2.PredictRequest()
     request.model_spec.name = self.model_name

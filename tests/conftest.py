@@ -9,8 +9,18 @@ NATIVE_FOLDERS = generate.CONVERTER_INPUTS
 
 def convert_dataset(dataset, input_dir, output_dir, *extra):
   from beam_preprocess import convert
-  return convert.run(["convert", f"--dataset={dataset}", f"--input_dir={input_dir}", f"--output_dir={output_dir}",
-                      "--runner=DirectRunner", "--direct_running_mode=in_memory", *extra])
+
+  return convert.run(
+    [
+      "convert",
+      f"--dataset={dataset}",
+      f"--input_dir={input_dir}",
+      f"--output_dir={output_dir}",
+      "--runner=DirectRunner",
+      "--direct_running_mode=in_memory",
+      *extra,
+    ]
+  )
 
 
 @pytest.fixture(scope="session")
@@ -24,23 +34,30 @@ def synthetic_tiny(tmp_path_factory):
 def converted_tiny(synthetic_tiny, tmp_path_factory):
   """(folder of TFRecords, manifests) of every synthetic tiny dataset."""
   out = tmp_path_factory.mktemp("tfrecords_tiny")
-  manifests = {d: convert_dataset(d, synthetic_tiny / folder, out) for d, folder in NATIVE_FOLDERS.items()}
+  manifests = {
+    d: convert_dataset(d, synthetic_tiny / folder, out) for d, folder in NATIVE_FOLDERS.items()
+  }
   return out, manifests
 
 
 def write_checkpoint(model_dir, input_size=64, seed=0):
   """A training directory as ``wild3d_tf.train`` leaves it: config.json and a checkpoint of a tiny network."""
   import json
+
   import keras
   import tensorflow as tf
+
   from wild3d_tf import model
   from wild3d_tf.config import ModelConfig
+
   keras.utils.set_random_seed(seed)
   config = ModelConfig.tiny(input_size)
   network = model.build_model(config=config, variant="tiny")
   model_dir.mkdir(parents=True, exist_ok=True)
   (model_dir / "config.json").write_text(json.dumps({"model": config.__dict__, "variant": "tiny"}))
-  tf.train.CheckpointManager(tf.train.Checkpoint(network=network), str(model_dir), 1).save(checkpoint_number=7)
+  tf.train.CheckpointManager(tf.train.Checkpoint(network=network), str(model_dir), 1).save(
+    checkpoint_number=7
+  )
   return network
 
 
@@ -55,5 +72,6 @@ def tiny_checkpoint(tmp_path_factory):
 def tiny_export(tiny_checkpoint, tmp_path_factory):
   """The SavedModel version folder exported from ``tiny_checkpoint`` through the CLI's code path."""
   from wild3d_tf import export, inference
+
   base = tmp_path_factory.mktemp("export")
   return export.export_saved_model(inference.load_network(str(tiny_checkpoint[0])), str(base))

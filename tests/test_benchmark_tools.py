@@ -21,7 +21,10 @@ run_all, ablation = _load("run_all"), _load("ablation")
 
 def test_a_block_is_replaced_and_the_prose_around_it_kept():
   text = "intro\n<!-- run_all: x -->\nold table\n<!-- end run_all: x -->\nreading\n"
-  assert run_all.replace_block(text, "x", "new\n") == "intro\n<!-- run_all: x -->\nnew\n<!-- end run_all: x -->\nreading\n"
+  assert (
+    run_all.replace_block(text, "x", "new\n")
+    == "intro\n<!-- run_all: x -->\nnew\n<!-- end run_all: x -->\nreading\n"
+  )
   with pytest.raises(ValueError, match="doc.md: expected one block '<!-- run_all: y -->'.*found 0"):
     run_all.replace_block(text, "y", "new", source="doc.md")
   with pytest.raises(ValueError, match="found 2"):
@@ -39,14 +42,26 @@ def test_every_benchmark_has_its_block_in_the_docs():
 
 def _results(scores):
   """A results.json as ``evaluate`` writes it, with given (pck, auc, mpjpe, frames) per subset."""
-  subsets = {name: dict(zip(("pck", "auc", "mpjpe", "frames"), values)) for name, values in scores.items()}
+  subsets = {
+    name: dict(zip(("pck", "auc", "mpjpe", "frames"), values)) for name, values in scores.items()
+  }
   return {"protocols": {p: {"subsets": subsets} for p in ("unscaled", "scaled", "procrustes")}}
 
 
 def test_studio_pools_gs_and_nogs_by_frames(tmp_path):
   path = tmp_path / "results.json"
-  path.write_text(json.dumps(_results({"GS": (90.0, 50.0, 100.0, 30), "NoGS": (60.0, 20.0, 200.0, 10),
-                                       "Outdoor": (40.0, 10.0, 300.0, 5), "All": (0, 0, 0, 45)})))
+  path.write_text(
+    json.dumps(
+      _results(
+        {
+          "GS": (90.0, 50.0, 100.0, 30),
+          "NoGS": (60.0, 20.0, 200.0, 10),
+          "Outdoor": (40.0, 10.0, 300.0, 5),
+          "All": (0, 0, 0, 45),
+        }
+      )
+    )
+  )
   out = ablation.studio_and_wild(path)
   assert out["Studio"]["scaled"] == pytest.approx({"pck": 82.5, "auc": 42.5, "mpjpe": 125.0})
   assert out["Outdoor"]["procrustes"]["pck"] == 40.0
@@ -57,7 +72,9 @@ def test_the_table_reports_mean_and_sample_spread_over_seeds():
   for variant in ablation.NAMES:
     for seed, value in ((0, 10.0), (1, 20.0), (2, 30.0)):
       entry = {"pck": value, "auc": value / 2, "mpjpe": 10 * value}
-      scores[variant, seed] = {key: {p: entry for p in ("scaled", "procrustes")} for key in ("Outdoor", "Studio")}
+      scores[variant, seed] = {
+        key: {p: entry for p in ("scaled", "procrustes")} for key in ("Outdoor", "Studio")
+      }
   text = ablation.table(scores, [0, 1, 2])
   row = next(line for line in text.splitlines() if line.startswith("| lifting |"))
   # mean 20, sample std of (10, 20, 30) = 10
@@ -66,7 +83,11 @@ def test_the_table_reports_mean_and_sample_spread_over_seeds():
 
 def test_training_curves_read_back_from_tensorboard_keeping_a_resumed_runs_values(tmp_path):
   import tensorflow as tf
-  for values in ({50: 3.0, 100: 2.0, 150: 9.0}, {150: 1.5, 200: 1.0}):  # killed after 150, resumed from 100
+
+  for values in (
+    {50: 3.0, 100: 2.0, 150: 9.0},
+    {150: 1.5, 200: 1.0},
+  ):  # killed after 150, resumed from 100
     writer = tf.summary.create_file_writer(str(tmp_path / "train"))
     with writer.as_default():
       for step, value in values.items():
@@ -79,11 +100,21 @@ def test_training_curves_read_back_from_tensorboard_keeping_a_resumed_runs_value
 
 def test_rewriting_the_results_keeps_the_hand_written_notes(tmp_path):
   import argparse
-  args = argparse.Namespace(preset="bench", network="tiny", pretrain_steps=10, full_steps=20, equal_3d_batches=False,
-                            lifting_epochs=2, lifting_examples=30)
+
+  args = argparse.Namespace(
+    preset="bench",
+    network="tiny",
+    pretrain_steps=10,
+    full_steps=20,
+    equal_3d_batches=False,
+    lifting_epochs=2,
+    lifting_examples=30,
+  )
   entry = {"pck": 1.0, "auc": 2.0, "mpjpe": 3.0}
-  scores = {(v, 0): {k: {p: entry for p in ("scaled", "procrustes")} for k in ("Outdoor", "Studio")}
-            for v in (*ablation.NAMES, ablation.MEAN_POSE)}
+  scores = {
+    (v, 0): {k: {p: entry for p in ("scaled", "procrustes")} for k in ("Outdoor", "Studio")}
+    for v in (*ablation.NAMES, ablation.MEAN_POSE)
+  }
   path = tmp_path / "results.md"
   ablation.write_results(path, args, [0], scores, ["python step one"], [])
   path.write_text(path.read_text() + ablation.NOTES + "\nWhy the order is what it is.\n")
@@ -94,5 +125,7 @@ def test_rewriting_the_results_keeps_the_hand_written_notes(tmp_path):
 
 
 def test_printed_tables_get_the_blank_line_markdown_needs():
-  assert run_all.markdown("title\n| a |\n|---|\n| 1 |\n\nnext\n| b |\n") == \
-      "title\n\n| a |\n|---|\n| 1 |\n\nnext\n\n| b |"
+  assert (
+    run_all.markdown("title\n| a |\n|---|\n| 1 |\n\nnext\n| b |\n")
+    == "title\n\n| a |\n|---|\n| 1 |\n\nnext\n\n| b |"
+  )

@@ -1,6 +1,7 @@
 """Projection with known intrinsics and distortion; extrinsics; the camera JSON round trip."""
 
 import numpy as np
+
 from wild3d_tf import cameras
 
 
@@ -47,8 +48,11 @@ def test_pixels_to_normalized_inverts_project():
   radial, tangential = (-0.2071, 0.2478, -0.00308), (-0.001424, -0.000976)
   points = rng.uniform([-800, -800, 3000], [800, 800, 6000], size=(20, 3))
   uv = cameras.project(points, k, radial, tangential)
-  np.testing.assert_allclose(cameras.pixels_to_normalized(uv, k, radial, tangential),
-                             points[:, :2] / points[:, 2:], atol=1e-9)
+  np.testing.assert_allclose(
+    cameras.pixels_to_normalized(uv, k, radial, tangential),
+    points[:, :2] / points[:, 2:],
+    atol=1e-9,
+  )
 
 
 def test_world_camera_round_trip_and_center():
@@ -58,7 +62,10 @@ def test_world_camera_round_trip_and_center():
   np.testing.assert_allclose(cameras.world_to_camera(center, rotation, t), 0, atol=1e-9)
   points = np.random.default_rng(2).normal(size=(5, 3)) * 1000
   np.testing.assert_allclose(
-      cameras.camera_to_world(cameras.world_to_camera(points, rotation, t), rotation, t), points, atol=1e-9)
+    cameras.camera_to_world(cameras.world_to_camera(points, rotation, t), rotation, t),
+    points,
+    atol=1e-9,
+  )
 
 
 def test_quaternion_known_rotation_and_round_trip():
@@ -69,20 +76,27 @@ def test_quaternion_known_rotation_and_round_trip():
   for _ in range(20):
     q = rng.normal(size=4)
     q = q / np.linalg.norm(q) * np.sign(q[0])
-    np.testing.assert_allclose(cameras.matrix_to_quaternion(cameras.quaternion_to_matrix(q)), q, atol=1e-9)
+    np.testing.assert_allclose(
+      cameras.matrix_to_quaternion(cameras.quaternion_to_matrix(q)), q, atol=1e-9
+    )
   # The branch for a small trace (rotation by ~180 degrees).
   q = np.array([0.01, 0.0, 0.99995, 0.0])
   q /= np.linalg.norm(q)
-  np.testing.assert_allclose(cameras.matrix_to_quaternion(cameras.quaternion_to_matrix(q)), q, atol=1e-9)
+  np.testing.assert_allclose(
+    cameras.matrix_to_quaternion(cameras.quaternion_to_matrix(q)), q, atol=1e-9
+  )
 
 
 def test_json_round_trip_reverses_tangential_order():
   camera = cameras.Camera(
-      intrinsics=cameras.intrinsic_matrix(1145.05, 1143.78, 512.54, 515.45),
-      rotation=cameras.quaternion_to_matrix([0.14, -0.15, -0.76, 0.61]),
-      translation=np.array([10.0, 20.0, 5000.0]),
-      radial=(-0.2071, 0.2478, -0.00308), tangential=(-0.001424, -0.000976),
-      size=(1000, 1002), name="54138969")
+    intrinsics=cameras.intrinsic_matrix(1145.05, 1143.78, 512.54, 515.45),
+    rotation=cameras.quaternion_to_matrix([0.14, -0.15, -0.76, 0.61]),
+    translation=np.array([10.0, 20.0, 5000.0]),
+    radial=(-0.2071, 0.2478, -0.00308),
+    tangential=(-0.001424, -0.000976),
+    size=(1000, 1002),
+    name="54138969",
+  )
   intrinsic, extrinsic = cameras.camera_to_h36m_json(camera)
   assert intrinsic["tangential_distortion"] == [-0.000976, -0.001424]  # (p2, p1)
   back = cameras.h36m_json_to_camera(intrinsic, extrinsic)
@@ -99,10 +113,12 @@ def test_videopose3d_formula_with_json_order_equals_h36m_model():
   radial, (p1, p2) = (-0.2, 0.25, -0.003), (-0.0014, -0.001)
   t0, t1 = p2, p1
   r2 = x * x + y * y
-  rad = 1 + radial[0] * r2 + radial[1] * r2 ** 2 + radial[2] * r2 ** 3
+  rad = 1 + radial[0] * r2 + radial[1] * r2**2 + radial[2] * r2**3
   tan = t0 * x + t1 * y
   vp3d = [x * (rad + tan) + t0 * r2, y * (rad + tan) + t1 * r2]
-  np.testing.assert_allclose(cameras.distort_h36m(np.array([x, y]), radial, (p1, p2)), vp3d, atol=1e-15)
+  np.testing.assert_allclose(
+    cameras.distort_h36m(np.array([x, y]), radial, (p1, p2)), vp3d, atol=1e-15
+  )
 
 
 def test_intrinsics_from_fov():
@@ -114,4 +130,6 @@ def test_intrinsics_from_fov():
 def test_weak_perspective_golden():
   points = np.array([[[100.0, -50.0, 7.0], [0.0, 0.0, 3.0]]])
   camera = np.array([[10.0, 20.0, 0.5, 2.0]])
-  np.testing.assert_allclose(cameras.weak_perspective(points, camera), [[[60.0, -80.0], [10.0, 20.0]]])
+  np.testing.assert_allclose(
+    cameras.weak_perspective(points, camera), [[[60.0, -80.0], [10.0, 20.0]]]
+  )

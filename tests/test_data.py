@@ -1,6 +1,5 @@
 """Augmentation moves image, 2D and 3D labels together; manifests guard the shards."""
 
-import pathlib
 import shutil
 
 import cv2
@@ -23,7 +22,7 @@ def _marker_record(record, joint):
   """The record with its image replaced by black and a white 5 x 5 square at one joint."""
   image = np.zeros((320, 320, 3), np.uint8)
   x, y = np.round(record["joints2d"].numpy()[joint]).astype(int)
-  image[y - 2:y + 3, x - 2:x + 3] = 255
+  image[y - 2 : y + 3, x - 2 : x + 3] = 255
   out = dict(record)
   out["image/encoded"] = tf.constant(cv2.imencode(".png", image)[1].tobytes())
   out["has_mask"] = tf.constant(0, tf.int64)
@@ -49,23 +48,37 @@ def test_a_marker_at_a_joint_lands_at_the_transformed_joint(converted_tiny):
     if not ((target > 4) & (target < 123)).all():
       continue  # the marker is cut by the frame edge; its centroid would not be the joint
     checked += 1
-    np.testing.assert_allclose(centroid, out["joints2d"].numpy()[label], atol=1.0, err_msg=f"seed {seed}")
+    np.testing.assert_allclose(
+      centroid, out["joints2d"].numpy()[label], atol=1.0, err_msg=f"seed {seed}"
+    )
   assert flips == {True, False} and checked >= 8
 
 
 def test_flip_mirrors_and_swaps_2d_and_3d(converted_tiny):
   folder, _ = converted_tiny
-  config = DataConfig(data_dir=str(folder), input_size=128, scale_range=0.0, rotation_degrees=0.0, shift=0.0,
-                      color=False, background_probability=0.0)
+  config = DataConfig(
+    data_dir=str(folder),
+    input_size=128,
+    scale_range=0.0,
+    rotation_degrees=0.0,
+    shift=0.0,
+    color=False,
+    background_probability=0.0,
+  )
   record = _records(folder, "h36m", "train")[3]
   outs = {}
   for seed in range(20):
     out = data.prepare(record, tf.constant(seed, tf.int64), config, training=True)
     outs.setdefault(bool(out["flipped"].numpy()), out)
   plain, flipped = outs[False], outs[True]
-  np.testing.assert_allclose(flipped["joints2d"].numpy(),
-                             geometry.flip_joints(plain["joints2d"].numpy(), P2, image_width=128), atol=1e-4)
-  np.testing.assert_allclose(flipped["joints3d"].numpy(), geometry.flip_joints(plain["joints3d"].numpy(), P3), atol=1e-3)
+  np.testing.assert_allclose(
+    flipped["joints2d"].numpy(),
+    geometry.flip_joints(plain["joints2d"].numpy(), P2, image_width=128),
+    atol=1e-4,
+  )
+  np.testing.assert_allclose(
+    flipped["joints3d"].numpy(), geometry.flip_joints(plain["joints3d"].numpy(), P3), atol=1e-3
+  )
   np.testing.assert_array_equal(flipped["image"].numpy(), plain["image"].numpy()[:, ::-1])
 
 
@@ -94,7 +107,9 @@ def test_perspective_correction_round_trips_to_the_camera_frame(converted_tiny):
   config = DataConfig.tiny(str(folder))
   for record in _records(folder, "mpi_inf_3dhp_test", "test")[:5]:
     out = data.prepare(record, tf.constant(0, tf.int64), config, training=False)
-    camera = geometry.virtual_to_camera(out["joints3d"].numpy().astype(np.float64), out["crop_rotation"].numpy())
+    camera = geometry.virtual_to_camera(
+      out["joints3d"].numpy().astype(np.float64), out["crop_rotation"].numpy()
+    )
     truth = record["joints3d"].numpy()
     np.testing.assert_allclose(camera, truth - truth[:1], atol=1e-3)
     assert not np.allclose(out["crop_rotation"].numpy(), np.eye(3), atol=1e-3)
@@ -102,12 +117,17 @@ def test_perspective_correction_round_trips_to_the_camera_frame(converted_tiny):
 
 def test_heatmaps_decode_to_the_joints(converted_tiny):
   from wild3d_tf import heatmaps
+
   folder, _ = converted_tiny
   config = DataConfig.tiny(str(folder))
-  out = data.prepare(_records(folder, "lspet", "train")[0], tf.constant(1, tf.int64), config, training=True)
+  out = data.prepare(
+    _records(folder, "lspet", "train")[0], tf.constant(1, tf.int64), config, training=True
+  )
   decoded, _ = heatmaps.decode(out["heatmaps"][None])
   visible = out["joints2d_visible"].numpy() > 0
-  np.testing.assert_allclose(decoded.numpy()[0][visible], out["joints2d"].numpy()[visible], atol=0.05)
+  np.testing.assert_allclose(
+    decoded.numpy()[0][visible], out["joints2d"].numpy()[visible], atol=0.05
+  )
 
 
 def test_manifest_mismatch_is_refused(converted_tiny, tmp_path):
@@ -129,11 +149,17 @@ def test_datasets_are_mixed_throughout_in_proportion_to_their_records(converted_
   folder, manifests = converted_tiny
   config = DataConfig.tiny(str(folder))
   counts = {d: manifests[d]["splits"]["train"]["records"] for d in ("h36m", "mpi_inf_3dhp")}
-  names = [schema.parse(r)["dataset"].numpy().decode() for r in data.mixed_records(config, counts, 0).take(400)]
+  names = [
+    schema.parse(r)["dataset"].numpy().decode()
+    for r in data.mixed_records(config, counts, 0).take(400)
+  ]
   share = counts["h36m"] / sum(counts.values())
   for window in (names[:100], names[300:]):  # not one dataset after the other
     assert abs(window.count("h36m") / len(window) - share) < 0.2, (window.count("h36m"), share)
-  assert names == [schema.parse(r)["dataset"].numpy().decode() for r in data.mixed_records(config, counts, 0).take(400)]
+  assert names == [
+    schema.parse(r)["dataset"].numpy().decode()
+    for r in data.mixed_records(config, counts, 0).take(400)
+  ]
 
 
 def test_streams_alternate_and_pipeline_is_deterministic(converted_tiny):

@@ -33,7 +33,10 @@ def test_ground_truth_scores_zero_mm_and_full_pck(converted_tiny, tmp_path):
   for protocol in ("unscaled", "scaled", "procrustes"):
     for subset, row in results["protocols"][protocol]["subsets"].items():
       if row["frames"]:
-        assert row["pck"] == 100.0 and row["mpjpe"] == pytest.approx(0.0, abs=1e-6), (protocol, subset)
+        assert row["pck"] == 100.0 and row["mpjpe"] == pytest.approx(0.0, abs=1e-6), (
+          protocol,
+          subset,
+        )
         # PCK counts errors strictly below each threshold, so the 0 mm threshold scores 0: AUC = 30/31.
         assert row["auc"] == pytest.approx(100 * 30 / 31)
   for name in ("results.json", "results.md", "pck_curve.png", "predictions.npz"):
@@ -47,7 +50,11 @@ def test_a_known_wrist_offset_gives_the_hand_computed_tables(converted_tiny, tmp
   unscaled = results["protocols"]["unscaled"]
   # 17 joints counted by PCK (group variant A), one of them 200 mm off in every frame.
   expected = {"pck": 100 * 16 / 17, "auc": 100 * 30 / 31 * 16 / 17, "mpjpe": 200 / 17}
-  for row in (unscaled["subsets"]["All"], *unscaled["by_activity"].values(), *unscaled["by_sequence"].values()):
+  for row in (
+    unscaled["subsets"]["All"],
+    *unscaled["by_activity"].values(),
+    *unscaled["by_sequence"].values(),
+  ):
     for name, value in expected.items():
       assert row[name] == pytest.approx(value, abs=1e-6), name
   wrist = unscaled["joint_groups"]["Wrist"]
@@ -74,13 +81,23 @@ def test_h36m_per_action_tables(converted_tiny, tmp_path):
 def test_checkpoint_and_saved_model_evaluate_alike(converted_tiny, tiny_checkpoint, tiny_export):
   data_dir = str(converted_tiny[0])
   poses = {}
-  for source, flip in (("checkpoint", False), ("saved_model", False), ("checkpoint", True), ("saved_model", True)):
-    kwargs = {"checkpoint": str(tiny_checkpoint[0]), "saved_model": None} if source == "checkpoint" else {
-        "checkpoint": None, "saved_model": str(tiny_export)}
+  for source, flip in (
+    ("checkpoint", False),
+    ("saved_model", False),
+    ("checkpoint", True),
+    ("saved_model", True),
+  ):
+    kwargs = (
+      {"checkpoint": str(tiny_checkpoint[0]), "saved_model": None}
+      if source == "checkpoint"
+      else {"checkpoint": None, "saved_model": str(tiny_export)}
+    )
     size, predict = evaluate.crop_predictor(**kwargs, flip=flip)
     assert size == 64
-    arrays = evaluate.collect(evaluate.test_batches(data_dir, "mpi_inf_3dhp_test", size, 8, max_examples=10),
-                              lambda batch: predict(batch["image"]))
+    arrays = evaluate.collect(
+      evaluate.test_batches(data_dir, "mpi_inf_3dhp_test", size, 8, max_examples=10),
+      lambda batch: predict(batch["image"]),
+    )
     poses[source, flip] = arrays["pred"]
   np.testing.assert_allclose(poses["checkpoint", False], poses["saved_model", False], atol=1e-3)
   np.testing.assert_allclose(poses["checkpoint", True], poses["saved_model", True], atol=1e-3)
@@ -108,14 +125,38 @@ def test_unusable_model_dirs_are_refused_by_name(tmp_path, tiny_checkpoint):
 @pytest.mark.slow
 def test_evaluate_and_export_clis(converted_tiny, tiny_checkpoint, tmp_path):
   out = tmp_path / "eval"
-  run = subprocess.run([sys.executable, "-m", "wild3d_tf.evaluate", f"--checkpoint={tiny_checkpoint[0]}",
-                        f"--data_dir={converted_tiny[0]}", "--dataset=h36m", f"--output_dir={out}"],
-                       capture_output=True, text=True)
+  run = subprocess.run(
+    [
+      sys.executable,
+      "-m",
+      "wild3d_tf.evaluate",
+      f"--checkpoint={tiny_checkpoint[0]}",
+      f"--data_dir={converted_tiny[0]}",
+      "--dataset=h36m",
+      f"--output_dir={out}",
+    ],
+    capture_output=True,
+    text=True,
+  )
   assert run.returncode == 0, run.stderr[-3000:]
   results = json.loads((out / "results.json").read_text())
-  assert results["dataset"] == "h36m" and results["frames"] > 0 and "by_action" in results["protocols"]["procrustes"]
-  run = subprocess.run([sys.executable, "-m", "wild3d_tf.export", f"--checkpoint={tiny_checkpoint[0]}",
-                        f"--export_dir={tmp_path / 'export'}", "--version=5"], capture_output=True, text=True)
+  assert (
+    results["dataset"] == "h36m"
+    and results["frames"] > 0
+    and "by_action" in results["protocols"]["procrustes"]
+  )
+  run = subprocess.run(
+    [
+      sys.executable,
+      "-m",
+      "wild3d_tf.export",
+      f"--checkpoint={tiny_checkpoint[0]}",
+      f"--export_dir={tmp_path / 'export'}",
+      "--version=5",
+    ],
+    capture_output=True,
+    text=True,
+  )
   assert run.returncode == 0, run.stderr[-3000:]
   assert (tmp_path / "export" / "wild3d" / "5" / "saved_model.pb").is_file()
   assert (tmp_path / "export" / "wild3d" / "5" / "assets.extra" / export.WARMUP_FILE).is_file()
@@ -125,13 +166,25 @@ def test_evaluate_and_export_clis(converted_tiny, tiny_checkpoint, tmp_path):
 def test_main_job_end_to_end_with_a_small_budget(tmp_path):
   """The twin of `make demo`: every stage, with 20 training steps per stage."""
   out = tmp_path / "demo"
-  run = subprocess.run([sys.executable, "-m", "wild3d_tf.demo", f"--output_dir={out}", "--pretrain_steps=20",
-                        "--full_steps=20"], capture_output=True, text=True)
+  run = subprocess.run(
+    [
+      sys.executable,
+      "-m",
+      "wild3d_tf.demo",
+      f"--output_dir={out}",
+      "--pretrain_steps=20",
+      "--full_steps=20",
+    ],
+    capture_output=True,
+    text=True,
+  )
   assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
   for stage in range(1, 9):
     assert f"== {stage}/8" in run.stdout
   assert json.loads((out / "evaluation" / "results.json").read_text())["frames"] > 0
   assert (out / "export" / "wild3d" / "1" / "saved_model.pb").is_file()
-  assert (out / "predictions" / "astronaut.json").is_file() and (out / "predictions" / "astronaut.png").is_file()
+  assert (out / "predictions" / "astronaut.json").is_file() and (
+    out / "predictions" / "astronaut.png"
+  ).is_file()
   assert len(list((out / "predictions").glob("img_*.json"))) == 1
   assert (out / "runs" / "full" / "checkpoint").is_file()

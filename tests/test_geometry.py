@@ -16,7 +16,9 @@ def test_crop_box_golden():
   visible = np.array([True, True, False])
   # extent 100 x 40 -> side 100 * (1 + 2 * 0.25) = 150, centre (60, 40).
   np.testing.assert_allclose(geometry.crop_box(joints, visible, margin=0.25), [60.0, 40.0, 150.0])
-  np.testing.assert_allclose(geometry.crop_box(joints[:1], margin=0.25, min_side=32), [10.0, 20.0, 32.0])
+  np.testing.assert_allclose(
+    geometry.crop_box(joints[:1], margin=0.25, min_side=32), [10.0, 20.0, 32.0]
+  )
 
 
 def test_crop_box_ignores_nan_joints_and_rejects_empty_poses():
@@ -30,7 +32,9 @@ def test_crop_matrix_maps_box_edges_to_crop_edges():
   box = np.array([100.0, 50.0, 40.0])
   m = geometry.crop_matrix(box, out_size=8)
   corners = np.array([[80.0, 30.0], [120.0, 70.0], [100.0, 50.0]])
-  np.testing.assert_allclose(geometry.apply_affine(corners, m), [[-0.5, -0.5], [7.5, 7.5], [3.5, 3.5]])
+  np.testing.assert_allclose(
+    geometry.apply_affine(corners, m), [[-0.5, -0.5], [7.5, 7.5], [3.5, 3.5]]
+  )
   back = geometry.apply_affine(geometry.apply_affine(corners, m), np.linalg.inv(m))
   np.testing.assert_allclose(back, corners, atol=1e-12)
 
@@ -40,8 +44,11 @@ def test_crop_intrinsics_project_like_crop_of_projection():
   k = cameras.intrinsic_matrix(1500.0, 1500.0, 1024.0, 1024.0)
   points = rng.uniform([-500, -900, 3000], [500, 900, 4000], size=(17, 3))
   m = geometry.crop_matrix(np.array([900.0, 1100.0, 700.0]), 256)
-  np.testing.assert_allclose(cameras.project(points, geometry.crop_intrinsics(k, m)),
-                             geometry.apply_affine(cameras.project(points, k), m), atol=1e-9)
+  np.testing.assert_allclose(
+    cameras.project(points, geometry.crop_intrinsics(k, m)),
+    geometry.apply_affine(cameras.project(points, k), m),
+    atol=1e-9,
+  )
 
 
 def test_virtual_rotation_maps_crop_centre_ray_to_optical_axis():
@@ -66,7 +73,9 @@ def test_virtual_rotation_is_yaw_then_pitch():
   yaw, pitch = np.arctan(x), -np.arctan(y / m)
   ry = np.array([[np.cos(yaw), 0, np.sin(yaw)], [0, 1, 0], [-np.sin(yaw), 0, np.cos(yaw)]])
   rx = np.array([[1, 0, 0], [0, np.cos(pitch), -np.sin(pitch)], [0, np.sin(pitch), np.cos(pitch)]])
-  np.testing.assert_allclose(geometry.virtual_camera_rotation(np.array([x, y])), ry @ rx, atol=1e-12)
+  np.testing.assert_allclose(
+    geometry.virtual_camera_rotation(np.array([x, y])), ry @ rx, atol=1e-12
+  )
 
 
 def test_virtual_rotation_at_principal_point_is_identity_and_round_trips():
@@ -75,7 +84,10 @@ def test_virtual_rotation_at_principal_point_is_identity_and_round_trips():
   rotations = geometry.virtual_camera_rotation(rng.uniform(-0.6, 0.6, size=(4, 2)))
   poses = rng.normal(size=(4, 17, 3)) * 300
   np.testing.assert_allclose(
-      geometry.virtual_to_camera(geometry.camera_to_virtual(poses, rotations), rotations), poses, atol=1e-9)
+    geometry.virtual_to_camera(geometry.camera_to_virtual(poses, rotations), rotations),
+    poses,
+    atol=1e-9,
+  )
 
 
 def test_procrustes_recovers_known_similarity():
@@ -118,11 +130,15 @@ def test_scale_align_golden():
   np.testing.assert_array_equal(geometry.scale_align(np.zeros_like(gt), gt), 0)
 
 
-@pytest.mark.parametrize("joint_set", [skeletons.POSE3D, skeletons.POSE2D, skeletons.H36M_32, skeletons.MPII_16])
+@pytest.mark.parametrize(
+  "joint_set", [skeletons.POSE3D, skeletons.POSE2D, skeletons.H36M_32, skeletons.MPII_16]
+)
 def test_flip_twice_is_identity(joint_set):
   rng = np.random.default_rng(5)
   joints3d = rng.normal(size=(3, joint_set.num_joints, 3))
-  np.testing.assert_allclose(geometry.flip_joints(geometry.flip_joints(joints3d, joint_set), joint_set), joints3d)
+  np.testing.assert_allclose(
+    geometry.flip_joints(geometry.flip_joints(joints3d, joint_set), joint_set), joints3d
+  )
   joints2d = rng.uniform(0, 200, size=(3, joint_set.num_joints, 2))
   twice = geometry.flip_joints(geometry.flip_joints(joints2d, joint_set, 200), joint_set, 200)
   np.testing.assert_allclose(twice, joints2d)

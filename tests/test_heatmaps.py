@@ -17,7 +17,9 @@ def test_encode_golden_peak_and_cell_centres():
 
 
 def test_invisible_joints_give_empty_maps():
-  maps = np.asarray(heatmaps.encode(np.full((2, 3, 2), 30.0), np.array([[1, 0, 1], [0, 0, 0]]), size=8))
+  maps = np.asarray(
+    heatmaps.encode(np.full((2, 3, 2), 30.0), np.array([[1, 0, 1], [0, 0, 0]]), size=8)
+  )
   assert maps[0, ..., 1].max() == 0 and maps[1].max() == 0 and maps[0, ..., 0].max() > 0.5
 
 
@@ -33,11 +35,14 @@ def test_encode_decode_round_trip():
 def test_decode_inside_tf_data():
   joints = np.array([[[100.0, 60.0], [33.3, 201.7]]], dtype=np.float32)
   ds = tf.data.Dataset.from_tensors(joints).map(
-      lambda j: heatmaps.decode(heatmaps.encode(j, tf.ones((1, 2)), size=16))[0])
+    lambda j: heatmaps.decode(heatmaps.encode(j, tf.ones((1, 2)), size=16))[0]
+  )
   np.testing.assert_allclose(next(iter(ds)).numpy(), joints, atol=1e-2)
 
 
 def test_joints_in_the_border_cells_decode_too():
-  joints = np.array([[[3.0, 5.0], [252.0, 250.0], [120.0, 255.0]]], dtype=np.float32)  # within the outer cells
+  joints = np.array(
+    [[[3.0, 5.0], [252.0, 250.0], [120.0, 255.0]]], dtype=np.float32
+  )  # within the outer cells
   decoded, _ = heatmaps.decode(heatmaps.encode(joints, np.ones((1, 3)), size=16))
   np.testing.assert_allclose(np.asarray(decoded), joints, atol=1e-2)

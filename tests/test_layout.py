@@ -22,14 +22,20 @@ def _modules(package):
 
 
 def test_flags_only_in_entry_points():
-  offenders = [str(p.relative_to(ROOT)) for p in _modules("wild3d_tf") + _modules("beam_preprocess")
-               if p.stem not in ENTRY_POINTS and "absl.flags" in set(_imports(p))]
+  offenders = [
+    str(p.relative_to(ROOT))
+    for p in _modules("wild3d_tf") + _modules("beam_preprocess")
+    if p.stem not in ENTRY_POINTS and "absl.flags" in set(_imports(p))
+  ]
   assert not offenders, f"absl.flags imported outside entry points: {offenders}"
 
 
 def test_library_never_imports_beam():
-  offenders = [str(p.relative_to(ROOT)) for p in _modules("wild3d_tf")
-               if any(name.startswith("apache_beam") for name in _imports(p))]
+  offenders = [
+    str(p.relative_to(ROOT))
+    for p in _modules("wild3d_tf")
+    if any(name.startswith("apache_beam") for name in _imports(p))
+  ]
   assert not offenders
 
 

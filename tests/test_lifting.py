@@ -13,9 +13,13 @@ from wild3d_tf import evaluate, inference, lifting
 
 def _stats(input_size=64):
   rng = np.random.default_rng(0)
-  return {"input_size": input_size, "x_mean": rng.normal(size=28).astype(np.float32),
-          "x_std": rng.uniform(0.5, 2, 28).astype(np.float32), "y_mean": rng.normal(0, 100, 48).astype(np.float32),
-          "y_std": rng.uniform(10, 200, 48).astype(np.float32)}
+  return {
+    "input_size": input_size,
+    "x_mean": rng.normal(size=28).astype(np.float32),
+    "x_std": rng.uniform(0.5, 2, 28).astype(np.float32),
+    "y_mean": rng.normal(0, 100, 48).astype(np.float32),
+    "y_std": rng.uniform(10, 200, 48).astype(np.float32),
+  }
 
 
 def test_a_silent_network_answers_the_mean_pose_with_the_root_at_zero():
@@ -23,10 +27,14 @@ def test_a_silent_network_answers_the_mean_pose_with_the_root_at_zero():
   last = network.layers[-1]
   last.set_weights([np.zeros_like(w) for w in last.get_weights()])
   stats = _stats()
-  pose = np.asarray(lifting.Lifter(network, stats)(np.random.default_rng(1).uniform(0, 63, (3, 14, 2))))
+  pose = np.asarray(
+    lifting.Lifter(network, stats)(np.random.default_rng(1).uniform(0, 63, (3, 14, 2)))
+  )
   assert pose.shape == (3, 17, 3)
   np.testing.assert_array_equal(pose[:, 0], 0.0)
-  np.testing.assert_allclose(pose[:, 1:], np.broadcast_to(stats["y_mean"].reshape(16, 3), (3, 16, 3)), rtol=1e-6)
+  np.testing.assert_allclose(
+    pose[:, 1:], np.broadcast_to(stats["y_mean"].reshape(16, 3), (3, 16, 3)), rtol=1e-6
+  )
 
 
 def test_crop_pixels_are_centred_on_the_crop():
@@ -59,12 +67,16 @@ def test_saved_lifter_answers_the_same_and_missing_files_are_named(tmp_path):
   lifter = lifting.Lifter(lifting.build_lifter(width=32), _stats())
   joints = np.random.default_rng(2).uniform(0, 63, (4, 14, 2)).astype(np.float32)
   lifter.save(str(tmp_path / "lifter"))
-  np.testing.assert_allclose(lifting.Lifter.load(str(tmp_path / "lifter"))(joints), lifter(joints), atol=1e-5)
+  np.testing.assert_allclose(
+    lifting.Lifter.load(str(tmp_path / "lifter"))(joints), lifter(joints), atol=1e-5
+  )
   with pytest.raises(FileNotFoundError, match=f"{tmp_path}: no lifter.keras"):
     lifting.Lifter.load(str(tmp_path))
 
 
-def test_pairs_come_from_the_3d_sets_and_the_predictor_lifts_the_networks_2d(converted_tiny, tiny_checkpoint, tmp_path):
+def test_pairs_come_from_the_3d_sets_and_the_predictor_lifts_the_networks_2d(
+  converted_tiny, tiny_checkpoint, tmp_path
+):
   data_dir, (model_dir, network) = str(converted_tiny[0]), tiny_checkpoint
   joints2d, joints3d = lifting.training_pairs(data_dir, 64, 20, seed=0, batch_size=8)
   assert joints2d.shape == (20, 14, 2) and joints3d.shape == (20, 17, 3)
@@ -78,7 +90,9 @@ def test_pairs_come_from_the_3d_sets_and_the_predictor_lifts_the_networks_2d(con
   size, predict = lifting.crop_predictor(str(model_dir), str(tmp_path / "lifter"), flip=False)
   assert size == 64
   batch = next(iter(evaluate.test_batches(data_dir, "mpi_inf_3dhp_test", size, 4, max_examples=4)))
-  joints = inference.Predictor(network).on_crops(keras.ops.cast(batch["image"], "float32"))["joints2d_input"]
+  joints = inference.Predictor(network).on_crops(keras.ops.cast(batch["image"], "float32"))[
+    "joints2d_input"
+  ]
   np.testing.assert_allclose(predict(batch["image"]), lifter(joints), atol=1e-3)
 
   (tmp_path / "other").mkdir()
@@ -91,13 +105,35 @@ def test_pairs_come_from_the_3d_sets_and_the_predictor_lifts_the_networks_2d(con
 @pytest.mark.slow
 def test_lifting_and_evaluate_clis(converted_tiny, tiny_checkpoint, tmp_path):
   data_dir, model_dir = converted_tiny[0], tiny_checkpoint[0]
-  run = subprocess.run([sys.executable, "-m", "wild3d_tf.lifting", f"--checkpoint={model_dir}",
-                        f"--data_dir={data_dir}", f"--output_dir={tmp_path / 'lifter'}", "--examples=64",
-                        "--epochs=2", "--width=64"], capture_output=True, text=True)
+  run = subprocess.run(
+    [
+      sys.executable,
+      "-m",
+      "wild3d_tf.lifting",
+      f"--checkpoint={model_dir}",
+      f"--data_dir={data_dir}",
+      f"--output_dir={tmp_path / 'lifter'}",
+      "--examples=64",
+      "--epochs=2",
+      "--width=64",
+    ],
+    capture_output=True,
+    text=True,
+  )
   assert run.returncode == 0, run.stderr[-3000:]
-  run = subprocess.run([sys.executable, "-m", "wild3d_tf.evaluate", f"--checkpoint={model_dir}",
-                        f"--lifter={tmp_path / 'lifter'}", f"--data_dir={data_dir}", f"--output_dir={tmp_path / 'eval'}"],
-                       capture_output=True, text=True)
+  run = subprocess.run(
+    [
+      sys.executable,
+      "-m",
+      "wild3d_tf.evaluate",
+      f"--checkpoint={model_dir}",
+      f"--lifter={tmp_path / 'lifter'}",
+      f"--data_dir={data_dir}",
+      f"--output_dir={tmp_path / 'eval'}",
+    ],
+    capture_output=True,
+    text=True,
+  )
   assert run.returncode == 0, run.stderr[-3000:]
   results = json.loads((tmp_path / "eval" / "results.json").read_text())
   assert results["lifter"] == str(tmp_path / "lifter") and results["frames"] > 0

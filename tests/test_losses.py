@@ -5,7 +5,8 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from wild3d_tf import heatmaps, losses, model as model_lib, skeletons
+from wild3d_tf import heatmaps, losses, skeletons
+from wild3d_tf import model as model_lib
 from wild3d_tf.config import LossWeights
 
 B = 4
@@ -19,16 +20,23 @@ def _labels(rng, has_3d=(1, 1, 0, 0)):
   pose = rng.normal(size=(B, 17, 3)).astype(np.float32) * 300
   pose -= pose[:, :1]
   return {
-      "heatmaps": np.asarray(heatmaps.encode(joints2d, visible, size=SIZE // 16)),
-      "joints2d": joints2d, "joints2d_visible": visible,
-      "joints3d": pose, "has_3d": np.array(has_3d, np.float32),
-      "reference_bone_lengths": np.asarray(losses.bone_lengths(pose[::-1].copy())),
+    "heatmaps": np.asarray(heatmaps.encode(joints2d, visible, size=SIZE // 16)),
+    "joints2d": joints2d,
+    "joints2d_visible": visible,
+    "joints3d": pose,
+    "has_3d": np.array(has_3d, np.float32),
+    "reference_bone_lengths": np.asarray(losses.bone_lengths(pose[::-1].copy())),
   }
 
 
 def _perfect_outputs(labels):
-  return {"heatmaps": labels["heatmaps"], "heatmaps_res4d": labels["heatmaps"],
-          "heatmaps_res5a": labels["heatmaps"], "pose3d": labels["joints3d"], "pose2d": labels["joints2d"]}
+  return {
+    "heatmaps": labels["heatmaps"],
+    "heatmaps_res4d": labels["heatmaps"],
+    "heatmaps_res5a": labels["heatmaps"],
+    "pose3d": labels["joints3d"],
+    "pose2d": labels["joints2d"],
+  }
 
 
 def test_heatmap_loss_golden():
@@ -78,7 +86,14 @@ def test_every_term_is_zero_at_the_ground_truth():
   labels = _labels(np.random.default_rng(0))
   labels["reference_bone_lengths"] = np.asarray(losses.bone_lengths(labels["joints3d"]))
   terms = losses.per_sample_terms(_perfect_outputs(labels), labels, SIZE)
-  assert set(terms) == {"heatmap", "intermediate_heatmap", "pose3d", "bone_3d", "projection", "bone_2d"}
+  assert set(terms) == {
+    "heatmap",
+    "intermediate_heatmap",
+    "pose3d",
+    "bone_3d",
+    "projection",
+    "bone_2d",
+  }
   for name, value in terms.items():
     np.testing.assert_allclose(np.asarray(value), 0.0, atol=1e-6, err_msg=name)
 
@@ -86,7 +101,9 @@ def test_every_term_is_zero_at_the_ground_truth():
 def test_terms_apply_only_to_samples_with_their_labels():
   rng = np.random.default_rng(1)
   labels = _labels(rng)
-  outputs = {k: v + rng.normal(size=v.shape).astype(np.float32) for k, v in _perfect_outputs(labels).items()}
+  outputs = {
+    k: v + rng.normal(size=v.shape).astype(np.float32) for k, v in _perfect_outputs(labels).items()
+  }
   terms = {k: np.asarray(v) for k, v in losses.per_sample_terms(outputs, labels, SIZE).items()}
   assert (terms["pose3d"][2:] == 0).all() and (terms["pose3d"][:2] > 0).all()
   assert (terms["bone_3d"][2:] == 0).all()
@@ -97,16 +114,22 @@ def test_terms_apply_only_to_samples_with_their_labels():
 def test_masked_joint_gets_zero_gradient():
   labels = _labels(np.random.default_rng(2))
   rng = np.random.default_rng(3)
-  hm = tf.Variable(labels["heatmaps"] + rng.normal(size=labels["heatmaps"].shape).astype(np.float32))
+  hm = tf.Variable(
+    labels["heatmaps"] + rng.normal(size=labels["heatmaps"].shape).astype(np.float32)
+  )
   pose2d = tf.Variable(labels["joints2d"] + 5.0)
   pose3d = tf.Variable(labels["joints3d"] + 50.0)
   valid = np.ones((B, 17), np.float32)
   valid[0, 5] = 0
   with tf.GradientTape() as tape:
-    loss = (tf.reduce_sum(losses.heatmap_loss(hm, labels["heatmaps"], labels["joints2d_visible"])) +
-            tf.reduce_sum(losses.projection_loss(pose2d, labels["joints2d"], labels["joints2d_visible"], SIZE)) +
-            tf.reduce_sum(losses.pose3d_loss(pose3d, labels["joints3d"], labels["has_3d"], valid)) +
-            tf.reduce_sum(losses.bone_vector_loss(pose3d, labels["joints3d"], labels["has_3d"], valid)))
+    loss = (
+      tf.reduce_sum(losses.heatmap_loss(hm, labels["heatmaps"], labels["joints2d_visible"]))
+      + tf.reduce_sum(
+        losses.projection_loss(pose2d, labels["joints2d"], labels["joints2d_visible"], SIZE)
+      )
+      + tf.reduce_sum(losses.pose3d_loss(pose3d, labels["joints3d"], labels["has_3d"], valid))
+      + tf.reduce_sum(losses.bone_vector_loss(pose3d, labels["joints3d"], labels["has_3d"], valid))
+    )
   g_hm, g_2d, g_3d = (g.numpy() for g in tape.gradient(loss, [hm, pose2d, pose3d]))
   assert np.abs(g_hm[1, ..., 3]).max() == 0 and np.abs(g_hm[1, ..., 2]).max() > 0
   assert np.abs(g_2d[1, 3]).max() == 0 and np.abs(g_2d[1, 2]).max() > 0
@@ -122,8 +145,11 @@ def test_projection_loss_of_a_2d_only_sample_trains_the_lifting_mlp():
   lifting = [model.get_layer(n).kernel for n in ("f3d_fc1", "f3d_fc4", "f3d_out")]
   with tf.GradientTape() as tape:
     outputs = model(image, training=True)
-    loss = tf.reduce_sum(losses.projection_loss(outputs["pose2d"], labels["joints2d"],
-                                                labels["joints2d_visible"], SIZE))
+    loss = tf.reduce_sum(
+      losses.projection_loss(
+        outputs["pose2d"], labels["joints2d"], labels["joints2d_visible"], SIZE
+      )
+    )
   for grad in tape.gradient(loss, lifting):
     assert np.abs(grad.numpy()).max() > 0
 
@@ -131,12 +157,22 @@ def test_projection_loss_of_a_2d_only_sample_trains_the_lifting_mlp():
 def test_total_is_invariant_to_splitting_the_batch_over_replicas():
   rng = np.random.default_rng(6)
   labels = _labels(rng)
-  outputs = {k: v + rng.normal(size=v.shape).astype(np.float32) * 3 for k, v in _perfect_outputs(labels).items()}
+  outputs = {
+    k: v + rng.normal(size=v.shape).astype(np.float32) * 3
+    for k, v in _perfect_outputs(labels).items()
+  }
   weights = LossWeights()
   whole, _ = losses.total(outputs, labels, weights, global_batch_size=B, input_size=SIZE)
-  halves = [losses.total({k: v[s] for k, v in outputs.items()}, {k: v[s] for k, v in labels.items()},
-                         weights, global_batch_size=B, input_size=SIZE)[0]
-            for s in (slice(0, 2), slice(2, 4))]
+  halves = [
+    losses.total(
+      {k: v[s] for k, v in outputs.items()},
+      {k: v[s] for k, v in labels.items()},
+      weights,
+      global_batch_size=B,
+      input_size=SIZE,
+    )[0]
+    for s in (slice(0, 2), slice(2, 4))
+  ]
   np.testing.assert_allclose(float(halves[0] + halves[1]), float(whole), rtol=1e-6)
 
 
@@ -145,13 +181,25 @@ def test_total_weights_golden_and_ablations():
   outputs = {k: v + 1.0 for k, v in _perfect_outputs(labels).items()}
   _, terms = losses.total(outputs, labels, LossWeights(), B, SIZE)
   terms = {k: float(v) for k, v in terms.items()}
-  expected = (0.1 * terms["heatmap"] + 0.1 * terms["intermediate_heatmap"] + 10 * terms["pose3d"] +
-              10 * terms["bone_3d"] + 100 * terms["bone_2d"] + 10 * terms["projection"])
-  np.testing.assert_allclose(float(losses.total(outputs, labels, LossWeights(), B, SIZE)[0]), expected, rtol=1e-6)
-  no_projection = float(losses.total(outputs, labels, LossWeights.for_ablation("no_projection"), B, SIZE)[0])
+  expected = (
+    0.1 * terms["heatmap"]
+    + 0.1 * terms["intermediate_heatmap"]
+    + 10 * terms["pose3d"]
+    + 10 * terms["bone_3d"]
+    + 100 * terms["bone_2d"]
+    + 10 * terms["projection"]
+  )
+  np.testing.assert_allclose(
+    float(losses.total(outputs, labels, LossWeights(), B, SIZE)[0]), expected, rtol=1e-6
+  )
+  no_projection = float(
+    losses.total(outputs, labels, LossWeights.for_ablation("no_projection"), B, SIZE)[0]
+  )
   np.testing.assert_allclose(no_projection, expected - 10 * terms["projection"], rtol=1e-6)
   pretrain = float(losses.total(outputs, labels, LossWeights.pretrain2d(), B, SIZE)[0])
-  np.testing.assert_allclose(pretrain, 0.1 * (terms["heatmap"] + terms["intermediate_heatmap"]), rtol=1e-6)
+  np.testing.assert_allclose(
+    pretrain, 0.1 * (terms["heatmap"] + terms["intermediate_heatmap"]), rtol=1e-6
+  )
   with pytest.raises(ValueError, match="unknown ablation"):
     LossWeights.for_ablation("no_bones")
 
@@ -161,7 +209,9 @@ def test_reference_bone_lengths_are_rows_of_the_table_and_reproducible():
   drawn = losses.sample_reference_bone_lengths(table, 50, seed=(1, 2)).numpy()
   assert all(any((row == t).all() for t in table) for row in drawn)
   assert len({tuple(r) for r in drawn}) == 3
-  np.testing.assert_array_equal(drawn, losses.sample_reference_bone_lengths(table, 50, seed=(1, 2)).numpy())
+  np.testing.assert_array_equal(
+    drawn, losses.sample_reference_bone_lengths(table, 50, seed=(1, 2)).numpy()
+  )
 
 
 @pytest.mark.slow
@@ -205,7 +255,9 @@ def test_one_mixed_float16_training_step_is_finite():
     assert int(optimizer.iterations.numpy()) == 1, "no step applied within 16 loss-scale halvings"
     assert float(optimizer.dynamic_scale.numpy()) == 2.0 ** (15 - attempt)
     assert all(np.isfinite(v.numpy()).all() for v in model.trainable_variables)
-    changed = sum(not np.array_equal(b, v.numpy()) for b, v in zip(before, model.trainable_variables))
+    changed = sum(
+      not np.array_equal(b, v.numpy()) for b, v in zip(before, model.trainable_variables)
+    )
     assert changed > len(before) // 2
   finally:
     keras.config.set_dtype_policy("float32")

@@ -21,8 +21,9 @@ def test_mpjpe_golden_3_4_5():
   np.testing.assert_allclose(metrics.mpjpe(pred, gt), [(5 + 10 + 0) / 3])
 
 
-@pytest.mark.parametrize("error,counted", [
-    (149.999, 1.0), (150.0, 0.0), (150.001, 0.0), (0.0, 1.0)])
+@pytest.mark.parametrize(
+  "error,counted", [(149.999, 1.0), (150.0, 0.0), (150.001, 0.0), (0.0, 1.0)]
+)
 def test_pck_threshold_is_strict(error, counted):
   # (90, 120, 0) * error/150 has length exactly `error` for the 150 mm case.
   pred, gt = _offset_pose([[90.0 * error / 150, 120.0 * error / 150, 0.0]])
@@ -87,10 +88,14 @@ def test_shape_errors_are_clear():
 
 # --- Independent textbook implementations (written separately from the module) ---
 
+
 def _textbook_mpjpe(p, g):
   out = []
   for pose_p, pose_g in zip(p, g):
-    out.append(sum(np.sqrt(sum((a - b) ** 2 for a, b in zip(jp, jg))) for jp, jg in zip(pose_p, pose_g)) / len(pose_p))
+    out.append(
+      sum(np.sqrt(sum((a - b) ** 2 for a, b in zip(jp, jg))) for jp, jg in zip(pose_p, pose_g))
+      / len(pose_p)
+    )
   return np.array(out)
 
 
@@ -146,9 +151,15 @@ def random_poses():
 def test_agrees_with_textbook_versions(random_poses):
   pred, gt = random_poses
   np.testing.assert_allclose(metrics.mpjpe(pred, gt), _textbook_mpjpe(pred, gt), rtol=0, atol=1e-6)
-  np.testing.assert_allclose(metrics.n_mpjpe(pred, gt), _textbook_scaled(pred, gt), rtol=0, atol=1e-6)
-  np.testing.assert_allclose(metrics.pa_mpjpe(pred, gt), _textbook_procrustes(pred, gt), rtol=0, atol=1e-6)
-  np.testing.assert_allclose(metrics.pck3d(pred, gt), _textbook_pck(pred, gt, 150), rtol=0, atol=1e-6)
+  np.testing.assert_allclose(
+    metrics.n_mpjpe(pred, gt), _textbook_scaled(pred, gt), rtol=0, atol=1e-6
+  )
+  np.testing.assert_allclose(
+    metrics.pa_mpjpe(pred, gt), _textbook_procrustes(pred, gt), rtol=0, atol=1e-6
+  )
+  np.testing.assert_allclose(
+    metrics.pck3d(pred, gt), _textbook_pck(pred, gt, 150), rtol=0, atol=1e-6
+  )
   np.testing.assert_allclose(metrics.auc3d(pred, gt), _textbook_auc(pred, gt), rtol=0, atol=1e-6)
 
 
@@ -158,10 +169,13 @@ def test_scale_method_alternatives():
   for method in ("lstsq", "norm"):
     np.testing.assert_allclose(metrics.align(pred, gt, "scaled", scale_method=method), gt)
   three = skeletons.JointSet("chain", ("a", "b", "c"), (-1, 0, 1))
-  np.testing.assert_allclose(metrics.align(pred, gt, "scaled", scale_method="bones", joint_set=three), gt)
+  np.testing.assert_allclose(
+    metrics.align(pred, gt, "scaled", scale_method="bones", joint_set=three), gt
+  )
 
 
 # --- Report ---
+
 
 def _report_inputs():
   """Six frames over TS1, TS3, TS5 with a known per-joint offset."""
@@ -176,8 +190,12 @@ def _report_inputs():
 
 def test_report_hand_computed_table():
   pred, gt, sequences, activities = _report_inputs()
-  report = metrics.Report.from_poses(pred, gt, labels={"sequence": sequences, "activity": activities},
-                                     subsets=metrics.scene_subsets_3dhp(sequences))
+  report = metrics.Report.from_poses(
+    pred,
+    gt,
+    labels={"sequence": sequences, "activity": activities},
+    subsets=metrics.scene_subsets_3dhp(sequences),
+  )
   gs = report.summary("unscaled", report.subsets["GS"])
   # GS frames: 17 joints, 1 wrong at 150 mm -> 16/17; MPJPE (200 + 100) / 17.
   assert gs["pck"] == pytest.approx(100 * 16 / 17)
@@ -207,10 +225,14 @@ def test_report_variant_b_counts_14_joints():
 
 def test_report_renders_markdown_and_json():
   pred, gt, sequences, activities = _report_inputs()
-  report = metrics.Report.from_poses(pred, gt, labels={"activity": activities},
-                                     subsets=metrics.scene_subsets_3dhp(sequences))
+  report = metrics.Report.from_poses(
+    pred, gt, labels={"activity": activities}, subsets=metrics.scene_subsets_3dhp(sequences)
+  )
   markdown = report.to_markdown()
-  assert markdown.splitlines()[0] == "| Protocol | GS PCK | NoGS PCK | Outdoor PCK | All PCK | AUC | MPJPE (mm) |"
+  assert (
+    markdown.splitlines()[0]
+    == "| Protocol | GS PCK | NoGS PCK | Outdoor PCK | All PCK | AUC | MPJPE (mm) |"
+  )
   assert "| unscaled | 94.1 | 94.1 | 94.1 | 94.1 |" in markdown
   assert "| Activity | PCK | AUC | MPJPE (mm) | PA-MPJPE (mm) |" in markdown
   data = json.loads(report.dumps())

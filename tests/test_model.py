@@ -17,8 +17,15 @@ def full_model():
 
 def test_full_model_output_shapes(full_model):
   shapes = {name: tuple(t.shape[1:]) for name, t in full_model.output.items()}
-  assert shapes == {"heatmaps": (16, 16, 14), "f3d": (16, 16, 64), "pose3d": (17, 3), "camera": (4,),
-                    "pose2d": (14, 2), "heatmaps_res4d": (16, 16, 14), "heatmaps_res5a": (16, 16, 14)}
+  assert shapes == {
+    "heatmaps": (16, 16, 14),
+    "f3d": (16, 16, 64),
+    "pose3d": (17, 3),
+    "camera": (4,),
+    "pose2d": (14, 2),
+    "heatmaps_res4d": (16, 16, 14),
+    "heatmaps_res5a": (16, 16, 14),
+  }
 
 
 def test_full_model_parameter_count(full_model):
@@ -37,7 +44,9 @@ def test_backbone_stops_at_res4f_and_res5a_has_stride_1(full_model):
   for conv in ("res5a_0_conv", "res5a_1_conv", "res5a_2_conv", "res5a_3_conv"):
     assert full_model.get_layer(conv).strides == (1, 1)
   # Res4d is conv4_block4 (a, b, c, d): the intermediate heatmaps come from it and Res5a.
-  assert full_model.get_layer("heatmaps_res4d").input is full_model.get_layer("conv4_block4_out").output
+  assert (
+    full_model.get_layer("heatmaps_res4d").input is full_model.get_layer("conv4_block4_out").output
+  )
   assert full_model.get_layer("heatmaps_res5a").input is res5a
   # h2D is the first 14 channels of F3D.
   assert full_model.get_layer("heatmaps").input is full_model.get_layer("f3d").output
@@ -66,8 +75,13 @@ def test_projection_is_weak_perspective_of_pose3d():
   out = tiny(images)
   pose3d, camera = np.asarray(out["pose3d"]), np.asarray(out["camera"])
   projected = pose3d[:, model_lib.PROJECTED_JOINTS]
-  expected = np.stack([camera[:, None, 2] * projected[..., 0] + camera[:, None, 0],
-                       camera[:, None, 3] * projected[..., 1] + camera[:, None, 1]], axis=-1)
+  expected = np.stack(
+    [
+      camera[:, None, 2] * projected[..., 0] + camera[:, None, 0],
+      camera[:, None, 3] * projected[..., 1] + camera[:, None, 1],
+    ],
+    axis=-1,
+  )
   np.testing.assert_allclose(np.asarray(out["pose2d"]), expected, rtol=1e-5, atol=1e-3)
   # f_c's last layer starts at zero: crop centre and the 2 m-person scale.
   np.testing.assert_allclose(camera, [[32, 32, 64 / 2000, 64 / 2000]] * 2, rtol=1e-6)
@@ -80,7 +94,9 @@ def test_model_round_trips_through_keras_format(tmp_path):
   again = keras.saving.load_model(path)
   images = np.random.default_rng(1).uniform(0, 255, size=(1, 64, 64, 3)).astype(np.float32)
   for name, value in tiny(images).items():
-    np.testing.assert_allclose(np.asarray(again(images)[name]), np.asarray(value), rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(
+      np.asarray(again(images)[name]), np.asarray(value), rtol=1e-5, atol=1e-5
+    )
 
 
 def test_imagenet_weights_load_by_name_from_a_local_file(tmp_path):
@@ -92,7 +108,9 @@ def test_imagenet_weights_load_by_name_from_a_local_file(tmp_path):
   for layer in reference.layers:
     if isinstance(layer, keras.layers.BatchNormalization):
       gamma, beta, mean, variance = layer.get_weights()
-      layer.set_weights([gamma, beta, rng.normal(size=mean.shape), rng.uniform(0.5, 2.0, size=variance.shape)])
+      layer.set_weights(
+        [gamma, beta, rng.normal(size=mean.shape), rng.uniform(0.5, 2.0, size=variance.shape)]
+      )
     elif isinstance(layer, keras.layers.Conv2D):
       kernel, bias = layer.get_weights()
       layer.set_weights([kernel, rng.normal(size=bias.shape)])
@@ -100,14 +118,17 @@ def test_imagenet_weights_load_by_name_from_a_local_file(tmp_path):
   with h5py.File(path, "w") as f:
     legacy_h5_format.save_weights_to_hdf5_group(f, reference)
   model = model_lib.build_model(64, "full", imagenet_weights=path)
-  np.testing.assert_array_equal(model.get_layer("conv4_block6_3_conv").kernel.numpy(),
-                                reference.get_layer("conv4_block6_3_conv").kernel.numpy())
+  np.testing.assert_array_equal(
+    model.get_layer("conv4_block6_3_conv").kernel.numpy(),
+    reference.get_layer("conv4_block6_3_conv").kernel.numpy(),
+  )
   # Our convs have no bias (the batch norm cancels it): the file's biases are folded into
   # the moving means, so inference up to Res4f matches Keras' own network on the same image.
   image = np.random.default_rng(4).uniform(0, 255, size=(2, 64, 64, 3)).astype(np.float32)
   ours = keras.Model(model.input, model.get_layer("conv4_block6_out").output)(image, training=False)
   theirs = keras.Model(reference.input, reference.get_layer("conv4_block6_out").output)(
-      keras.applications.resnet50.preprocess_input(image.copy()), training=False)
+    keras.applications.resnet50.preprocess_input(image.copy()), training=False
+  )
   np.testing.assert_allclose(np.asarray(ours), np.asarray(theirs), rtol=1e-4, atol=1e-3)
 
 

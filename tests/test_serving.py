@@ -31,7 +31,9 @@ POSE_TOLERANCE = {"rtol": 1e-5, "atol": 1e-3}
 
 
 def _client_module():
-  spec = importlib.util.spec_from_file_location("wild3d_serving_client", ROOT / "serving" / "client.py")
+  spec = importlib.util.spec_from_file_location(
+    "wild3d_serving_client", ROOT / "serving" / "client.py"
+  )
   module = importlib.util.module_from_spec(spec)
   spec.loader.exec_module(module)
   return module
@@ -47,16 +49,22 @@ def jpeg(height=48, width=40, seed=0):
 
 def png_claiming(width, height):
   """A small, well-formed PNG whose header claims ``width`` x ``height`` pixels."""
+
   def chunk(kind, data):
     return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
-  return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)) +
-          chunk(b"IDAT", zlib.compress(b"\0" * 4096)) + chunk(b"IEND", b""))
+
+  return (
+    b"\x89PNG\r\n\x1a\n"
+    + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0))
+    + chunk(b"IDAT", zlib.compress(b"\0" * 4096))
+    + chunk(b"IEND", b"")
+  )
 
 
 def jpeg_claiming(width, height):
   data = bytearray(jpeg())
   sof = data.index(b"\xff\xc0")
-  data[sof + 5:sof + 9] = struct.pack(">HH", height, width)
+  data[sof + 5 : sof + 9] = struct.pack(">HH", height, width)
   return bytes(data)
 
 
@@ -68,9 +76,10 @@ def loaded(tiny_export):
 def call_images(loaded, images, boxes=None, intrinsics=None):
   count = len(images)
   return loaded.signatures["serving_default"](
-      images=tf.constant(images, tf.string),
-      boxes=tf.constant(np.zeros([count, 4]) if boxes is None else boxes, tf.float32),
-      intrinsics=tf.constant(np.zeros([count, 4]) if intrinsics is None else intrinsics, tf.float32))
+    images=tf.constant(images, tf.string),
+    boxes=tf.constant(np.zeros([count, 4]) if boxes is None else boxes, tf.float32),
+    intrinsics=tf.constant(np.zeros([count, 4]) if intrinsics is None else intrinsics, tf.float32),
+  )
 
 
 def crop_intrinsics(count):
@@ -80,20 +89,36 @@ def crop_intrinsics(count):
 
 # --------------------------------------------------------------------------- export and parity
 
+
 def test_export_layout_and_contract(tiny_export, tiny_checkpoint, loaded):
   assert tiny_export.name == "1" and tiny_export.parent.name == "wild3d"
-  for name in ("saved_model.pb", "variables", "assets.extra/tf_serving_warmup_requests", "assets.extra/wild3d.json"):
+  for name in (
+    "saved_model.pb",
+    "variables",
+    "assets.extra/tf_serving_warmup_requests",
+    "assets.extra/wild3d.json",
+  ):
     assert (tiny_export / name).exists(), name
   assert not list(tiny_export.parent.glob(".staging*"))
   assert set(loaded.signatures) == {"serving_default", "serve_images_only", "serve_crops"}
   spec = loaded.signatures["serving_default"].structured_input_signature[1]
   assert spec["images"].dtype == tf.string and spec["images"].shape.as_list() == [None]
-  assert spec["boxes"].shape.as_list() == [None, 4] and spec["intrinsics"].shape.as_list() == [None, 4]
+  assert spec["boxes"].shape.as_list() == [None, 4] and spec["intrinsics"].shape.as_list() == [
+    None,
+    4,
+  ]
   outputs = loaded.signatures["serving_default"].structured_outputs
   assert {k: v.shape.as_list() for k, v in outputs.items()} == {
-      "pose3d": [None, 17, 3], "pose3d_crop": [None, 17, 3], "pose2d": [None, 14, 2], "confidence": [None, 14],
-      "crop_box": [None, 3], "intrinsics": [None, 3, 3], "valid": [None], "joint_names_3d": [None, 17],
-      "joint_names_2d": [None, 14]}
+    "pose3d": [None, 17, 3],
+    "pose3d_crop": [None, 17, 3],
+    "pose2d": [None, 14, 2],
+    "confidence": [None, 14],
+    "crop_box": [None, 3],
+    "intrinsics": [None, 3, 3],
+    "valid": [None],
+    "joint_names_3d": [None, 17],
+    "joint_names_2d": [None, 14],
+  }
   assert all(v.dtype in (tf.float32, tf.bool, tf.string) for v in outputs.values())
   meta = json.loads((tiny_export / "assets.extra" / "wild3d.json").read_text())
   assert meta["joints_3d"] == list(skeletons.POSE3D.joints) and meta["input_size"] == SIZE
@@ -108,7 +133,9 @@ def test_saved_model_matches_keras_on_the_same_crops(tiny_checkpoint, loaded):
   reference = network(crops, training=False)
   pose = reference["pose3d"].numpy()
   joints, peak = (x.numpy() for x in heatmaps.decode(reference["heatmaps"]))
-  out = loaded.signatures["serve_crops"](crops=tf.constant(crops), intrinsics=tf.constant(crop_intrinsics(3)))
+  out = loaded.signatures["serve_crops"](
+    crops=tf.constant(crops), intrinsics=tf.constant(crop_intrinsics(3))
+  )
   np.testing.assert_allclose(out["pose3d_crop"].numpy(), pose - pose[:, :1], **POSE_TOLERANCE)
   np.testing.assert_allclose(out["pose2d"].numpy(), joints, **POSE_TOLERANCE)
   np.testing.assert_allclose(out["confidence"].numpy(), np.clip(peak, 0, 1), atol=1e-4)
@@ -123,18 +150,40 @@ def test_saved_model_cli_run_matches_keras(tiny_checkpoint, tiny_export, tmp_pat
   np.save(tmp_path / "crops.npy", crops)
   np.save(tmp_path / "k.npy", crop_intrinsics(2))
   cli = pathlib.Path(sys.executable).parent / "saved_model_cli"
-  subprocess.run([str(cli), "run", "--dir", str(tiny_export), "--tag_set", "serve", "--signature_def", "serve_crops",
-                  "--inputs", f"crops={tmp_path / 'crops.npy'};intrinsics={tmp_path / 'k.npy'}",
-                  "--outdir", str(tmp_path / "out")], check=True, capture_output=True)
+  subprocess.run(
+    [
+      str(cli),
+      "run",
+      "--dir",
+      str(tiny_export),
+      "--tag_set",
+      "serve",
+      "--signature_def",
+      "serve_crops",
+      "--inputs",
+      f"crops={tmp_path / 'crops.npy'};intrinsics={tmp_path / 'k.npy'}",
+      "--outdir",
+      str(tmp_path / "out"),
+    ],
+    check=True,
+    capture_output=True,
+  )
   pose = network(crops, training=False)["pose3d"].numpy()
-  np.testing.assert_allclose(np.load(tmp_path / "out" / "pose3d_crop.npy"), pose - pose[:, :1], **POSE_TOLERANCE)
+  np.testing.assert_allclose(
+    np.load(tmp_path / "out" / "pose3d_crop.npy"), pose - pose[:, :1], **POSE_TOLERANCE
+  )
 
 
 def test_warmup_requests_replay_through_the_signatures(tiny_export, loaded):
   from tensorflow_serving.apis import prediction_log_pb2
-  logs = [prediction_log_pb2.PredictionLog.FromString(r.numpy())
-          for r in tf.data.TFRecordDataset(str(tiny_export / "assets.extra" / export.WARMUP_FILE))]
-  assert {log.predict_log.request.model_spec.signature_name for log in logs} == set(loaded.signatures)
+
+  logs = [
+    prediction_log_pb2.PredictionLog.FromString(r.numpy())
+    for r in tf.data.TFRecordDataset(str(tiny_export / "assets.extra" / export.WARMUP_FILE))
+  ]
+  assert {log.predict_log.request.model_spec.signature_name for log in logs} == set(
+    loaded.signatures
+  )
   for log in logs:
     request = log.predict_log.request
     inputs = {name: tf.constant(tf.make_ndarray(proto)) for name, proto in request.inputs.items()}
@@ -143,6 +192,7 @@ def test_warmup_requests_replay_through_the_signatures(tiny_export, loaded):
 
 
 # --------------------------------------------------------------------------- geometry of the image path
+
 
 def test_crop_puts_an_image_point_where_the_matrix_says():
   image = np.zeros((300, 200, 3), np.uint8)
@@ -161,38 +211,61 @@ def test_an_image_of_the_input_size_equals_its_crop(loaded):
   encoded = cv2.imencode(".png", image[..., ::-1])[1].tobytes()  # lossless, RGB in
   k = np.array([[80.0, 0, 20.0], [0, 80.0, 40.0], [0, 0, 1]], np.float32)
   served = call_images(loaded, [encoded], intrinsics=[[80.0, 80.0, 20.0, 40.0]])
-  crops = loaded.signatures["serve_crops"](crops=tf.constant(image[None].astype(np.float32)), intrinsics=k[None])
+  crops = loaded.signatures["serve_crops"](
+    crops=tf.constant(image[None].astype(np.float32)), intrinsics=k[None]
+  )
   for name in ("pose3d_crop", "pose2d", "confidence", "pose3d"):
     np.testing.assert_allclose(served[name].numpy(), crops[name].numpy(), atol=1e-4, err_msg=name)
   np.testing.assert_allclose(served["crop_box"].numpy()[0], [(SIZE - 1) / 2, (SIZE - 1) / 2, SIZE])
   # Perspective correction: the crop centre's ray is off-axis for this K, and pose3d is pose3d_crop rotated.
   ray = np.array([((SIZE - 1) / 2 - 20) / 80, ((SIZE - 1) / 2 - 40) / 80])
   rotation = geometry.virtual_camera_rotation(ray)
-  np.testing.assert_allclose(served["pose3d"].numpy()[0],
-                             geometry.virtual_to_camera(served["pose3d_crop"].numpy()[0], rotation), atol=1e-3)
+  np.testing.assert_allclose(
+    served["pose3d"].numpy()[0],
+    geometry.virtual_to_camera(served["pose3d_crop"].numpy()[0], rotation),
+    atol=1e-3,
+  )
 
 
 def test_box_and_default_intrinsics(loaded):
-  out = call_images(loaded, [jpeg(300, 200), jpeg(300, 200)], boxes=[[0, 0, 0, 0], [10, 20, 110, 220]])
-  np.testing.assert_allclose(out["crop_box"].numpy(), [[99.5, 149.5, 300], [60, 120, 280]], atol=1e-4)
+  out = call_images(
+    loaded, [jpeg(300, 200), jpeg(300, 200)], boxes=[[0, 0, 0, 0], [10, 20, 110, 220]]
+  )
+  np.testing.assert_allclose(
+    out["crop_box"].numpy(), [[99.5, 149.5, 300], [60, 120, 280]], atol=1e-4
+  )
   focal = 300 / (2 * np.tan(np.radians(55 / 2)))
-  np.testing.assert_allclose(out["intrinsics"].numpy()[0], [[focal, 0, 99.5], [0, focal, 149.5], [0, 0, 1]], rtol=1e-5)
+  np.testing.assert_allclose(
+    out["intrinsics"].numpy()[0], [[focal, 0, 99.5], [0, focal, 149.5], [0, 0, 1]], rtol=1e-5
+  )
   assert [n.decode() for n in out["joint_names_3d"].numpy()[0]] == list(skeletons.POSE3D.joints)
 
 
 # --------------------------------------------------------------------------- safety at the boundary
 
 BAD_IMAGES = {
-    "garbage": (b"\x00\x01garbage bytes that are no image" * 4, "not a JPEG or PNG"),
-    "empty": (b"", "empty bytes"),
-    "gif": (b"GIF89a\x01\x00\x01\x00\x80\x00\x00" + b"\x00" * 40 + b";", "not a JPEG or PNG"),
-    "bmp": (b"BM" + b"\x00" * 60, "not a JPEG or PNG"),
-    "png_bomb": (png_claiming(20000, 20000), "20000x20000 pixels: a side exceeds the limit of 8192"),
-    "jpeg_huge_header": (jpeg_claiming(60000, 60000), "60000x60000 pixels: a side exceeds the limit of 8192"),
-    "png_too_many_pixels": (png_claiming(8000, 8000), "8000x8000 pixels exceed the limit of 40000000 pixels"),
-    "truncated_jpeg": (jpeg()[:400], "truncated"),
-    "truncated_png": (cv2.imencode(".png", np.full((40, 40, 3), 7, np.uint8))[1].tobytes()[:60], "truncated"),
-    "over_byte_cap": (b"\xff\xd8\xff" + b"\0" * (10 * 2 ** 20), "bytes exceed the limit of 10485760 bytes"),
+  "garbage": (b"\x00\x01garbage bytes that are no image" * 4, "not a JPEG or PNG"),
+  "empty": (b"", "empty bytes"),
+  "gif": (b"GIF89a\x01\x00\x01\x00\x80\x00\x00" + b"\x00" * 40 + b";", "not a JPEG or PNG"),
+  "bmp": (b"BM" + b"\x00" * 60, "not a JPEG or PNG"),
+  "png_bomb": (png_claiming(20000, 20000), "20000x20000 pixels: a side exceeds the limit of 8192"),
+  "jpeg_huge_header": (
+    jpeg_claiming(60000, 60000),
+    "60000x60000 pixels: a side exceeds the limit of 8192",
+  ),
+  "png_too_many_pixels": (
+    png_claiming(8000, 8000),
+    "8000x8000 pixels exceed the limit of 40000000 pixels",
+  ),
+  "truncated_jpeg": (jpeg()[:400], "truncated"),
+  "truncated_png": (
+    cv2.imencode(".png", np.full((40, 40, 3), 7, np.uint8))[1].tobytes()[:60],
+    "truncated",
+  ),
+  "over_byte_cap": (
+    b"\xff\xd8\xff" + b"\0" * (10 * 2**20),
+    "bytes exceed the limit of 10485760 bytes",
+  ),
 }
 
 
@@ -209,19 +282,31 @@ def test_one_pixel_image_gives_a_finite_answer(loaded):
 
 
 def test_batch_cap_empty_batch_wrong_dtype_and_mismatched_rows(loaded):
-  with pytest.raises(tf.errors.InvalidArgumentError, match="batch of 33 images exceeds the limit of 32"):
+  with pytest.raises(
+    tf.errors.InvalidArgumentError, match="batch of 33 images exceeds the limit of 32"
+  ):
     call_images(loaded, [jpeg()] * 33)
   empty = loaded.signatures["serve_images_only"](images=tf.constant([], tf.string))
   assert empty["pose3d"].shape == (0, 17, 3) and empty["pose2d"].shape == (0, 14, 2)
-  for wrong in (tf.zeros([2], tf.float32), tf.zeros([2], tf.int32), tf.constant(b"x"), tf.constant([[b"x"]])):
-    with pytest.raises((TypeError, ValueError, tf.errors.InvalidArgumentError), match="string tensor|images must have shape"):
+  for wrong in (
+    tf.zeros([2], tf.float32),
+    tf.zeros([2], tf.int32),
+    tf.constant(b"x"),
+    tf.constant([[b"x"]]),
+  ):
+    with pytest.raises(
+      (TypeError, ValueError, tf.errors.InvalidArgumentError),
+      match="string tensor|images must have shape",
+    ):
       loaded.signatures["serve_images_only"](images=wrong)
   with pytest.raises(tf.errors.InvalidArgumentError, match="boxes has 1 rows for 2 images"):
     call_images(loaded, [jpeg(), jpeg()], boxes=np.zeros([1, 4]), intrinsics=np.zeros([2, 4]))
   with pytest.raises(tf.errors.InvalidArgumentError, match="image 0: box must be"):
     call_images(loaded, [jpeg()], boxes=[[50, 50, 10, 10]])
   with pytest.raises(tf.errors.InvalidArgumentError, match="batch of 33 crops"):
-    loaded.signatures["serve_crops"](crops=tf.zeros([33, SIZE, SIZE, 3]), intrinsics=crop_intrinsics(33))
+    loaded.signatures["serve_crops"](
+      crops=tf.zeros([33, SIZE, SIZE, 3]), intrinsics=crop_intrinsics(33)
+    )
   assert call_images(loaded, [jpeg()])["valid"].numpy().all()
 
 
@@ -234,6 +319,7 @@ def test_concurrent_calls_mixing_good_and_bad_inputs(loaded):
         return "refused"
       return "accepted"
     return "ok" if call_images(loaded, [jpeg(seed=i)])["valid"].numpy().all() else "bad"
+
   with concurrent.futures.ThreadPoolExecutor(4) as pool:
     results = list(pool.map(work, range(24)))
   assert results == ["refused" if i % 3 == 0 else "ok" for i in range(24)]
@@ -242,15 +328,20 @@ def test_concurrent_calls_mixing_good_and_bad_inputs(loaded):
 def test_guard_limits_are_configurable():
   limits = image_guard.Limits(max_side=30)
   fn = tf.function(lambda b: image_guard.decode(b, tf.constant(5), limits))
-  with pytest.raises(tf.errors.InvalidArgumentError, match="image 5: 40x48 pixels: a side exceeds the limit of 30"):
+  with pytest.raises(
+    tf.errors.InvalidArgumentError, match="image 5: 40x48 pixels: a side exceeds the limit of 30"
+  ):
     fn(tf.constant(jpeg(48, 40)))
   assert fn(tf.constant(jpeg(20, 30))).shape == (20, 30, 3)
 
 
 # --------------------------------------------------------------------------- predict CLI
 
+
 def _predict(args, cwd):
-  return subprocess.run([sys.executable, "-m", "wild3d_tf.predict", *args], capture_output=True, text=True, cwd=cwd)
+  return subprocess.run(
+    [sys.executable, "-m", "wild3d_tf.predict", *args], capture_output=True, text=True, cwd=cwd
+  )
 
 
 @pytest.mark.slow
@@ -258,20 +349,45 @@ def test_predict_cli_on_the_shipped_photos_and_bad_files(tiny_export, tmp_path):
   photos = sorted(str(p) for p in PHOTOS.glob("*.png"))
   assert photos, PHOTOS
   bad = {"missing": str(tmp_path / "missing.jpg"), "folder": str(tmp_path)}
-  for name, data in (("empty.jpg", b""), ("text.jpg", b"just some text\n"), ("bomb.png", png_claiming(20000, 20000)),
-                     ("cut.jpg", jpeg()[:300])):
+  for name, data in (
+    ("empty.jpg", b""),
+    ("text.jpg", b"just some text\n"),
+    ("bomb.png", png_claiming(20000, 20000)),
+    ("cut.jpg", jpeg()[:300]),
+  ):
     (tmp_path / name).write_bytes(data)
     bad[name] = str(tmp_path / name)
   (tmp_path / "zero.jpg").symlink_to("/dev/zero")
   bad["zero"] = str(tmp_path / "zero.jpg")
   out = tmp_path / "out"
-  run = _predict([photos[0], *bad.values(), *photos[1:], "--saved_model", str(tiny_export),
-                  "--box", "20,20,400,500", f"--output_dir={out}"], ROOT)
+  run = _predict(
+    [
+      photos[0],
+      *bad.values(),
+      *photos[1:],
+      "--saved_model",
+      str(tiny_export),
+      "--box",
+      "20,20,400,500",
+      f"--output_dir={out}",
+    ],
+    ROOT,
+  )
   assert run.returncode == 1, run.stderr[-2000:]
   failed = [line for line in run.stdout.splitlines() if line.startswith("FAILED")]
   assert len(failed) == len(bad)
-  for line, expected in zip(failed, ("No such file", "not a regular file", "empty file", "not a JPEG or PNG",
-                                     "20000x20000", "truncated", "not a regular file")):
+  for line, expected in zip(
+    failed,
+    (
+      "No such file",
+      "not a regular file",
+      "empty file",
+      "not a JPEG or PNG",
+      "20000x20000",
+      "truncated",
+      "not a regular file",
+    ),
+  ):
     assert expected in line, line
   for photo in photos:
     stem = pathlib.Path(photo).stem
@@ -283,6 +399,7 @@ def test_predict_cli_on_the_shipped_photos_and_bad_files(tiny_export, tmp_path):
 
 
 # --------------------------------------------------------------------------- client
+
 
 def test_client_rest_body_is_tf_servings_columnar_format():
   client = client_lib.Wild3dClient(timeout_seconds=1.0)
@@ -300,14 +417,17 @@ def test_client_refuses_before_sending():
   with pytest.raises(ValueError, match="deadline"):
     client_lib.Wild3dClient(timeout_seconds=0)
   client = client_lib.Wild3dClient("127.0.0.1", rest_port=9, timeout_seconds=1.0)
-  with pytest.raises(client_lib.RequestRefused, match="image 0: 52428803 bytes exceed the limit of 10485760"):
-    client.predict_rest([b"\xff\xd8\xff" + b"\0" * (50 * 2 ** 20)])
+  with pytest.raises(
+    client_lib.RequestRefused, match="image 0: 52428803 bytes exceed the limit of 10485760"
+  ):
+    client.predict_rest([b"\xff\xd8\xff" + b"\0" * (50 * 2**20)])
   with pytest.raises(client_lib.RequestRefused, match="image 1: not a JPEG or PNG"):
     client.predict_rest([jpeg(), b"GIF89a"])
 
 
 class _Handler(http.server.BaseHTTPRequestHandler):
   """A loopback stand-in for TF Serving's REST API: columnar inputs, b64 strings, {"outputs": ...}."""
+
   signature = None
   delay = 0.0
 
@@ -316,10 +436,16 @@ class _Handler(http.server.BaseHTTPRequestHandler):
     body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
     assert self.path == "/v1/models/wild3d:predict"
     inputs = body["inputs"]
-    tensors = {"images": tf.constant([base64.b64decode(x["b64"]) for x in inputs["images"]]),
-               "boxes": tf.constant(inputs["boxes"], tf.float32), "intrinsics": tf.constant(inputs["intrinsics"], tf.float32)}
+    tensors = {
+      "images": tf.constant([base64.b64decode(x["b64"]) for x in inputs["images"]]),
+      "boxes": tf.constant(inputs["boxes"], tf.float32),
+      "intrinsics": tf.constant(inputs["intrinsics"], tf.float32),
+    }
     outputs = self.signature(**tensors)
-    reply = {k: (v.numpy().astype(str) if v.dtype == tf.string else v.numpy()).tolist() for k, v in outputs.items()}
+    reply = {
+      k: (v.numpy().astype(str) if v.dtype == tf.string else v.numpy()).tolist()
+      for k, v in outputs.items()
+    }
     data = json.dumps({"outputs": reply}).encode()
     self.send_response(200)
     self.send_header("Content-Length", str(len(data)))
@@ -340,7 +466,9 @@ def test_client_rest_round_trip_and_deadline(loaded):
   handler = type("H", (_Handler,), {"signature": loaded.signatures["serving_default"]})
   server = _serve_http(handler)
   try:
-    client = client_lib.Wild3dClient("127.0.0.1", rest_port=server.server_address[1], timeout_seconds=20)
+    client = client_lib.Wild3dClient(
+      "127.0.0.1", rest_port=server.server_address[1], timeout_seconds=20
+    )
     images = [jpeg(), jpeg(90, 60, seed=4)]
     outputs = client.predict_rest(images)
     direct = call_images(loaded, images)
@@ -348,9 +476,13 @@ def test_client_rest_round_trip_and_deadline(loaded):
     assert outputs["pose2d"].shape == (2, 14, 2)
   finally:
     server.shutdown()
-  slow = _serve_http(type("S", (_Handler,), {"signature": loaded.signatures["serving_default"], "delay": 5.0}))
+  slow = _serve_http(
+    type("S", (_Handler,), {"signature": loaded.signatures["serving_default"], "delay": 5.0})
+  )
   try:
-    client = client_lib.Wild3dClient("127.0.0.1", rest_port=slow.server_address[1], timeout_seconds=0.5)
+    client = client_lib.Wild3dClient(
+      "127.0.0.1", rest_port=slow.server_address[1], timeout_seconds=0.5
+    )
     start = time.perf_counter()
     with pytest.raises(OSError):  # socket timeout (TimeoutError or URLError wrapping it)
       client.predict_rest([jpeg()])
@@ -383,8 +515,11 @@ def test_client_grpc_round_trip_and_deadline(loaded):
   try:
     client = client_lib.Wild3dClient("127.0.0.1", grpc_port=port, timeout_seconds=20)
     images = [jpeg(seed=5)]
-    np.testing.assert_allclose(client.predict_grpc(images)["pose3d"], call_images(loaded, images)["pose3d"].numpy(),
-                               atol=1e-5)
+    np.testing.assert_allclose(
+      client.predict_grpc(images)["pose3d"],
+      call_images(loaded, images)["pose3d"].numpy(),
+      atol=1e-5,
+    )
     servicer.delay = 3.0
     client = client_lib.Wild3dClient("127.0.0.1", grpc_port=port, timeout_seconds=0.5)
     start = time.perf_counter()

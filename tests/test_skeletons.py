@@ -8,15 +8,15 @@ from wild3d_tf import skeletons as sk
 # Published lists, typed from the sources named in datasets.md section 5; the
 # module derives its own from joint names, so agreement checks both.
 PUBLISHED_TO_POSE2D = {
-    "mpii_16": [0, 1, 2, 3, 4, 5, 10, 11, 12, 13, 14, 15, 8, 9],
-    "h36m_17": [3, 2, 1, 4, 5, 6, 16, 15, 14, 11, 12, 13, 8, 10],
-    "mpi_inf_3dhp_17": [10, 9, 8, 11, 12, 13, 4, 3, 2, 5, 6, 7, 1, 0],
-    "mpi_inf_3dhp_28": [25, 24, 23, 18, 19, 20, 16, 15, 14, 9, 10, 11, 5, 7],
+  "mpii_16": [0, 1, 2, 3, 4, 5, 10, 11, 12, 13, 14, 15, 8, 9],
+  "h36m_17": [3, 2, 1, 4, 5, 6, 16, 15, 14, 11, 12, 13, 8, 10],
+  "mpi_inf_3dhp_17": [10, 9, 8, 11, 12, 13, 4, 3, 2, 5, 6, 7, 1, 0],
+  "mpi_inf_3dhp_28": [25, 24, 23, 18, 19, 20, 16, 15, 14, 9, 10, 11, 5, 7],
 }
 PUBLISHED_TO_POSE3D = {
-    "mpi_inf_3dhp_17": [14, 8, 9, 10, 11, 12, 13, 15, 1, 16, 0, 5, 6, 7, 2, 3, 4],
-    "mpi_inf_3dhp_28": [4, 23, 24, 25, 18, 19, 20, 3, 5, 6, 7, 9, 10, 11, 14, 15, 16],
-    "h36m_32": [0, 1, 2, 3, 6, 7, 8, 12, 13, 14, 15, 17, 18, 19, 25, 26, 27],
+  "mpi_inf_3dhp_17": [14, 8, 9, 10, 11, 12, 13, 15, 1, 16, 0, 5, 6, 7, 2, 3, 4],
+  "mpi_inf_3dhp_28": [4, 23, 24, 25, 18, 19, 20, 3, 5, 6, 7, 9, 10, 11, 14, 15, 16],
+  "h36m_32": [0, 1, 2, 3, 6, 7, 8, 12, 13, 14, 15, 17, 18, 19, 25, 26, 27],
 }
 
 
@@ -37,25 +37,41 @@ def test_h36m_32_to_17_drops_the_published_joints():
 
 
 # Joint by joint, by name: the semantic pairs the mapping must make.
-@pytest.mark.parametrize("source,own,common", [
-    (sk.H36M_32, "Hips", "pelvis"), (sk.H36M_32, "RightFoot", "r_ankle"),
-    (sk.H36M_32, "Spine1", "spine"), (sk.H36M_32, "Neck", "thorax"),
-    (sk.H36M_32, "Head", "head"), (sk.H36M_32, "HeadSite", "head_top"),
-    (sk.H36M_32, "LeftArm", "l_shoulder"), (sk.H36M_32, "RightHand", "r_wrist"),
-    (sk.MPI_INF_3DHP_28, "neck", "thorax"), (sk.MPI_INF_3DHP_28, "head", "head"),
-    (sk.MPI_INF_3DHP_28, "spine", "spine"), (sk.MPI_INF_3DHP_28, "left_ankle", "l_ankle"),
-    (sk.MPI_INF_3DHP_17, "pelvis", "pelvis"), (sk.MPI_INF_3DHP_17, "right_wrist", "r_wrist"),
-])
+@pytest.mark.parametrize(
+  "source,own,common",
+  [
+    (sk.H36M_32, "Hips", "pelvis"),
+    (sk.H36M_32, "RightFoot", "r_ankle"),
+    (sk.H36M_32, "Spine1", "spine"),
+    (sk.H36M_32, "Neck", "thorax"),
+    (sk.H36M_32, "Head", "head"),
+    (sk.H36M_32, "HeadSite", "head_top"),
+    (sk.H36M_32, "LeftArm", "l_shoulder"),
+    (sk.H36M_32, "RightHand", "r_wrist"),
+    (sk.MPI_INF_3DHP_28, "neck", "thorax"),
+    (sk.MPI_INF_3DHP_28, "head", "head"),
+    (sk.MPI_INF_3DHP_28, "spine", "spine"),
+    (sk.MPI_INF_3DHP_28, "left_ankle", "l_ankle"),
+    (sk.MPI_INF_3DHP_17, "pelvis", "pelvis"),
+    (sk.MPI_INF_3DHP_17, "right_wrist", "r_wrist"),
+  ],
+)
 def test_pose3d_mapping_by_name(source, own, common):
   assert sk.mapping(source, sk.POSE3D)[sk.POSE3D.index(common)] == source.index(own)
 
 
-@pytest.mark.parametrize("source,own,common", [
-    (sk.MPII_16, "upper_neck", "neck"), (sk.MPII_16, "head_top", "head_top"),
-    (sk.MPII_16, "r_wrist", "r_wrist"), (sk.POSE3D, "thorax", "neck"),
-    (sk.MPI_INF_3DHP_17, "neck", "neck"), (sk.MPI_INF_3DHP_28, "head_top", "head_top"),
+@pytest.mark.parametrize(
+  "source,own,common",
+  [
+    (sk.MPII_16, "upper_neck", "neck"),
+    (sk.MPII_16, "head_top", "head_top"),
+    (sk.MPII_16, "r_wrist", "r_wrist"),
+    (sk.POSE3D, "thorax", "neck"),
+    (sk.MPI_INF_3DHP_17, "neck", "neck"),
+    (sk.MPI_INF_3DHP_28, "head_top", "head_top"),
     (sk.H36M_32, "LeftForeArm", "l_elbow"),
-])
+  ],
+)
 def test_pose2d_mapping_by_name(source, own, common):
   assert sk.mapping(source, sk.POSE2D)[sk.POSE2D.index(common)] == source.index(own)
 
@@ -99,12 +115,15 @@ def test_h36m_17_parents_and_sides_match_videopose3d():
     assert len(names) == 1
 
 
-@pytest.mark.parametrize("joint_set,pairs", [
+@pytest.mark.parametrize(
+  "joint_set,pairs",
+  [
     (sk.LSP_14, [(0, 5), (1, 4), (2, 3), (6, 11), (7, 10), (8, 9)]),
     (sk.MPII_16, [(0, 5), (1, 4), (2, 3), (10, 15), (11, 14), (12, 13)]),
     (sk.MPI_INF_3DHP_17, [(2, 5), (3, 6), (4, 7), (8, 11), (9, 12), (10, 13)]),
     (sk.POSE3D, [(1, 4), (2, 5), (3, 6), (11, 14), (12, 15), (13, 16)]),
-])
+  ],
+)
 def test_flip_pairs_match_published(joint_set, pairs):
   assert joint_set.left_right_pairs == sorted(pairs)
 
@@ -119,12 +138,75 @@ def test_native_parents_match_published():
   # metadata.xml, 0-based; VideoPose3D hangs 16 and 24 off 12 instead of 13.
   assert sk.H36M_32.parents[16] == 13 and sk.H36M_32.parents[24] == 13
   # mpii_get_joint_set.m 1-based "o1" with the pelvis as its own parent.
-  published = [2, 0, 3, 4, 4, 1, 5, 6, 5, 8, 9, 10, 11, 5, 13, 14, 15, 16, 4, 18, 19, 20, 21, 4, 23, 24, 25, 26]
+  published = [
+    2,
+    0,
+    3,
+    4,
+    4,
+    1,
+    5,
+    6,
+    5,
+    8,
+    9,
+    10,
+    11,
+    5,
+    13,
+    14,
+    15,
+    16,
+    4,
+    18,
+    19,
+    20,
+    21,
+    4,
+    23,
+    24,
+    25,
+    26,
+  ]
   assert [p if p >= 0 else 4 for p in sk.MPI_INF_3DHP_28.parents] == published
-  assert [p if p >= 0 else 14 for p in sk.MPI_INF_3DHP_17.parents] == \
-      [1, 15, 1, 2, 3, 1, 5, 6, 14, 8, 9, 14, 11, 12, 14, 14, 1]
+  assert [p if p >= 0 else 14 for p in sk.MPI_INF_3DHP_17.parents] == [
+    1,
+    15,
+    1,
+    2,
+    3,
+    1,
+    5,
+    6,
+    14,
+    8,
+    9,
+    14,
+    11,
+    12,
+    14,
+    14,
+    1,
+  ]
   # HRNet's MPII parent ids, with the pelvis (6) as root.
-  assert [p if p >= 0 else 6 for p in sk.MPII_16.parents] == [1, 2, 6, 6, 3, 4, 6, 6, 7, 8, 11, 12, 7, 7, 13, 14]
+  assert [p if p >= 0 else 6 for p in sk.MPII_16.parents] == [
+    1,
+    2,
+    6,
+    6,
+    3,
+    4,
+    6,
+    6,
+    7,
+    8,
+    11,
+    12,
+    7,
+    7,
+    13,
+    14,
+  ]
 
 
 def test_3dhp_17_is_the_relevant_subset_of_28():
@@ -166,5 +248,6 @@ def test_invalid_joint_sets_are_rejected():
 
 def test_docs_table_is_current():
   import pathlib
+
   path = pathlib.Path(__file__).resolve().parents[1] / "docs" / "skeletons.md"
   assert path.read_text() == sk.markdown(), "run: python -m wild3d_tf.skeletons > docs/skeletons.md"

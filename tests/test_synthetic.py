@@ -2,7 +2,6 @@
 
 import filecmp
 import json
-import pathlib
 import re
 
 import cdflib
@@ -32,6 +31,7 @@ def _video_frames(path):
 
 # ---------------------------------------------------------------- H3.6M
 
+
 def test_h36m_layout_and_cdf_shapes(synthetic_tiny):
   root = synthetic_tiny / "h36m"
   cams = json.loads((root / "cameras.json").read_text())
@@ -42,13 +42,21 @@ def test_h36m_layout_and_cdf_shapes(synthetic_tiny):
   world = cdflib.CDF(str(root / "S1/MyPoseFeatures/D3_Positions/Directions 1.cdf"))["Pose"]
   assert world.shape == (1, TINY.h36m_frames, 96) and world.dtype == np.float64
   for index, cam_id in enumerate(h36m.CAMERA_IDS):
-    mono = cdflib.CDF(str(root / f"S1/MyPoseFeatures/D3_Positions_mono/Directions 1.{cam_id}.cdf")).varget("Pose")
-    d2 = cdflib.CDF(str(root / f"S1/MyPoseFeatures/D2_Positions/Directions 1.{cam_id}.cdf")).varget("Pose")
+    mono = cdflib.CDF(
+      str(root / f"S1/MyPoseFeatures/D3_Positions_mono/Directions 1.{cam_id}.cdf")
+    ).varget("Pose")
+    d2 = cdflib.CDF(str(root / f"S1/MyPoseFeatures/D2_Positions/Directions 1.{cam_id}.cdf")).varget(
+      "Pose"
+    )
     frames = TINY.h36m_frames - index % 2  # cameras 2 and 4 record a frame less
     assert mono.shape == (1, frames, 96) and d2.shape == (1, frames, 64)
     video = _video_frames(root / f"S1/Videos/Directions 1.{cam_id}.mp4")
     assert len(video) == frames
-    assert video[0].shape == (cams["intrinsic"][cam_id]["res_h"], cams["intrinsic"][cam_id]["res_w"], 3)
+    assert video[0].shape == (
+      cams["intrinsic"][cam_id]["res_h"],
+      cams["intrinsic"][cam_id]["res_w"],
+      3,
+    )
 
 
 def test_h36m_annotations_reproject_with_the_written_cameras(synthetic_tiny):
@@ -58,12 +66,18 @@ def test_h36m_annotations_reproject_with_the_written_cameras(synthetic_tiny):
     for take in (root / subject / "MyPoseFeatures/D3_Positions").glob("*.cdf"):
       world = cdflib.CDF(str(take))["Pose"].reshape(-1, 32, 3)
       for cam_id in h36m.CAMERA_IDS:
-        cam = cameras.h36m_json_to_camera(cams["intrinsic"][cam_id], cams["extrinsic"][subject][cam_id])
+        cam = cameras.h36m_json_to_camera(
+          cams["intrinsic"][cam_id], cams["extrinsic"][subject][cam_id]
+        )
         stem = take.stem
-        mono = cdflib.CDF(str(root / subject / f"MyPoseFeatures/D3_Positions_mono/{stem}.{cam_id}.cdf"))["Pose"]
-        d2 = cdflib.CDF(str(root / subject / f"MyPoseFeatures/D2_Positions/{stem}.{cam_id}.cdf"))["Pose"]
+        mono = cdflib.CDF(
+          str(root / subject / f"MyPoseFeatures/D3_Positions_mono/{stem}.{cam_id}.cdf")
+        )["Pose"]
+        d2 = cdflib.CDF(str(root / subject / f"MyPoseFeatures/D2_Positions/{stem}.{cam_id}.cdf"))[
+          "Pose"
+        ]
         mono = mono.reshape(-1, 32, 3)
-        np.testing.assert_allclose(cam.world_to_camera(world[:len(mono)]), mono, atol=1e-6)
+        np.testing.assert_allclose(cam.world_to_camera(world[: len(mono)]), mono, atol=1e-6)
         np.testing.assert_allclose(cam.project(mono), d2.reshape(-1, 32, 2), atol=1e-6)
         # Camera JSON lists tangential as (p2, p1): reading it the other way round is wrong.
         swapped = cameras.Camera(cam.intrinsics, radial=cam.radial, tangential=cam.tangential[::-1])
@@ -77,22 +91,28 @@ def test_h36m_names_follow_the_real_quirks():
 
 
 def test_h36m_world_joints_map_to_pose3d_exactly(synthetic_tiny):
-  world = cdflib.CDF(str(synthetic_tiny / "h36m/S9/MyPoseFeatures/D3_Positions/Walking 1.cdf"))["Pose"]
+  world = cdflib.CDF(str(synthetic_tiny / "h36m/S9/MyPoseFeatures/D3_Positions/Walking 1.cdf"))[
+    "Pose"
+  ]
   pose = skeletons.convert(world.reshape(-1, 32, 3), skeletons.H36M_32, skeletons.POSE3D)
-  lengths = np.linalg.norm(pose[:, [c for c, _ in skeletons.POSE3D.bones]] -
-                           pose[:, [p for _, p in skeletons.POSE3D.bones]], axis=-1)
+  lengths = np.linalg.norm(
+    pose[:, [c for c, _ in skeletons.POSE3D.bones]]
+    - pose[:, [p for _, p in skeletons.POSE3D.bones]],
+    axis=-1,
+  )
   np.testing.assert_allclose(lengths, np.broadcast_to(lengths[:1], lengths.shape), atol=1e-6)
   assert 1400 < np.ptp(pose[0, :, 1]) < 2000  # a person's height in mm
 
 
 # ---------------------------------------------------------------- MPI-INF-3DHP
 
+
 def _calibration(path):
   text = path.read_text().splitlines()
   assert text[0] == "Skeletool Camera Calibration File V1.0"
   cams = []
   for start in range(1, len(text), 7):
-    block = dict(line.split(None, 1) for line in text[start:start + 7])
+    block = dict(line.split(None, 1) for line in text[start : start + 7])
     intrinsic = np.array(block["intrinsic"].split(), float).reshape(4, 4)
     extrinsic = np.array(block["extrinsic"].split(), float).reshape(4, 4)
     size = tuple(int(v) for v in block["size"].split())
@@ -130,10 +150,17 @@ def test_3dhp_train_annot_mat_and_calibration(synthetic_tiny):
 
 def test_3dhp_universal_skeleton_has_universal_bones(synthetic_tiny):
   annot = scipy.io.loadmat(synthetic_tiny / "mpi_inf_3dhp/S1/Seq1/annot.mat")
-  univ = skeletons.convert(annot["univ_annot3"][0][0].reshape(-1, 28, 3), skeletons.MPI_INF_3DHP_28, skeletons.POSE3D)
-  lengths = np.linalg.norm(univ[:, [c for c, _ in skeletons.POSE3D.bones]] -
-                           univ[:, [p for _, p in skeletons.POSE3D.bones]], axis=-1)
-  np.testing.assert_allclose(lengths, np.broadcast_to(mpi_inf_3dhp.UNIVERSAL.bone_lengths(), lengths.shape), atol=1e-6)
+  univ = skeletons.convert(
+    annot["univ_annot3"][0][0].reshape(-1, 28, 3), skeletons.MPI_INF_3DHP_28, skeletons.POSE3D
+  )
+  lengths = np.linalg.norm(
+    univ[:, [c for c, _ in skeletons.POSE3D.bones]]
+    - univ[:, [p for _, p in skeletons.POSE3D.bones]],
+    axis=-1,
+  )
+  np.testing.assert_allclose(
+    lengths, np.broadcast_to(mpi_inf_3dhp.UNIVERSAL.bone_lengths(), lengths.shape), atol=1e-6
+  )
 
 
 def test_3dhp_test_set_hdf5_shapes_and_least_squares_intrinsics(synthetic_tiny):
@@ -161,10 +188,19 @@ def test_3dhp_test_set_hdf5_shapes_and_least_squares_intrinsics(synthetic_tiny):
 
 # ---------------------------------------------------------------- MPII
 
+
 def test_mpii_release_struct_with_the_real_quirks(synthetic_tiny):
-  release = scipy.io.loadmat(synthetic_tiny / "mpii/mpii_human_pose_v1_u12_1.mat",
-                             struct_as_record=False, squeeze_me=True)["RELEASE"]
-  assert release._fieldnames == ["annolist", "img_train", "version", "single_person", "act", "video_list"]
+  release = scipy.io.loadmat(
+    synthetic_tiny / "mpii/mpii_human_pose_v1_u12_1.mat", struct_as_record=False, squeeze_me=True
+  )["RELEASE"]
+  assert release._fieldnames == [
+    "annolist",
+    "img_train",
+    "version",
+    "single_person",
+    "act",
+    "video_list",
+  ]
   annolist = release.annolist
   assert len(annolist) == TINY.mpii_images == len(release.img_train)
   for i, entry in enumerate(annolist):
@@ -189,6 +225,7 @@ def test_mpii_release_struct_with_the_real_quirks(synthetic_tiny):
 
 # ---------------------------------------------------------------- LSP
 
+
 def test_lsp_and_lspet_shapes_and_flags(synthetic_tiny):
   lsp = scipy.io.loadmat(synthetic_tiny / "lsp/joints.mat")["joints"]
   lspet = scipy.io.loadmat(synthetic_tiny / "lspet/joints.mat")["joints"]
@@ -199,7 +236,9 @@ def test_lsp_and_lspet_shapes_and_flags(synthetic_tiny):
   # LSP: person-centred, every joint inside the image; the flag marks occlusion.
   for i in range(TINY.lsp_images):
     height, width = cv2.imread(str(synthetic_tiny / f"lsp/images/im{i + 1:04d}.jpg")).shape[:2]
-    assert (lsp[0, :, i] >= 1).all() and (lsp[0, :, i] <= width).all() and (lsp[1, :, i] <= height).all()
+    assert (
+      (lsp[0, :, i] >= 1).all() and (lsp[0, :, i] <= width).all() and (lsp[1, :, i] <= height).all()
+    )
   assert 0 < lsp[2].mean() < 0.6  # some occluded, most visible: the flag is inverted
   # LSPET: unlabelled joints are negative and flagged 0.
   unlabelled = lspet[:, 0] < 0
@@ -208,13 +247,18 @@ def test_lsp_and_lspet_shapes_and_flags(synthetic_tiny):
 
 # ---------------------------------------------------------------- rendering and determinism
 
+
 def test_occluded_joint_is_invisible():
   cam = cameras.Camera(cameras.intrinsic_matrix(500.0, 500.0, 100.0, 100.0), size=(200, 200))
-  wall = render.Capsule(np.array([-500.0, 0, 2000]), np.array([500.0, 0, 2000]), 200.0, (255, 0, 0), 1)
+  wall = render.Capsule(
+    np.array([-500.0, 0, 2000]), np.array([500.0, 0, 2000]), 200.0, (255, 0, 0), 1
+  )
   joints = np.array([[0.0, 0.0, 3000.0], [0.0, 1000.0, 3000.0], [0.0, 0.0, 1500.0]])
   image, depth, _ = render.render(np.zeros((200, 200, 3), np.uint8), [wall], cam)
   visible = render.visibility(joints, cam.project(joints), depth, radius=np.full(3, 50.0))
-  np.testing.assert_array_equal(visible, [False, False, True])  # behind, outside the image, in front
+  np.testing.assert_array_equal(
+    visible, [False, False, True]
+  )  # behind, outside the image, in front
   assert image[100, 100, 0] > 100 and image[10, 10].sum() == 0
 
 
@@ -225,7 +269,9 @@ def test_body_points_are_consistent_across_skeletons():
   for joint_set in (skeletons.H36M_32, skeletons.MPI_INF_3DHP_28, skeletons.MPI_INF_3DHP_17):
     back = skeletons.convert(body.native_joints(pose, joint_set), joint_set, skeletons.POSE3D)
     np.testing.assert_allclose(back, pose, atol=1e-9)
-  np.testing.assert_allclose(np.linalg.norm(pose[:, 2] - pose[:, 1], axis=-1), subject.lengths["r_knee"])
+  np.testing.assert_allclose(
+    np.linalg.norm(pose[:, 2] - pose[:, 1], axis=-1), subject.lengths["r_knee"]
+  )
 
 
 @pytest.mark.slow
@@ -234,7 +280,9 @@ def test_same_preset_and_seed_give_byte_identical_files(synthetic_tiny, tmp_path
   first = sorted(p.relative_to(synthetic_tiny) for p in synthetic_tiny.rglob("*") if p.is_file())
   second = sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*") if p.is_file())
   assert first == second and len(first) > 100
-  different = [str(p) for p in first if not filecmp.cmp(synthetic_tiny / p, tmp_path / p, shallow=False)]
+  different = [
+    str(p) for p in first if not filecmp.cmp(synthetic_tiny / p, tmp_path / p, shallow=False)
+  ]
   assert not different, different[:5]
 
 

@@ -31,9 +31,15 @@ def _loop(folder, work_dir, steps, dataset_fn=None, log_every=1000, max_nonfinit
   network = model.build_model(config=ModelConfig.tiny(size), variant="tiny")
   trainer = Trainer(network, LossWeights(), 8)
   trainer.compile(optimizer=make_optimizer(0.05, 1000, 0.5, step, False))
-  return Loop(tf.distribute.get_strategy(), trainer, dataset,
-              LoopConfig(str(work_dir), steps, checkpoint_every=1000, log_every=log_every,
-                         max_nonfinite=max_nonfinite), step)
+  return Loop(
+    tf.distribute.get_strategy(),
+    trainer,
+    dataset,
+    LoopConfig(
+      str(work_dir), steps, checkpoint_every=1000, log_every=log_every, max_nonfinite=max_nonfinite
+    ),
+    step,
+  )
 
 
 @pytest.mark.slow
@@ -42,7 +48,15 @@ def test_every_loss_term_falls(converted_tiny, tmp_path):
   result = _loop(folder, tmp_path, 160, log_every=20, size=128).run()
   history = result["history"]
   early, late = history[0], history[-1]
-  for term in ("loss", "heatmap", "intermediate_heatmap", "pose3d", "bone_3d", "bone_2d", "projection"):
+  for term in (
+    "loss",
+    "heatmap",
+    "intermediate_heatmap",
+    "pose3d",
+    "bone_3d",
+    "bone_2d",
+    "projection",
+  ):
     assert late[term] < early[term], (term, early[term], late[term])
   assert result["step"] == 160 and result["skipped"] == 0
 
@@ -52,9 +66,13 @@ def _poison(every=False, at=2):
     def fn(index, batch):
       bad = tf.logical_or(every, tf.equal(index, at))
       batch = dict(batch)
-      batch["joints3d"] = tf.where(bad, tf.fill(tf.shape(batch["joints3d"]), np.nan), batch["joints3d"])
+      batch["joints3d"] = tf.where(
+        bad, tf.fill(tf.shape(batch["joints3d"]), np.nan), batch["joints3d"]
+      )
       return batch
+
     return dataset.enumerate().map(fn)
+
   return poison
 
 
@@ -88,23 +106,41 @@ def test_a_persistent_nan_stops_with_the_step_range(converted_tiny, tmp_path):
 
 
 def _train_command(folder, model_dir, steps, digests):
-  return [sys.executable, "-m", "wild3d_tf.train", f"--flagfile={ROOT}/configs/tiny_full.cfg",
-          f"--data_dir={folder}", f"--model_dir={model_dir}", f"--max_steps={steps}", "--checkpoint_every=5",
-          "--log_every=5", "--input_size=64", "--deterministic", f"--batch_digest_file={digests}",
-          "--image_summaries_every=0"]
+  return [
+    sys.executable,
+    "-m",
+    "wild3d_tf.train",
+    f"--flagfile={ROOT}/configs/tiny_full.cfg",
+    f"--data_dir={folder}",
+    f"--model_dir={model_dir}",
+    f"--max_steps={steps}",
+    "--checkpoint_every=5",
+    "--log_every=5",
+    "--input_size=64",
+    "--deterministic",
+    f"--batch_digest_file={digests}",
+    "--image_summaries_every=0",
+  ]
 
 
 def _checkpoint_values(model_dir):
   reader = tf.train.load_checkpoint(tf.train.latest_checkpoint(str(model_dir)))
-  return {name: reader.get_tensor(name) for name in reader.get_variable_to_shape_map()
-          if "save_counter" not in name and "iterator" not in name}
+  return {
+    name: reader.get_tensor(name)
+    for name in reader.get_variable_to_shape_map()
+    if "save_counter" not in name and "iterator" not in name
+  }
 
 
 @pytest.mark.slow
 def test_kill_and_resume_is_exact(converted_tiny, tmp_path):
   folder, _ = converted_tiny
   steps = 25
-  subprocess.run(_train_command(folder, tmp_path / "a", steps, tmp_path / "a.txt"), check=True, capture_output=True)
+  subprocess.run(
+    _train_command(folder, tmp_path / "a", steps, tmp_path / "a.txt"),
+    check=True,
+    capture_output=True,
+  )
   command = _train_command(folder, tmp_path / "b", steps, tmp_path / "b.txt")
   process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
   deadline = time.time() + 240
@@ -132,9 +168,15 @@ def test_kill_and_resume_is_exact(converted_tiny, tmp_path):
 @pytest.mark.slow
 def test_mirrored_over_two_cpus_equals_one_device(converted_tiny, tmp_path):
   folder, _ = converted_tiny
-  out = subprocess.run([sys.executable, str(ROOT / "tests/helpers/distributed_twins.py"), str(folder), str(tmp_path)],
-                       check=True, capture_output=True, text=True).stdout
-  values = {k: float(v) for k, v in (line.split() for line in out.splitlines() if line.startswith("max_"))}
+  out = subprocess.run(
+    [sys.executable, str(ROOT / "tests/helpers/distributed_twins.py"), str(folder), str(tmp_path)],
+    check=True,
+    capture_output=True,
+    text=True,
+  ).stdout
+  values = {
+    k: float(v) for k, v in (line.split() for line in out.splitlines() if line.startswith("max_"))
+  }
   assert values["max_update"] > 1e-4
   # Measured: about 1 % of the update, in conv1 only: augmentation's zero-filled borders make
   # exact max-pooling ties, and summation order decides where their gradient goes. A wrong
@@ -152,11 +194,15 @@ def test_pretrained_layers_learn_100x_slower_when_asked(converted_tiny):
     keras.utils.set_random_seed(0)
     network = model.build_model(config=ModelConfig.tiny(64), variant="tiny")
     trainer = Trainer(network, LossWeights(), 8)
-    trainer.compile(optimizer=make_optimizer(0.05, 1000, 0.5, tf.Variable(0, dtype=tf.int64), False, multiplier))
+    trainer.compile(
+      optimizer=make_optimizer(0.05, 1000, 0.5, tf.Variable(0, dtype=tf.int64), False, multiplier)
+    )
     trainer.optimizer.build(network.trainable_variables)
     before = {v.path: v.numpy() for v in network.trainable_variables}
     tf.function(trainer.train_step)(batch)
-    updates[multiplier] = {v.path: np.abs(v.numpy() - before[v.path]).max() for v in network.trainable_variables}
+    updates[multiplier] = {
+      v.path: np.abs(v.numpy() - before[v.path]).max() for v in network.trainable_variables
+    }
   for name in ("conv1_conv/kernel", "conv4_block6_3_conv/kernel"):  # ImageNet part
     assert updates[0.01][name] / updates[1.0][name] == pytest.approx(0.01, rel=1e-3)
   for name in ("res5a_1_conv/kernel", "f3d_fc1/kernel", "f3d_out/kernel"):  # new layers
@@ -165,6 +211,7 @@ def test_pretrained_layers_learn_100x_slower_when_asked(converted_tiny):
 
 def _free_ports(count):
   import socket
+
   sockets = [socket.socket() for _ in range(count)]
   for s in sockets:
     s.bind(("127.0.0.1", 0))
@@ -175,25 +222,47 @@ def _free_ports(count):
 
 
 @pytest.mark.slow
-def test_two_workers_under_multiworker_mirrored_end_with_identical_weights(converted_tiny, tmp_path):
+def test_two_workers_under_multiworker_mirrored_end_with_identical_weights(
+  converted_tiny, tmp_path
+):
   import json
+
   folder, _ = converted_tiny
   cluster = {"worker": [f"127.0.0.1:{port}" for port in _free_ports(2)]}
   processes = []
   for index in range(2):
-    env = dict(os.environ, TF_CONFIG=json.dumps({"cluster": cluster, "task": {"type": "worker", "index": index}}))
-    command = [sys.executable, "-m", "wild3d_tf.train", f"--flagfile={ROOT}/configs/tiny_full.cfg",
-               f"--data_dir={folder}", f"--model_dir={tmp_path / 'run'}", "--strategy=multiworker", "--max_steps=6",
-               "--checkpoint_every=3", "--log_every=3", "--input_size=64", "--validate_every=0",
-               "--image_summaries_every=0"]
+    env = dict(
+      os.environ,
+      TF_CONFIG=json.dumps({"cluster": cluster, "task": {"type": "worker", "index": index}}),
+    )
+    command = [
+      sys.executable,
+      "-m",
+      "wild3d_tf.train",
+      f"--flagfile={ROOT}/configs/tiny_full.cfg",
+      f"--data_dir={folder}",
+      f"--model_dir={tmp_path / 'run'}",
+      "--strategy=multiworker",
+      "--max_steps=6",
+      "--checkpoint_every=3",
+      "--log_every=3",
+      "--input_size=64",
+      "--validate_every=0",
+      "--image_summaries_every=0",
+    ]
     # Logs go to files: a full pipe would block a worker inside a collective and hang both.
     log = open(tmp_path / f"worker_{index}.log", "w")
-    processes.append((subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT), log))
+    processes.append(
+      (subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT), log)
+    )
   for index, (process, log) in enumerate(processes):
     process.wait(timeout=600)
     log.close()
     assert process.returncode == 0, (tmp_path / f"worker_{index}.log").read_text()[-3000:]
-  chief, other = _checkpoint_values(tmp_path / "run"), _checkpoint_values(tmp_path / "run" / "worker_1")
+  chief, other = (
+    _checkpoint_values(tmp_path / "run"),
+    _checkpoint_values(tmp_path / "run" / "worker_1"),
+  )
   assert chief.keys() == other.keys() and len(chief) > 100
   for name in chief:
     np.testing.assert_array_equal(chief[name], other[name], err_msg=name)

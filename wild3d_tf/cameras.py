@@ -32,6 +32,7 @@ class Camera:
     size: (width, height) in pixels.
     name: camera id as the dataset spells it.
   """
+
   intrinsics: np.ndarray
   rotation: np.ndarray = dataclasses.field(default_factory=lambda: np.eye(3))
   translation: np.ndarray = dataclasses.field(default_factory=lambda: np.zeros(3))
@@ -64,12 +65,16 @@ def intrinsics_from_fov(width: int, height: int, fov_degrees: float = 55.0) -> n
   return intrinsic_matrix(focal, focal, (width - 1) / 2, (height - 1) / 2)
 
 
-def world_to_camera(points_world: np.ndarray, rotation: np.ndarray, translation: np.ndarray) -> np.ndarray:
+def world_to_camera(
+  points_world: np.ndarray, rotation: np.ndarray, translation: np.ndarray
+) -> np.ndarray:
   """``R X + t`` for points shaped (..., 3)."""
   return np.asarray(points_world) @ np.asarray(rotation).T + np.asarray(translation)
 
 
-def camera_to_world(points_cam: np.ndarray, rotation: np.ndarray, translation: np.ndarray) -> np.ndarray:
+def camera_to_world(
+  points_cam: np.ndarray, rotation: np.ndarray, translation: np.ndarray
+) -> np.ndarray:
   """Inverse of :func:`world_to_camera`: ``R^T (X - t)``."""
   return (np.asarray(points_cam) - np.asarray(translation)) @ np.asarray(rotation)
 
@@ -82,10 +87,13 @@ def extrinsics_from_center(rotation: np.ndarray, center: np.ndarray) -> np.ndarr
 def quaternion_to_matrix(q: np.ndarray) -> np.ndarray:
   """(w, x, y, z) unit quaternion -> (3, 3) rotation matrix."""
   w, x, y, z = np.asarray(q, dtype=np.float64) / np.linalg.norm(q)
-  return np.array([
+  return np.array(
+    [
       [1 - 2 * (y * y + z * z), 2 * (x * y - z * w), 2 * (x * z + y * w)],
       [2 * (x * y + z * w), 1 - 2 * (x * x + z * z), 2 * (y * z - x * w)],
-      [2 * (x * z - y * w), 2 * (y * z + x * w), 1 - 2 * (x * x + y * y)]])
+      [2 * (x * z - y * w), 2 * (y * z + x * w), 1 - 2 * (x * x + y * y)],
+    ]
+  )
 
 
 def matrix_to_quaternion(rotation: np.ndarray) -> np.ndarray:
@@ -96,8 +104,14 @@ def matrix_to_quaternion(rotation: np.ndarray) -> np.ndarray:
   diag = np.diag(m)
   if trace >= diag.max():
     w = np.sqrt(1 + trace) / 2
-    q = np.array([w, (m[2, 1] - m[1, 2]) / (4 * w), (m[0, 2] - m[2, 0]) / (4 * w),
-                  (m[1, 0] - m[0, 1]) / (4 * w)])
+    q = np.array(
+      [
+        w,
+        (m[2, 1] - m[1, 2]) / (4 * w),
+        (m[0, 2] - m[2, 0]) / (4 * w),
+        (m[1, 0] - m[0, 1]) / (4 * w),
+      ]
+    )
   else:
     i = int(np.argmax(diag))
     j, k = (i + 1) % 3, (i + 2) % 3
@@ -123,12 +137,16 @@ def distort_h36m(xy: np.ndarray, radial, tangential) -> np.ndarray:
   p1, p2 = tangential
   x, y = xy[..., 0], xy[..., 1]
   r2 = x * x + y * y
-  radial_factor = 1 + k1 * r2 + k2 * r2 ** 2 + k3 * r2 ** 3
+  radial_factor = 1 + k1 * r2 + k2 * r2**2 + k3 * r2**3
   tan = p1 * y + p2 * x
-  return np.stack([x * (radial_factor + tan) + p2 * r2, y * (radial_factor + tan) + p1 * r2], axis=-1)
+  return np.stack(
+    [x * (radial_factor + tan) + p2 * r2, y * (radial_factor + tan) + p1 * r2], axis=-1
+  )
 
 
-def undistort_h36m(xy_distorted: np.ndarray, radial, tangential, iterations: int = 20) -> np.ndarray:
+def undistort_h36m(
+  xy_distorted: np.ndarray, radial, tangential, iterations: int = 20
+) -> np.ndarray:
   """Inverts :func:`distort_h36m` by Newton's method with the analytic Jacobian."""
   target = np.asarray(xy_distorted, dtype=np.float64)
   k1, k2, k3 = radial
@@ -137,12 +155,12 @@ def undistort_h36m(xy_distorted: np.ndarray, radial, tangential, iterations: int
   for _ in range(iterations):
     x, y = xy[..., 0], xy[..., 1]
     r2 = x * x + y * y
-    factor = 1 + k1 * r2 + k2 * r2 ** 2 + k3 * r2 ** 3 + p1 * y + p2 * x
+    factor = 1 + k1 * r2 + k2 * r2**2 + k3 * r2**3 + p1 * y + p2 * x
     ex = x * factor + p2 * r2 - target[..., 0]
     ey = y * factor + p1 * r2 - target[..., 1]
     if max(np.abs(ex).max(initial=0.0), np.abs(ey).max(initial=0.0)) < 1e-13:
       break
-    dr = 2 * (k1 + 2 * k2 * r2 + 3 * k3 * r2 ** 2)  # d(radial)/dx = dr * x
+    dr = 2 * (k1 + 2 * k2 * r2 + 3 * k3 * r2**2)  # d(radial)/dx = dr * x
     j11 = factor + x * (dr * x + p2) + 2 * p2 * x
     j12 = x * (dr * y + p1) + 2 * p2 * y
     j21 = y * (dr * x + p2) + 2 * p1 * x
@@ -152,20 +170,23 @@ def undistort_h36m(xy_distorted: np.ndarray, radial, tangential, iterations: int
   return xy
 
 
-def project(points_cam: np.ndarray, intrinsics: np.ndarray, radial=(0.0, 0.0, 0.0),
-            tangential=(0.0, 0.0)) -> np.ndarray:
+def project(
+  points_cam: np.ndarray, intrinsics: np.ndarray, radial=(0.0, 0.0, 0.0), tangential=(0.0, 0.0)
+) -> np.ndarray:
   """Projects camera-frame points (..., 3) to pixels (..., 2)."""
   points_cam = np.asarray(points_cam, dtype=np.float64)
   xy = points_cam[..., :2] / points_cam[..., 2:3]
   if any(radial) or any(tangential):
     xy = distort_h36m(xy, radial, tangential)
   k = np.asarray(intrinsics, dtype=np.float64)
-  return np.stack([k[0, 0] * xy[..., 0] + k[0, 1] * xy[..., 1] + k[0, 2],
-                   k[1, 1] * xy[..., 1] + k[1, 2]], axis=-1)
+  return np.stack(
+    [k[0, 0] * xy[..., 0] + k[0, 1] * xy[..., 1] + k[0, 2], k[1, 1] * xy[..., 1] + k[1, 2]], axis=-1
+  )
 
 
-def pixels_to_normalized(uv: np.ndarray, intrinsics: np.ndarray, radial=(0.0, 0.0, 0.0),
-                         tangential=(0.0, 0.0)) -> np.ndarray:
+def pixels_to_normalized(
+  uv: np.ndarray, intrinsics: np.ndarray, radial=(0.0, 0.0, 0.0), tangential=(0.0, 0.0)
+) -> np.ndarray:
   """Pixels (..., 2) -> undistorted normalised coordinates (X/Z, Y/Z)."""
   uv = np.asarray(uv, dtype=np.float64)
   k = np.asarray(intrinsics, dtype=np.float64)
@@ -188,8 +209,13 @@ def weak_perspective(points3d: np.ndarray, camera: np.ndarray) -> np.ndarray:
   """
   points3d = np.asarray(points3d)
   camera = np.asarray(camera)[..., None, :]
-  return np.stack([camera[..., 2] * points3d[..., 0] + camera[..., 0],
-                   camera[..., 3] * points3d[..., 1] + camera[..., 1]], axis=-1)
+  return np.stack(
+    [
+      camera[..., 2] * points3d[..., 0] + camera[..., 0],
+      camera[..., 3] * points3d[..., 1] + camera[..., 1],
+    ],
+    axis=-1,
+  )
 
 
 def h36m_json_to_camera(intrinsic: dict, extrinsic: dict, name: str = "") -> Camera:
@@ -202,26 +228,31 @@ def h36m_json_to_camera(intrinsic: dict, extrinsic: dict, name: str = "") -> Cam
   rotation = quaternion_to_matrix(extrinsic["orientation"]).T
   p2, p1 = intrinsic["tangential_distortion"]
   return Camera(
-      intrinsics=intrinsic_matrix(*intrinsic["focal_length"], *intrinsic["center"]),
-      rotation=rotation,
-      translation=extrinsics_from_center(rotation, np.asarray(extrinsic["translation"], float)),
-      radial=tuple(float(v) for v in intrinsic["radial_distortion"]),
-      tangential=(float(p1), float(p2)),
-      size=(int(intrinsic["res_w"]), int(intrinsic["res_h"])),
-      name=str(name or intrinsic.get("id", "")))
+    intrinsics=intrinsic_matrix(*intrinsic["focal_length"], *intrinsic["center"]),
+    rotation=rotation,
+    translation=extrinsics_from_center(rotation, np.asarray(extrinsic["translation"], float)),
+    radial=tuple(float(v) for v in intrinsic["radial_distortion"]),
+    tangential=(float(p1), float(p2)),
+    size=(int(intrinsic["res_w"]), int(intrinsic["res_h"])),
+    name=str(name or intrinsic.get("id", "")),
+  )
 
 
 def camera_to_h36m_json(camera: Camera) -> tuple[dict, dict]:
   """Inverse of :func:`h36m_json_to_camera`."""
   k = camera.intrinsics
   intrinsic = {
-      "id": camera.name,
-      "center": [float(k[0, 2]), float(k[1, 2])],
-      "focal_length": [float(k[0, 0]), float(k[1, 1])],
-      "radial_distortion": [float(v) for v in camera.radial],
-      "tangential_distortion": [float(camera.tangential[1]), float(camera.tangential[0])],
-      "res_w": int(camera.size[0]), "res_h": int(camera.size[1])}
+    "id": camera.name,
+    "center": [float(k[0, 2]), float(k[1, 2])],
+    "focal_length": [float(k[0, 0]), float(k[1, 1])],
+    "radial_distortion": [float(v) for v in camera.radial],
+    "tangential_distortion": [float(camera.tangential[1]), float(camera.tangential[0])],
+    "res_w": int(camera.size[0]),
+    "res_h": int(camera.size[1]),
+  }
   center = -camera.rotation.T @ camera.translation
-  extrinsic = {"orientation": matrix_to_quaternion(camera.rotation.T).tolist(),
-               "translation": center.tolist()}
+  extrinsic = {
+    "orientation": matrix_to_quaternion(camera.rotation.T).tolist(),
+    "translation": center.tolist(),
+  }
   return intrinsic, extrinsic

@@ -13,6 +13,7 @@ class ModelConfig:
   Res5a) and the 1024-wide fully connected layers; the topology (blocks,
   strides, the 64-channel F3D, 14 heatmaps, 17 joints) never changes.
   """
+
   input_size: int = 256
   width: float = 1.0
   f3d_channels: int = 64
@@ -22,8 +23,10 @@ class ModelConfig:
 
   def __post_init__(self):
     if self.input_size % self.stride or self.input_size < 2 * self.stride:
-      raise ValueError(f"input_size must be a multiple of {self.stride} and at least "
-                       f"{2 * self.stride}; got {self.input_size}")
+      raise ValueError(
+        f"input_size must be a multiple of {self.stride} and at least "
+        f"{2 * self.stride}; got {self.input_size}"
+      )
     if not 0 < self.width <= 1:
       raise ValueError(f"width must be in (0, 1]; got {self.width}")
 
@@ -35,11 +38,11 @@ class ModelConfig:
     return max(4, int(round(full * self.width)))
 
   @classmethod
-  def full(cls, input_size: int = 256) -> "ModelConfig":
+  def full(cls, input_size: int = 256) -> ModelConfig:
     return cls(input_size=input_size)
 
   @classmethod
-  def tiny(cls, input_size: int = 128) -> "ModelConfig":
+  def tiny(cls, input_size: int = 128) -> ModelConfig:
     return cls(input_size=input_size, width=0.125, latent_size=128, camera_hidden=32)
 
 
@@ -50,6 +53,7 @@ class LossWeights:
   Zero switches a term off; the ablations of paper Table 5 are presets of
   :meth:`for_ablation`. Removing the 2D data is a data setting, not a weight.
   """
+
   heatmap: float = 0.1
   intermediate_heatmap: float = 0.1
   pose3d: float = 10.0
@@ -60,12 +64,12 @@ class LossWeights:
   ABLATIONS = ("full", "no_latent_2d", "no_projection", "baseline")
 
   @classmethod
-  def pretrain2d(cls) -> "LossWeights":
+  def pretrain2d(cls) -> LossWeights:
     """Stage 1 of the paper: 2D heatmaps only, with intermediate supervision."""
     return cls(pose3d=0.0, bone_3d=0.0, bone_2d=0.0, projection=0.0)
 
   @classmethod
-  def for_ablation(cls, name: str) -> "LossWeights":
+  def for_ablation(cls, name: str) -> LossWeights:
     """``full``; ``no_latent_2d`` (no explicit 2D heatmap loss on F3D);
     ``no_projection`` (no 3D-to-2D projection loss); ``baseline`` (neither:
     direct 3D regression with the bone losses)."""
@@ -83,6 +87,7 @@ class LossWeights:
 @dataclasses.dataclass(frozen=True)
 class DataConfig:
   """The tf.data input pipeline (``data.py``)."""
+
   data_dir: str
   input_size: int = 256
   batch_size: int = 10
@@ -101,5 +106,5 @@ class DataConfig:
   seed: int = 0
 
   @classmethod
-  def tiny(cls, data_dir: str) -> "DataConfig":
+  def tiny(cls, data_dir: str) -> DataConfig:
     return cls(data_dir=data_dir, input_size=128, batch_size=8, shuffle_buffer=64)

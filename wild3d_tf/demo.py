@@ -40,26 +40,37 @@ import numpy as np
 from wild3d_tf import cameras, export, geometry, metrics, skeletons, visualize
 from wild3d_tf.synthetic import bvh, generate, scene
 
-
 _OUTPUT_DIR = flags.DEFINE_string("output_dir", "demo_output", "Where the report and pictures go.")
-_BVH = flags.DEFINE_string("bvh", str(scene.CMU_DIR / "scaled_131_01.bvh"),
-                           "A BVH file in metres (CMU naming).")
+_BVH = flags.DEFINE_string(
+  "bvh", str(scene.CMU_DIR / "scaled_131_01.bvh"), "A BVH file in metres (CMU naming)."
+)
 _SEED = flags.DEFINE_integer("seed", 0, "Seed of the simulated prediction noise.")
-_STRIDE = flags.DEFINE_integer("stride", 12, "Use every n-th motion frame (120 fps files: 12 = 10 fps).")
-_PRETRAIN_STEPS = flags.DEFINE_integer("pretrain_steps", 0, "Override the pre-training config's --max_steps (0: keep).")
-_FULL_STEPS = flags.DEFINE_integer("full_steps", 0, "Override the full config's --max_steps (0: keep; tests use few).")
+_STRIDE = flags.DEFINE_integer(
+  "stride", 12, "Use every n-th motion frame (120 fps files: 12 = 10 fps)."
+)
+_PRETRAIN_STEPS = flags.DEFINE_integer(
+  "pretrain_steps", 0, "Override the pre-training config's --max_steps (0: keep)."
+)
+_FULL_STEPS = flags.DEFINE_integer(
+  "full_steps", 0, "Override the full config's --max_steps (0: keep; tests use few)."
+)
 
 
 def demo_camera() -> cameras.Camera:
   """A camera with H3.6M's published intrinsics for camera 54138969, 2 m high, looking down 10 degrees."""
   tilt = np.radians(10.0)
-  rotation = np.array([[1, 0, 0], [0, np.cos(tilt), -np.sin(tilt)], [0, np.sin(tilt), np.cos(tilt)]])
+  rotation = np.array(
+    [[1, 0, 0], [0, np.cos(tilt), -np.sin(tilt)], [0, np.sin(tilt), np.cos(tilt)]]
+  )
   return cameras.Camera(
-      intrinsics=cameras.intrinsic_matrix(1145.05, 1143.78, 512.54, 515.45),
-      rotation=rotation,
-      translation=cameras.extrinsics_from_center(rotation, np.array([0.0, -1000.0, -4500.0])),
-      radial=(-0.2071, 0.2478, -0.00308), tangential=(-0.001424, -0.000976),
-      size=(1000, 1002), name="54138969")
+    intrinsics=cameras.intrinsic_matrix(1145.05, 1143.78, 512.54, 515.45),
+    rotation=rotation,
+    translation=cameras.extrinsics_from_center(rotation, np.array([0.0, -1000.0, -4500.0])),
+    radial=(-0.2071, 0.2478, -0.00308),
+    tangential=(-0.001424, -0.000976),
+    size=(1000, 1002),
+    name="54138969",
+  )
 
 
 def run(bvh_path: str, output_dir: str, seed: int = 0, stride: int = 12) -> dict:
@@ -72,22 +83,34 @@ def run(bvh_path: str, output_dir: str, seed: int = 0, stride: int = 12) -> dict
   gt_cam = camera.world_to_camera(world)
   joints2d = camera.project(skeletons.convert(gt_cam, skeletons.POSE3D, skeletons.POSE2D))
   boxes = geometry.crop_box(joints2d, margin=0.2)
-  rays = cameras.pixels_to_normalized(boxes[:, :2], camera.intrinsics, camera.radial, camera.tangential)
+  rays = cameras.pixels_to_normalized(
+    boxes[:, :2], camera.intrinsics, camera.radial, camera.tangential
+  )
   rotation = geometry.virtual_camera_rotation(rays)
   gt_rel = geometry.root_relative(gt_cam)
 
   rng = np.random.default_rng(seed)
   seen_in_crop = geometry.camera_to_virtual(gt_rel, rotation)
-  prediction_virtual = geometry.root_relative(0.92 * seen_in_crop + rng.normal(0, 25.0, seen_in_crop.shape))
+  prediction_virtual = geometry.root_relative(
+    0.92 * seen_in_crop + rng.normal(0, 25.0, seen_in_crop.shape)
+  )
   corrected = geometry.virtual_to_camera(prediction_virtual, rotation)
 
-  reports = {"with perspective correction": metrics.Report.from_poses(corrected, gt_rel),
-             "without (virtual frame taken as camera frame)": metrics.Report.from_poses(prediction_virtual, gt_rel)}
+  reports = {
+    "with perspective correction": metrics.Report.from_poses(corrected, gt_rel),
+    "without (virtual frame taken as camera frame)": metrics.Report.from_poses(
+      prediction_virtual, gt_rel
+    ),
+  }
   os.makedirs(output_dir, exist_ok=True)
-  lines = [f"# wild3d demo: geometry and metrics on {os.path.basename(bvh_path)}", "",
-           f"{len(world)} poses of real CMU motion, camera {camera.name} intrinsics with distortion, "
-           f"crop centres up to {np.degrees(np.arccos(rotation[:, 2, 2])).max():.1f} degrees off the optical axis.",
-           "Simulated prediction: crop-frame ground truth x 0.92 + N(0, 25 mm) per coordinate.", ""]
+  lines = [
+    f"# wild3d demo: geometry and metrics on {os.path.basename(bvh_path)}",
+    "",
+    f"{len(world)} poses of real CMU motion, camera {camera.name} intrinsics with distortion, "
+    f"crop centres up to {np.degrees(np.arccos(rotation[:, 2, 2])).max():.1f} degrees off the optical axis.",
+    "Simulated prediction: crop-frame ground truth x 0.92 + N(0, 25 mm) per coordinate.",
+    "",
+  ]
   for name, report in reports.items():
     lines += [f"## {name}", "", report.to_markdown()]
   pathlib.Path(output_dir, "report.md").write_text("\n".join(lines))
@@ -95,8 +118,12 @@ def run(bvh_path: str, output_dir: str, seed: int = 0, stride: int = 12) -> dict
   pathlib.Path(output_dir, "results.json").write_text(json.dumps(results, indent=2))
 
   curves = {name: metrics.pck_curve(r.errors["unscaled"]) for name, r in reports.items()}
-  curves["procrustes (either)"] = metrics.pck_curve(reports["with perspective correction"].errors["procrustes"])
-  pathlib.Path(output_dir, "pck_curves.png").write_bytes(visualize.figure_to_png(visualize.pck_curve_figure(curves)))
+  curves["procrustes (either)"] = metrics.pck_curve(
+    reports["with perspective correction"].errors["procrustes"]
+  )
+  pathlib.Path(output_dir, "pck_curves.png").write_bytes(
+    visualize.figure_to_png(visualize.pck_curve_figure(curves))
+  )
 
   frame = int(np.argmax(np.abs(rays[:, 0])))
   fig = visualize.plt.figure(figsize=(10, 5))
@@ -104,7 +131,9 @@ def run(bvh_path: str, output_dir: str, seed: int = 0, stride: int = 12) -> dict
   ax.imshow(np.full((camera.size[1], camera.size[0], 3), 235, np.uint8))
   visualize.draw_skeleton_2d(ax, joints2d[frame])
   cx, cy, side = boxes[frame]
-  ax.add_patch(visualize.matplotlib.patches.Rectangle((cx - side / 2, cy - side / 2), side, side, fill=False))
+  ax.add_patch(
+    visualize.matplotlib.patches.Rectangle((cx - side / 2, cy - side / 2), side, side, fill=False)
+  )
   ax.set_title(f"frame {frame * stride}: 2D projection and crop")
   ax3d = fig.add_subplot(1, 2, 2, projection="3d")
   visualize.plot_pose_3d(ax3d, gt_rel[frame], label="ground truth")
@@ -130,7 +159,9 @@ def _synthetic_test_frame(test_set: pathlib.Path) -> tuple[pathlib.Path, str]:
   with h5py.File(test_set / "TS1" / "annot_data.mat", "r") as f:
     joints = np.asarray(f["annot2"][0, 0])
   lo, hi = joints.min(0), joints.max(0)
-  return test_set / "TS1" / "imageSequence" / "img_000001.jpg", ",".join(f"{v:.1f}" for v in (*lo, *hi))
+  return test_set / "TS1" / "imageSequence" / "img_000001.jpg", ",".join(
+    f"{v:.1f}" for v in (*lo, *hi)
+  )
 
 
 def _steps(count: int) -> list[str]:
@@ -143,47 +174,113 @@ def main(argv):
   python = sys.executable
   native, records, runs = out / "data", out / "tfrecords", out / "runs"
   evaluation, exported, predictions = out / "evaluation", out / "export", out / "predictions"
-  _stage("1/8 synthetic datasets in their native layouts",
-         [python, "-m", "wild3d_tf.synthetic", f"--out={native}", "--preset=tiny", f"--seed={_SEED.value}",
-          f"--contact_sheets={out}"])
+  _stage(
+    "1/8 synthetic datasets in their native layouts",
+    [
+      python,
+      "-m",
+      "wild3d_tf.synthetic",
+      f"--out={native}",
+      "--preset=tiny",
+      f"--seed={_SEED.value}",
+      f"--contact_sheets={out}",
+    ],
+  )
   for dataset, command in generate.conversion_commands(native, records, python).items():
     _stage(f"2/8 Beam conversion: {dataset}", command)
-  _stage("3/8 2D pre-training (tiny)",
-         [python, "-m", "wild3d_tf.train", f"--flagfile={CONFIGS / 'tiny_pretrain2d.cfg'}", f"--data_dir={records}",
-          f"--model_dir={runs / 'pretrain2d'}", f"--seed={_SEED.value}", *_steps(_PRETRAIN_STEPS.value)])
-  _stage("4/8 full training: 3D and 2D-only batches alternate (tiny)",
-         [python, "-m", "wild3d_tf.train", f"--flagfile={CONFIGS / 'tiny_full.cfg'}", f"--data_dir={records}",
-          f"--model_dir={runs / 'full'}", f"--init_from={runs / 'pretrain2d'}", f"--seed={_SEED.value}",
-          *_steps(_FULL_STEPS.value)])
-  _stage("5/8 evaluation on the synthetic MPI-INF-3DHP-format test set",
-         [python, "-m", "wild3d_tf.evaluate", f"--checkpoint={runs / 'full'}", f"--data_dir={records}",
-          "--dataset=mpi_inf_3dhp_test", f"--output_dir={evaluation}"])
+  _stage(
+    "3/8 2D pre-training (tiny)",
+    [
+      python,
+      "-m",
+      "wild3d_tf.train",
+      f"--flagfile={CONFIGS / 'tiny_pretrain2d.cfg'}",
+      f"--data_dir={records}",
+      f"--model_dir={runs / 'pretrain2d'}",
+      f"--seed={_SEED.value}",
+      *_steps(_PRETRAIN_STEPS.value),
+    ],
+  )
+  _stage(
+    "4/8 full training: 3D and 2D-only batches alternate (tiny)",
+    [
+      python,
+      "-m",
+      "wild3d_tf.train",
+      f"--flagfile={CONFIGS / 'tiny_full.cfg'}",
+      f"--data_dir={records}",
+      f"--model_dir={runs / 'full'}",
+      f"--init_from={runs / 'pretrain2d'}",
+      f"--seed={_SEED.value}",
+      *_steps(_FULL_STEPS.value),
+    ],
+  )
+  _stage(
+    "5/8 evaluation on the synthetic MPI-INF-3DHP-format test set",
+    [
+      python,
+      "-m",
+      "wild3d_tf.evaluate",
+      f"--checkpoint={runs / 'full'}",
+      f"--data_dir={records}",
+      "--dataset=mpi_inf_3dhp_test",
+      f"--output_dir={evaluation}",
+    ],
+  )
   version = export.next_version(exported / "wild3d")
-  _stage("6/8 export for TF Serving",
-         [python, "-m", "wild3d_tf.export", f"--checkpoint={runs / 'full'}", f"--export_dir={exported}",
-          f"--version={version}"])
+  _stage(
+    "6/8 export for TF Serving",
+    [
+      python,
+      "-m",
+      "wild3d_tf.export",
+      f"--checkpoint={runs / 'full'}",
+      f"--export_dir={exported}",
+      f"--version={version}",
+    ],
+  )
   saved_model = f"--saved_model={exported / 'wild3d' / str(version)}"
-  _stage("7/8 prediction on a real photo",
-         [python, "-m", "wild3d_tf.predict", str(PHOTOS / "astronaut.png"), saved_model, f"--output_dir={predictions}"])
+  _stage(
+    "7/8 prediction on a real photo",
+    [
+      python,
+      "-m",
+      "wild3d_tf.predict",
+      str(PHOTOS / "astronaut.png"),
+      saved_model,
+      f"--output_dir={predictions}",
+    ],
+  )
   test_frame, box = _synthetic_test_frame(native / "mpi_inf_3dhp_test_set")
-  _stage("7/8 prediction on a synthetic test frame, with the person box from its 2D annotation",
-         [python, "-m", "wild3d_tf.predict", str(test_frame), saved_model, f"--box={box}",
-          f"--output_dir={predictions}"])
+  _stage(
+    "7/8 prediction on a synthetic test frame, with the person box from its 2D annotation",
+    [
+      python,
+      "-m",
+      "wild3d_tf.predict",
+      str(test_frame),
+      saved_model,
+      f"--box={box}",
+      f"--output_dir={predictions}",
+    ],
+  )
   print("\n== 8/8 geometry and metrics on real CMU motion", flush=True)
   results = run(_BVH.value, str(out), _SEED.value, _STRIDE.value)
   for name, result in results.items():
     overall = result["protocols"]["unscaled"]["subsets"]["All"]
     logging.info("%s: PCK %.1f, MPJPE %.1f mm", name, overall["pck"], overall["mpjpe"])
-  print(f"\nArtefacts under {out}:\n"
-        f"  data/                 synthetic native datasets; synthetic_*.png contact sheets\n"
-        f"  tfrecords/            shards, manifests, dead letters\n"
-        f"  runs/pretrain2d, runs/full   checkpoints and TensorBoard logs (tensorboard --logdir {runs})\n"
-        f"  evaluation/           results.md, results.json, pck_curve.png (synthetic 3DHP test set)\n"
-        f"  export/wild3d/{version}/      SavedModel for TF Serving (serving/README.md)\n"
-        f"  predictions/          astronaut.json/.png and {test_frame.stem}.json/.png\n"
-        f"  report.md, results.json, pck_curves.png, skeleton.png   metrics on real motion\n"
-        "The tiny model trains for about a minute on synthetic capsule people: its numbers show the pipeline "
-        "works, not what the full model reaches on real data.")
+  print(
+    f"\nArtefacts under {out}:\n"
+    f"  data/                 synthetic native datasets; synthetic_*.png contact sheets\n"
+    f"  tfrecords/            shards, manifests, dead letters\n"
+    f"  runs/pretrain2d, runs/full   checkpoints and TensorBoard logs (tensorboard --logdir {runs})\n"
+    f"  evaluation/           results.md, results.json, pck_curve.png (synthetic 3DHP test set)\n"
+    f"  export/wild3d/{version}/      SavedModel for TF Serving (serving/README.md)\n"
+    f"  predictions/          astronaut.json/.png and {test_frame.stem}.json/.png\n"
+    f"  report.md, results.json, pck_curves.png, skeleton.png   metrics on real motion\n"
+    "The tiny model trains for about a minute on synthetic capsule people: its numbers show the pipeline "
+    "works, not what the full model reaches on real data."
+  )
 
 
 if __name__ == "__main__":

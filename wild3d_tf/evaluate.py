@@ -46,24 +46,43 @@ FLAGS = flags.FLAGS
 def define_flags():
   """Flags of this entry point (defined only when it runs, so modules can be imported together)."""
   flags.DEFINE_string("checkpoint", None, "A training --model_dir (its newest checkpoint).")
-  flags.DEFINE_string("saved_model", None, "An exported version folder, e.g. EXPORT/wild3d/1 (its serve_crops signature).")
-  flags.DEFINE_string("lifter", None, "With --checkpoint: lift its 2D joints with this lifting baseline "
-                      "(python -m wild3d_tf.lifting) instead of using its 3D output.")
+  flags.DEFINE_string(
+    "saved_model",
+    None,
+    "An exported version folder, e.g. EXPORT/wild3d/1 (its serve_crops signature).",
+  )
+  flags.DEFINE_string(
+    "lifter",
+    None,
+    "With --checkpoint: lift its 2D joints with this lifting baseline "
+    "(python -m wild3d_tf.lifting) instead of using its 3D output.",
+  )
   flags.DEFINE_string("data_dir", None, "The converter's output folder.")
   flags.DEFINE_enum("dataset", "mpi_inf_3dhp_test", ["mpi_inf_3dhp_test", "h36m"], "Test set.")
   flags.DEFINE_string("output_dir", None, "Where results.json, results.md and the plots go.")
   flags.DEFINE_bool("flip_test", False, "Average with the prediction on the mirrored crop.")
   flags.DEFINE_integer("batch_size", 16, "Crops per inference call.")
   flags.DEFINE_integer("max_examples", 0, "Evaluate only the first N records (0: all).")
-  flags.DEFINE_enum("joint_groups", "A", ["A", "B"], "3DHP joint-group variant for PCK/AUC (docs/metrics.md).")
-  flags.DEFINE_enum("scale_method", "lstsq", ["lstsq", "norm", "bones"], "How the 'scaled' protocol scales.")
-  flags.DEFINE_enum("ground_truth", "univ", ["univ", "annot3"], "3DHP: universal skeleton (the paper's) or true scale.")
+  flags.DEFINE_enum(
+    "joint_groups", "A", ["A", "B"], "3DHP joint-group variant for PCK/AUC (docs/metrics.md)."
+  )
+  flags.DEFINE_enum(
+    "scale_method", "lstsq", ["lstsq", "norm", "bones"], "How the 'scaled' protocol scales."
+  )
+  flags.DEFINE_enum(
+    "ground_truth",
+    "univ",
+    ["univ", "annot3"],
+    "3DHP: universal skeleton (the paper's) or true scale.",
+  )
 
 
 METADATA = ("key", "sequence", "action", "subject")
 
 
-def test_batches(data_dir: str, dataset: str, input_size: int, batch_size: int, max_examples: int = 0):
+def test_batches(
+  data_dir: str, dataset: str, input_size: int, batch_size: int, max_examples: int = 0
+):
   """Prepared test crops with the original-camera labels, the 2D labels in crop pixels and metadata, in shard order."""
   files = data.shard_files(data_dir, dataset, "test")
   if not files:
@@ -74,11 +93,15 @@ def test_batches(data_dir: str, dataset: str, input_size: int, batch_size: int, 
     record = schema.parse(serialized)
     prepared = data.prepare(record, tf.constant(0, tf.int64), config, training=False)
     root_relative = lambda joints: joints - joints[:1]
-    return {"image": prepared["image"], "crop_rotation": prepared["crop_rotation"],
-            "joints2d_input": prepared["joints2d"], "joints2d_visible": prepared["joints2d_visible"],
-            "joints3d_camera": root_relative(record["joints3d"]),
-            "joints3d_univ_camera": root_relative(record["joints3d/univ"]),
-            **{name: record[name] for name in METADATA}}
+    return {
+      "image": prepared["image"],
+      "crop_rotation": prepared["crop_rotation"],
+      "joints2d_input": prepared["joints2d"],
+      "joints2d_visible": prepared["joints2d_visible"],
+      "joints3d_camera": root_relative(record["joints3d"]),
+      "joints3d_univ_camera": root_relative(record["joints3d/univ"]),
+      **{name: record[name] for name in METADATA},
+    }
 
   ds = tf.data.TFRecordDataset(files)
   if max_examples:
@@ -103,8 +126,12 @@ def crop_predictor(checkpoint: str | None, saved_model: str | None, flip: bool):
     k = tf.tile(eye[None], [tf.shape(crops)[0], 1, 1])
     pose = signature(crops=crops, intrinsics=k)["pose3d_crop"]
     if flip:
-      pose = (pose + inference.unflip_pose(signature(crops=crops[:, :, ::-1], intrinsics=k)["pose3d_crop"])) / 2
+      pose = (
+        pose
+        + inference.unflip_pose(signature(crops=crops[:, :, ::-1], intrinsics=k)["pose3d_crop"])
+      ) / 2
     return pose
+
   return size, run
 
 
@@ -124,17 +151,30 @@ def collect(batches, predict) -> dict:
   return {name: np.concatenate(values) for name, values in out.items()}
 
 
-def report_for(dataset: str, arrays: dict, ground_truth: str = "univ", joint_groups: str = "A",
-               scale_method: str = "lstsq") -> metrics.Report:
+def report_for(
+  dataset: str,
+  arrays: dict,
+  ground_truth: str = "univ",
+  joint_groups: str = "A",
+  scale_method: str = "lstsq",
+) -> metrics.Report:
   if dataset == "mpi_inf_3dhp_test":
     gt = arrays["gt_univ"] if ground_truth == "univ" else arrays["gt_annot3"]
     return metrics.Report.from_poses(
-        arrays["pred"], gt, labels={"activity": arrays["action"], "sequence": arrays["sequence"]},
-        subsets=metrics.scene_subsets_3dhp(arrays["sequence"]), joint_group_variant=joint_groups,
-        scale_method=scale_method)
-  return metrics.Report.from_poses(arrays["pred"], arrays["gt_annot3"],
-                                   labels={"action": arrays["action"], "subject": arrays["subject"]},
-                                   joint_group_variant=joint_groups, scale_method=scale_method)
+      arrays["pred"],
+      gt,
+      labels={"activity": arrays["action"], "sequence": arrays["sequence"]},
+      subsets=metrics.scene_subsets_3dhp(arrays["sequence"]),
+      joint_group_variant=joint_groups,
+      scale_method=scale_method,
+    )
+  return metrics.Report.from_poses(
+    arrays["pred"],
+    arrays["gt_annot3"],
+    labels={"action": arrays["action"], "subject": arrays["subject"]},
+    joint_group_variant=joint_groups,
+    scale_method=scale_method,
+  )
 
 
 def write_outputs(report: metrics.Report, arrays: dict, output_dir: str, header: dict) -> dict:
@@ -142,15 +182,24 @@ def write_outputs(report: metrics.Report, arrays: dict, output_dir: str, header:
   out.mkdir(parents=True, exist_ok=True)
   results = {**header, "frames": int(len(arrays["pred"])), **report.to_json()}
   (out / "results.json").write_text(json.dumps(results, indent=1, sort_keys=True))
-  lines = [f"# {header['dataset']}: {results['frames']} poses", "",
-           "".join(f"- {k}: {v}\n" for k, v in header.items()),
-           "PCK (< 150 mm) and AUC over the joints " + ", ".join(report.pck_joints) +
-           "; MPJPE over all 17. Rows: unscaled (protocol 1), scaled (one least-squares scale per pose), "
-           "Procrustes (protocol 2). Tables below: unscaled, with PA-MPJPE.", "", report.to_markdown()]
+  lines = [
+    f"# {header['dataset']}: {results['frames']} poses",
+    "",
+    "".join(f"- {k}: {v}\n" for k, v in header.items()),
+    "PCK (< 150 mm) and AUC over the joints "
+    + ", ".join(report.pck_joints)
+    + "; MPJPE over all 17. Rows: unscaled (protocol 1), scaled (one least-squares scale per pose), "
+    "Procrustes (protocol 2). Tables below: unscaled, with PA-MPJPE.",
+    "",
+    report.to_markdown(),
+  ]
   (out / "results.md").write_text("\n".join(lines))
   pck_columns = [report.joint_names.index(j) for j in report.pck_joints]
-  curves = {f"{name} (unscaled)": metrics.pck_curve(report.errors["unscaled"][mask][:, pck_columns])
-            for name, mask in report.subsets.items() if mask.any()}
+  curves = {
+    f"{name} (unscaled)": metrics.pck_curve(report.errors["unscaled"][mask][:, pck_columns])
+    for name, mask in report.subsets.items()
+    if mask.any()
+  }
   curves["All (Procrustes)"] = metrics.pck_curve(report.errors["procrustes"][:, pck_columns])
   fig = visualize.pck_curve_figure(curves)
   fig.axes[0].set_title(f"{header['dataset']}: 3D PCK curve")
@@ -165,21 +214,33 @@ def main(argv):
     raise app.UsageError("--data_dir and --output_dir are required")
   if FLAGS.lifter:
     if not FLAGS.checkpoint or FLAGS.saved_model:
-      raise app.UsageError("--lifter lifts the 2D joints of a --checkpoint (not of a --saved_model)")
+      raise app.UsageError(
+        "--lifter lifts the 2D joints of a --checkpoint (not of a --saved_model)"
+      )
     size, predict_crops = lifting.crop_predictor(FLAGS.checkpoint, FLAGS.lifter, FLAGS.flip_test)
   else:
     size, predict_crops = crop_predictor(FLAGS.checkpoint, FLAGS.saved_model, FLAGS.flip_test)
   batches = test_batches(FLAGS.data_dir, FLAGS.dataset, size, FLAGS.batch_size, FLAGS.max_examples)
   arrays = collect(batches, lambda batch: predict_crops(batch["image"]))
-  report = report_for(FLAGS.dataset, arrays, FLAGS.ground_truth, FLAGS.joint_groups, FLAGS.scale_method)
-  header = {"dataset": FLAGS.dataset, "source": FLAGS.checkpoint or FLAGS.saved_model, "lifter": FLAGS.lifter,
-            "flip_test": FLAGS.flip_test, "ground_truth": FLAGS.ground_truth if FLAGS.dataset != "h36m" else "annot3",
-            "joint_groups": FLAGS.joint_groups, "scale_method": FLAGS.scale_method}
+  report = report_for(
+    FLAGS.dataset, arrays, FLAGS.ground_truth, FLAGS.joint_groups, FLAGS.scale_method
+  )
+  header = {
+    "dataset": FLAGS.dataset,
+    "source": FLAGS.checkpoint or FLAGS.saved_model,
+    "lifter": FLAGS.lifter,
+    "flip_test": FLAGS.flip_test,
+    "ground_truth": FLAGS.ground_truth if FLAGS.dataset != "h36m" else "annot3",
+    "joint_groups": FLAGS.joint_groups,
+    "scale_method": FLAGS.scale_method,
+  }
   results = write_outputs(report, arrays, FLAGS.output_dir, header)
   print(report.to_markdown().split("\n\n")[0])
   summary = results["protocols"]["unscaled"]["subsets"]["All"]
-  print(f"{results['frames']} poses: PCK {summary['pck']:.1f}, AUC {summary['auc']:.1f}, "
-        f"MPJPE {summary['mpjpe']:.1f} mm; results in {FLAGS.output_dir}/results.{{json,md}}, pck_curve.png")
+  print(
+    f"{results['frames']} poses: PCK {summary['pck']:.1f}, AUC {summary['auc']:.1f}, "
+    f"MPJPE {summary['mpjpe']:.1f} mm; results in {FLAGS.output_dir}/results.{{json,md}}, pck_curve.png"
+  )
 
 
 if __name__ == "__main__":

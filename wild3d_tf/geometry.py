@@ -10,12 +10,16 @@ import numpy as np
 
 from wild3d_tf import skeletons
 
-
 # --------------------------------------------------------------------------
 # Crop boxes. A box is (cx, cy, side): a square in original-image pixels.
 
-def crop_box(joints2d: np.ndarray, visible: np.ndarray | None = None, margin: float = 0.2,
-             min_side: float = 16.0) -> np.ndarray:
+
+def crop_box(
+  joints2d: np.ndarray,
+  visible: np.ndarray | None = None,
+  margin: float = 0.2,
+  min_side: float = 16.0,
+) -> np.ndarray:
   """The square box around the visible joints, enlarged by ``margin``.
 
   The side is ``(1 + 2 * margin) * max(width, height)`` of the joints' bounding
@@ -35,8 +39,9 @@ def crop_box(joints2d: np.ndarray, visible: np.ndarray | None = None, margin: fl
     visible = np.isfinite(joints2d).all(axis=-1)
   visible = np.asarray(visible, dtype=bool)
   if not visible.any(axis=-1).all():
-    raise ValueError("crop_box: a pose has no visible joints "
-                     f"({int((~visible.any(axis=-1)).sum())} of them)")
+    raise ValueError(
+      f"crop_box: a pose has no visible joints ({int((~visible.any(axis=-1)).sum())} of them)"
+    )
   lo = np.min(np.where(visible[..., None], joints2d, np.inf), axis=-2)
   hi = np.max(np.where(visible[..., None], joints2d, -np.inf), axis=-2)
   center = (lo + hi) / 2
@@ -52,9 +57,13 @@ def crop_matrix(box: np.ndarray, out_size: int) -> np.ndarray:
   """
   cx, cy, side = np.asarray(box, dtype=np.float64)
   scale = out_size / side
-  return np.array([[scale, 0.0, (out_size - 1) / 2 - scale * cx],
-                   [0.0, scale, (out_size - 1) / 2 - scale * cy],
-                   [0.0, 0.0, 1.0]])
+  return np.array(
+    [
+      [scale, 0.0, (out_size - 1) / 2 - scale * cx],
+      [0.0, scale, (out_size - 1) / 2 - scale * cy],
+      [0.0, 0.0, 1.0],
+    ]
+  )
 
 
 def apply_affine(points: np.ndarray, matrix: np.ndarray) -> np.ndarray:
@@ -71,6 +80,7 @@ def crop_intrinsics(intrinsics: np.ndarray, crop_from_image: np.ndarray) -> np.n
 
 # --------------------------------------------------------------------------
 # Perspective correction (datasets.md section 7).
+
 
 def virtual_camera_rotation(normalized_center: np.ndarray) -> np.ndarray:
   """Rotation from the virtual camera that looks at a crop to the real one.
@@ -107,6 +117,7 @@ def virtual_to_camera(points_virt: np.ndarray, rotation: np.ndarray) -> np.ndarr
 
 # --------------------------------------------------------------------------
 # Alignment of a predicted pose to the ground truth (per pose).
+
 
 def scale_align(pred: np.ndarray, gt: np.ndarray) -> np.ndarray:
   """Least-squares scale: ``s* P_hat`` with ``s* = <P_hat, P> / <P_hat, P_hat>``.
@@ -152,14 +163,19 @@ def procrustes(pred: np.ndarray, gt: np.ndarray):
   scale = np.divide(np.sum(sigma * d, axis=-1), var, out=np.zeros_like(var), where=var > 0)
   rotated_mean = np.einsum("...ij,...j->...i", rotation, mu_pred[..., 0, :])
   translation = mu_gt[..., 0, :] - scale[..., None] * rotated_mean
-  aligned = scale[..., None, None] * (pred @ np.swapaxes(rotation, -1, -2)) + translation[..., None, :]
+  aligned = (
+    scale[..., None, None] * (pred @ np.swapaxes(rotation, -1, -2)) + translation[..., None, :]
+  )
   return aligned, scale, rotation, translation
 
 
 # --------------------------------------------------------------------------
 # Horizontal flip.
 
-def flip_joints(joints: np.ndarray, joint_set: skeletons.JointSet, image_width: float | None = None) -> np.ndarray:
+
+def flip_joints(
+  joints: np.ndarray, joint_set: skeletons.JointSet, image_width: float | None = None
+) -> np.ndarray:
   """Mirrors joints left-right and swaps left/right joint labels.
 
   Args:
@@ -175,7 +191,9 @@ def flip_joints(joints: np.ndarray, joint_set: skeletons.JointSet, image_width: 
   return joints[..., joint_set.flip_permutation, :]
 
 
-def root_relative(joints3d: np.ndarray, joint_set: skeletons.JointSet = skeletons.POSE3D) -> np.ndarray:
+def root_relative(
+  joints3d: np.ndarray, joint_set: skeletons.JointSet = skeletons.POSE3D
+) -> np.ndarray:
   """Subtracts the root joint, (..., J, 3)."""
   joints3d = np.asarray(joints3d, dtype=np.float64)
-  return joints3d - joints3d[..., joint_set.root:joint_set.root + 1, :]
+  return joints3d - joints3d[..., joint_set.root : joint_set.root + 1, :]

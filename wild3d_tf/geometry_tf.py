@@ -13,16 +13,26 @@ from keras import ops
 def weak_perspective(points3d, camera):
   """``(ax X + cx, ay Y + cy)``; points (..., J, 3), camera (..., 4) = (cx, cy, ax, ay)."""
   camera = ops.expand_dims(camera, -2)
-  return ops.stack([camera[..., 2] * points3d[..., 0] + camera[..., 0],
-                    camera[..., 3] * points3d[..., 1] + camera[..., 1]], axis=-1)
+  return ops.stack(
+    [
+      camera[..., 2] * points3d[..., 0] + camera[..., 0],
+      camera[..., 3] * points3d[..., 1] + camera[..., 1],
+    ],
+    axis=-1,
+  )
 
 
 def project(points_cam, intrinsics):
   """Pinhole projection of (..., J, 3) camera-frame points with (..., 3, 3) K."""
   xy = points_cam[..., :2] / points_cam[..., 2:3]
   k = ops.expand_dims(intrinsics, -3)
-  return ops.stack([k[..., 0, 0] * xy[..., 0] + k[..., 0, 1] * xy[..., 1] + k[..., 0, 2],
-                    k[..., 1, 1] * xy[..., 1] + k[..., 1, 2]], axis=-1)
+  return ops.stack(
+    [
+      k[..., 0, 0] * xy[..., 0] + k[..., 0, 1] * xy[..., 1] + k[..., 0, 2],
+      k[..., 1, 1] * xy[..., 1] + k[..., 1, 2],
+    ],
+    axis=-1,
+  )
 
 
 def pixels_to_normalized(uv, intrinsics):
@@ -75,9 +85,14 @@ def crop_matrix(box, out_size):
   scale = out_size / side
   half = (out_size - 1) / 2
   zero, one = ops.zeros_like(cx), ops.ones_like(cx)
-  return ops.stack([ops.stack([scale, zero, half - scale * cx], axis=-1),
-                    ops.stack([zero, scale, half - scale * cy], axis=-1),
-                    ops.stack([zero, zero, one], axis=-1)], axis=-2)
+  return ops.stack(
+    [
+      ops.stack([scale, zero, half - scale * cx], axis=-1),
+      ops.stack([zero, scale, half - scale * cy], axis=-1),
+      ops.stack([zero, zero, one], axis=-1),
+    ],
+    axis=-2,
+  )
 
 
 def apply_affine(points, matrix):
@@ -100,7 +115,7 @@ def undistort_h36m(xy, distortion, iterations: int = 10):
   Newton's method with the analytic Jacobian, a fixed number of steps (the
   graph cannot stop early); ten reach float64 precision for H3.6M's lenses.
   """
-  k1, k2, k3, p1, p2 = (distortion[..., i:i + 1] for i in range(5))
+  k1, k2, k3, p1, p2 = (distortion[..., i : i + 1] for i in range(5))
   target = xy
   for _ in range(iterations):
     x, y = xy[..., 0:1], xy[..., 1:2]

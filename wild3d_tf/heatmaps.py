@@ -52,7 +52,9 @@ def decode(heatmaps, stride: int = 16, sigma: float = DEFAULT_SIGMA, eps: float 
   def log_value(r, c):
     r = ops.clip(r, 0, height - 1)
     c = ops.clip(c, 0, width - 1)
-    return ops.log(ops.maximum(ops.take_along_axis(flat, (r * width + c)[..., None], axis=-1)[..., 0], eps))
+    return ops.log(
+      ops.maximum(ops.take_along_axis(flat, (r * width + c)[..., None], axis=-1)[..., 0], eps)
+    )
 
   def offset(minus, centre, plus, at_start, at_end):
     curvature = minus - 2 * centre + plus

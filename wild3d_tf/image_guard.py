@@ -28,8 +28,9 @@ _MAX_SEGMENTS = 512  # APPn/COM/DQT/DHT segments before the scan; real files hav
 @dataclasses.dataclass(frozen=True)
 class Limits:
   """What one request may carry (reliability.md 3.3)."""
+
   max_batch: int = 32
-  max_bytes: int = 10 * 2 ** 20
+  max_bytes: int = 10 * 2**20
   max_side: int = 8192
   max_pixels: int = 40_000_000
 
@@ -40,11 +41,14 @@ def _big_endian16(data, at):
 
 def _jpeg_header(data, n):
   """(height, width, start-of-scan offset) from the marker segments; zeros where not found."""
+
   def step(pos, height, width, sos, count):
     at = tf.minimum(pos, n - 4)
     is_marker = tf.equal(tf.gather(data, at), 0xFF)
     marker = tf.cast(tf.gather(data, at + 1), tf.int64)
-    standalone = tf.equal(marker, 0xFF) | tf.equal(marker, 0x01) | ((marker >= 0xD0) & (marker <= 0xD8))
+    standalone = (
+      tf.equal(marker, 0xFF) | tf.equal(marker, 0x01) | ((marker >= 0xD0) & (marker <= 0xD8))
+    )
     length = _big_endian16(data, at + 2)
     is_sof = tf.reduce_any(tf.equal(marker, tf.constant(_SOF_MARKERS, tf.int64))) & (at + 9 <= n)
     dims_at = tf.minimum(at + 5, n - 4)
@@ -61,7 +65,9 @@ def _jpeg_header(data, n):
     return (pos + 4 <= n) & tf.equal(sos, 0) & (count < _MAX_SEGMENTS)
 
   zero = tf.constant(0, tf.int64)
-  _, height, width, sos, _ = tf.while_loop(keep_going, step, (tf.constant(2, tf.int64), zero, zero, zero, zero))
+  _, height, width, sos, _ = tf.while_loop(
+    keep_going, step, (tf.constant(2, tf.int64), zero, zero, zero, zero)
+  )
   return height, width, sos
 
 
@@ -74,7 +80,7 @@ def _contains_pair(data, first, second, start):
 def _png_complete(data, n):
   """An IEND chunk type after the IHDR (truncated files have none)."""
   iend = tf.constant([0x49, 0x45, 0x4E, 0x44], tf.uint8)
-  windows = tf.stack([data[i:n - 3 + i] for i in range(4)], axis=-1)
+  windows = tf.stack([data[i : n - 3 + i] for i in range(4)], axis=-1)
   hits = tf.reduce_all(tf.equal(windows, iend), axis=-1)
   return tf.reduce_any(hits & (tf.range(n - 3) >= 33))
 
@@ -91,17 +97,28 @@ def _fail_unless(condition, index, reason):
 def inspect(encoded, index, limits: Limits):
   """Validates one encoded image; returns (is_png, height, width) and the assertions to depend on."""
   n = tf.cast(tf.strings.length(encoded), tf.int64)
-  checks = [_fail_unless(n > 0, index, "empty bytes"),
-            _fail_unless(n <= limits.max_bytes, index, tf.strings.format(
-                "{} bytes exceed the limit of {} bytes", (n, limits.max_bytes)))]
+  checks = [
+    _fail_unless(n > 0, index, "empty bytes"),
+    _fail_unless(
+      n <= limits.max_bytes,
+      index,
+      tf.strings.format("{} bytes exceed the limit of {} bytes", (n, limits.max_bytes)),
+    ),
+  ]
   with tf.control_dependencies(checks):
     # Padding to 40 bytes keeps every header read in range for tiny inputs; the
     # byte cap above keeps this one copy small.
     data = tf.io.decode_raw(tf.strings.join([encoded, tf.constant(b"\0" * 40)]), tf.uint8)
   head = tf.cast(data[:8], tf.int64)
   is_jpeg = tf.reduce_all(tf.equal(head[:3], _JPEG_MAGIC))
-  is_png = tf.reduce_all(tf.equal(head, _PNG_MAGIC)) & tf.reduce_all(tf.equal(data[12:16], [0x49, 0x48, 0x44, 0x52]))
-  checks.append(_fail_unless(is_jpeg | is_png, index, "not a JPEG or PNG (only these are accepted, by magic number)"))
+  is_png = tf.reduce_all(tf.equal(head, _PNG_MAGIC)) & tf.reduce_all(
+    tf.equal(data[12:16], [0x49, 0x48, 0x44, 0x52])
+  )
+  checks.append(
+    _fail_unless(
+      is_jpeg | is_png, index, "not a JPEG or PNG (only these are accepted, by magic number)"
+    )
+  )
 
   def jpeg():
     height, width, sos = _jpeg_header(data, n)
@@ -109,19 +126,37 @@ def inspect(encoded, index, limits: Limits):
     return height, width, complete
 
   def png():
-    height = tf.cast(data[20], tf.int64) * 2 ** 24 + tf.cast(data[21], tf.int64) * 2 ** 16 + _big_endian16(data, 22)
-    width = tf.cast(data[16], tf.int64) * 2 ** 24 + tf.cast(data[17], tf.int64) * 2 ** 16 + _big_endian16(data, 18)
+    height = (
+      tf.cast(data[20], tf.int64) * 2**24
+      + tf.cast(data[21], tf.int64) * 2**16
+      + _big_endian16(data, 22)
+    )
+    width = (
+      tf.cast(data[16], tf.int64) * 2**24
+      + tf.cast(data[17], tf.int64) * 2**16
+      + _big_endian16(data, 18)
+    )
     return height, width, _png_complete(data[:n], n)
 
   with tf.control_dependencies(checks):
     height, width, complete = tf.cond(is_png, png, jpeg)
   checks += [
-      _fail_unless(complete, index, "truncated or malformed (no end-of-image marker / IEND chunk)"),
-      _fail_unless((height > 0) & (width > 0), index, "the header gives no image size"),
-      _fail_unless((height <= limits.max_side) & (width <= limits.max_side), index, tf.strings.format(
-          "{}x{} pixels: a side exceeds the limit of {}", (width, height, limits.max_side))),
-      _fail_unless(height * width <= limits.max_pixels, index, tf.strings.format(
-          "{}x{} pixels exceed the limit of {} pixels", (width, height, limits.max_pixels))),
+    _fail_unless(complete, index, "truncated or malformed (no end-of-image marker / IEND chunk)"),
+    _fail_unless((height > 0) & (width > 0), index, "the header gives no image size"),
+    _fail_unless(
+      (height <= limits.max_side) & (width <= limits.max_side),
+      index,
+      tf.strings.format(
+        "{}x{} pixels: a side exceeds the limit of {}", (width, height, limits.max_side)
+      ),
+    ),
+    _fail_unless(
+      height * width <= limits.max_pixels,
+      index,
+      tf.strings.format(
+        "{}x{} pixels exceed the limit of {} pixels", (width, height, limits.max_pixels)
+      ),
+    ),
   ]
   return is_png, height, width, checks
 
@@ -129,19 +164,30 @@ def inspect(encoded, index, limits: Limits):
 def check_batch(encoded, limits: Limits):
   """The batch-level checks (rank is fixed by the signature)."""
   count = tf.size(encoded)
-  return [tf.debugging.Assert(count <= limits.max_batch, [tf.strings.format(
-      "batch of {} images exceeds the limit of {}", (count, limits.max_batch))], summarize=1)]
+  return [
+    tf.debugging.Assert(
+      count <= limits.max_batch,
+      [tf.strings.format("batch of {} images exceeds the limit of {}", (count, limits.max_batch))],
+      summarize=1,
+    )
+  ]
 
 
 def decode(encoded, index, limits: Limits):
   """One checked image as (H, W, 3) uint8; raises InvalidArgument naming ``index`` when refused."""
   is_png, height, width, checks = inspect(encoded, index, limits)
   with tf.control_dependencies(checks):
-    image = tf.cond(is_png, lambda: tf.io.decode_png(encoded, channels=3),
-                    lambda: tf.io.decode_jpeg(encoded, channels=3))
+    image = tf.cond(
+      is_png,
+      lambda: tf.io.decode_png(encoded, channels=3),
+      lambda: tf.io.decode_jpeg(encoded, channels=3),
+    )
   # The header's size is what the checks passed; a decoder disagreeing means a malformed file.
   shape = tf.shape(image, out_type=tf.int64)
-  agree = _fail_unless(tf.equal(shape[0], height) & tf.equal(shape[1], width), index,
-                       "decoded size differs from the header's")
+  agree = _fail_unless(
+    tf.equal(shape[0], height) & tf.equal(shape[1], width),
+    index,
+    "decoded size differs from the header's",
+  )
   with tf.control_dependencies([agree]):
     return tf.identity(image)

@@ -43,19 +43,25 @@ def load_network(model_dir: str) -> keras.Model:
     raise FileNotFoundError(f"{model_dir}: no config.json; not a wild3d training directory")
   latest = tf.train.latest_checkpoint(model_dir)
   if latest is None:
-    raise FileNotFoundError(f"{model_dir}: no checkpoint (training has not saved one yet, or it was removed)")
+    raise FileNotFoundError(
+      f"{model_dir}: no checkpoint (training has not saved one yet, or it was removed)"
+    )
   settings = json.loads(config_path.read_text())
   previous = keras.config.dtype_policy()
   keras.config.set_dtype_policy("float32")  # serve in float32 whatever the training policy was
   try:
-    network = model.build_model(config=ModelConfig(**settings["model"]), variant=settings["variant"])
+    network = model.build_model(
+      config=ModelConfig(**settings["model"]), variant=settings["variant"]
+    )
   finally:
     keras.config.set_dtype_policy(previous)
   status = tf.train.Checkpoint(network=network).restore(latest)
   try:
     status.expect_partial().assert_existing_objects_matched()
   except AssertionError as error:
-    raise ValueError(f"{latest}: checkpoint does not match the network of {config_path}: {error}") from None
+    raise ValueError(
+      f"{latest}: checkpoint does not match the network of {config_path}: {error}"
+    ) from None
   return network
 
 
@@ -63,8 +69,13 @@ def default_intrinsics(height, width, fov_degrees: float = DEFAULT_FOV_DEGREES):
   """(3, 3) float32 K for an image of this size: ``fov_degrees`` across the longer side."""
   height, width = tf.cast(height, tf.float32), tf.cast(width, tf.float32)
   focal = tf.maximum(height, width) / (2.0 * math.tan(math.radians(fov_degrees) / 2))
-  return tf.stack([tf.stack([focal, 0.0, (width - 1) / 2]), tf.stack([0.0, focal, (height - 1) / 2]),
-                   tf.constant([0.0, 0.0, 1.0])])
+  return tf.stack(
+    [
+      tf.stack([focal, 0.0, (width - 1) / 2]),
+      tf.stack([0.0, focal, (height - 1) / 2]),
+      tf.constant([0.0, 0.0, 1.0]),
+    ]
+  )
 
 
 def box_to_square(box, height, width, margin: float = BOX_MARGIN):
@@ -72,7 +83,9 @@ def box_to_square(box, height, width, margin: float = BOX_MARGIN):
   height, width = tf.cast(height, tf.float32), tf.cast(width, tf.float32)
   given = tf.reduce_any(tf.not_equal(box, 0.0))
   centre = tf.where(given, (box[:2] + box[2:]) / 2, tf.stack([(width - 1) / 2, (height - 1) / 2]))
-  side = tf.where(given, (1 + 2 * margin) * tf.reduce_max(box[2:] - box[:2]), tf.maximum(height, width))
+  side = tf.where(
+    given, (1 + 2 * margin) * tf.reduce_max(box[2:] - box[:2]), tf.maximum(height, width)
+  )
   return tf.concat([centre, side[None]], 0)
 
 
@@ -89,11 +102,18 @@ def crop(image, square, size: int):
   inverse = tf.linalg.inv(to_middle)
   transform = tf.reshape(inverse, [9])[:8] / inverse[2, 2]
   warped = tf.raw_ops.ImageProjectiveTransformV3(
-      images=image[None], transforms=transform[None], output_shape=tf.stack([middle, middle]),
-      fill_value=tf.constant(0.0), interpolation="BILINEAR", fill_mode="CONSTANT")[0]
+    images=image[None],
+    transforms=transform[None],
+    output_shape=tf.stack([middle, middle]),
+    fill_value=tf.constant(0.0),
+    interpolation="BILINEAR",
+    fill_mode="CONSTANT",
+  )[0]
   resized = tf.image.resize(tf.cast(warped, tf.float32), [size, size], antialias=True)
   # Rounded like the training crops, which are stored as uint8.
-  return tf.round(tf.clip_by_value(resized, 0.0, 255.0)), geometry_tf.crop_matrix(square, float(size))
+  return tf.round(tf.clip_by_value(resized, 0.0, 255.0)), geometry_tf.crop_matrix(
+    square, float(size)
+  )
 
 
 def unflip_pose(pose):
@@ -119,8 +139,12 @@ class Predictor:
       maps = (maps + tf.gather(mirrored["heatmaps"][:, :, ::-1], FLIP_2D, axis=-1)) / 2
       pose = (pose + unflip_pose(mirrored["pose3d"])) / 2
     joints, peak = heatmaps.decode(maps)
-    return {"pose3d_crop": pose - pose[:, :1], "heatmaps": maps, "joints2d_input": joints,
-            "confidence": tf.clip_by_value(peak, 0.0, 1.0)}
+    return {
+      "pose3d_crop": pose - pose[:, :1],
+      "heatmaps": maps,
+      "joints2d_input": joints,
+      "confidence": tf.clip_by_value(peak, 0.0, 1.0),
+    }
 
   def on_images(self, crops, image_from_input, intrinsics) -> dict:
     """Adds ``pose3d`` in the original camera and ``pose2d`` in original pixels.
@@ -132,8 +156,12 @@ class Predictor:
     image_from_input = tf.cast(image_from_input, tf.float32)
     intrinsics = tf.cast(intrinsics, tf.float32)
     half = (self.input_size - 1) / 2
-    centre = geometry_tf.apply_affine(tf.fill([tf.shape(crops)[0], 1, 2], half), image_from_input)[:, 0]
-    rotation = geometry_tf.virtual_camera_rotation(geometry_tf.pixels_to_normalized(centre, intrinsics))
+    centre = geometry_tf.apply_affine(tf.fill([tf.shape(crops)[0], 1, 2], half), image_from_input)[
+      :, 0
+    ]
+    rotation = geometry_tf.virtual_camera_rotation(
+      geometry_tf.pixels_to_normalized(centre, intrinsics)
+    )
     out["pose3d"] = geometry_tf.virtual_to_camera(out["pose3d_crop"], rotation)
     out["pose2d"] = geometry_tf.apply_affine(out["joints2d_input"], image_from_input)
     return out

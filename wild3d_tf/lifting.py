@@ -42,20 +42,27 @@ NUM_2D, NUM_3D = skeletons.POSE2D.num_joints, skeletons.POSE3D.num_joints
 
 def define_flags():
   """Flags of this entry point (defined only when it runs, so modules can be imported together)."""
-  flags.DEFINE_string("checkpoint", None, "Training run whose network gives the 2D joints (and the input size).")
+  flags.DEFINE_string(
+    "checkpoint", None, "Training run whose network gives the 2D joints (and the input size)."
+  )
   flags.DEFINE_string("data_dir", None, "The converter's output folder (3D training shards).")
   flags.DEFINE_string("output_dir", None, "Where lifter.keras and lifter.json go.")
-  flags.DEFINE_enum("inputs", "predicted", INPUTS, "2D inputs in training: the network's or the labels.")
+  flags.DEFINE_enum(
+    "inputs", "predicted", INPUTS, "2D inputs in training: the network's or the labels."
+  )
   flags.DEFINE_integer("examples", 20000, "Augmented training crops drawn from the 3D datasets.")
   flags.DEFINE_integer("epochs", 40, "Passes over those examples.")
   flags.DEFINE_integer("batch_size", 64, "Lifter batch size.")
-  flags.DEFINE_float("learning_rate", 1e-3, "Adam learning rate (decays by 0.96 every 10% of training).")
+  flags.DEFINE_float(
+    "learning_rate", 1e-3, "Adam learning rate (decays by 0.96 every 10% of training)."
+  )
   flags.DEFINE_integer("width", 1024, "Width of the linear layers.")
   flags.DEFINE_integer("seed", 0, "Seed of the data order, augmentation and weights.")
 
 
 def build_lifter(width: int = 1024, blocks: int = 2, dropout: float = 0.5) -> keras.Model:
   """Standardised (B, 28) 2D joints -> standardised (B, 48) 3D joints (root omitted: it is zero)."""
+
   def dense(x):
     x = keras.layers.Dense(width, kernel_constraint=keras.constraints.MaxNorm(1.0))(x)
     x = keras.layers.BatchNormalization()(x)
@@ -65,11 +72,15 @@ def build_lifter(width: int = 1024, blocks: int = 2, dropout: float = 0.5) -> ke
   x = dense(inputs)
   for _ in range(blocks):
     x = keras.layers.Add()([x, dense(dense(x))])
-  outputs = keras.layers.Dense(3 * (NUM_3D - 1), kernel_constraint=keras.constraints.MaxNorm(1.0))(x)
+  outputs = keras.layers.Dense(3 * (NUM_3D - 1), kernel_constraint=keras.constraints.MaxNorm(1.0))(
+    x
+  )
   return keras.Model(inputs, outputs, name="lifter")
 
 
-def training_pairs(data_dir: str, input_size: int, count: int, seed: int, predict_2d=None, batch_size: int = 64):
+def training_pairs(
+  data_dir: str, input_size: int, count: int, seed: int, predict_2d=None, batch_size: int = 64
+):
   """(count, 14, 2) input-crop 2D joints and (count, 17, 3) crop-camera 3D poses from augmented 3D crops.
 
   ``predict_2d(images) -> (B, 14, 2)`` replaces the labelled 2D joints with predictions.
@@ -77,8 +88,12 @@ def training_pairs(data_dir: str, input_size: int, count: int, seed: int, predic
   config = DataConfig(data_dir=data_dir, input_size=input_size, seed=seed)
   stream = data.mixed_examples(config, config.datasets_3d, seed).batch(batch_size).prefetch(2)
   inputs, targets = [], []
-  for batch in tqdm(stream.take(-(-count // batch_size)), total=-(-count // batch_size), desc="lifting pairs",
-                    unit="batch"):
+  for batch in tqdm(
+    stream.take(-(-count // batch_size)),
+    total=-(-count // batch_size),
+    desc="lifting pairs",
+    unit="batch",
+  ):
     joints = predict_2d(tf.cast(batch["image"], tf.float32)) if predict_2d else batch["joints2d"]
     inputs.append(np.asarray(joints, np.float32))
     targets.append(batch["joints3d"].numpy())
@@ -89,23 +104,46 @@ class Lifter:
   """The trained MLP with its standardisation; maps input-crop 2D joints to crop-camera 3D poses."""
 
   def __init__(self, network: keras.Model, stats: dict):
-    self.network, self.stats = network, {k: np.asarray(v, np.float32) if isinstance(v, list) else v
-                                         for k, v in stats.items()}
+    self.network, self.stats = (
+      network,
+      {k: np.asarray(v, np.float32) if isinstance(v, list) else v for k, v in stats.items()},
+    )
 
   @classmethod
-  def fit(cls, joints2d, joints3d, input_size: int, epochs: int, batch_size: int = 64,
-          learning_rate: float = 1e-3, width: int = 1024, seed: int = 0, verbose: int = 2) -> "Lifter":
+  def fit(
+    cls,
+    joints2d,
+    joints3d,
+    input_size: int,
+    epochs: int,
+    batch_size: int = 64,
+    learning_rate: float = 1e-3,
+    width: int = 1024,
+    seed: int = 0,
+    verbose: int = 2,
+  ) -> Lifter:
     keras.utils.set_random_seed(seed)
     x = cls._centre(joints2d, input_size)
     y = joints3d[:, 1:].reshape(len(joints3d), -1)
-    stats = {"input_size": input_size, "x_mean": x.mean(0), "x_std": x.std(0) + 1e-6,
-             "y_mean": y.mean(0), "y_std": y.std(0) + 1e-6}
+    stats = {
+      "input_size": input_size,
+      "x_mean": x.mean(0),
+      "x_std": x.std(0) + 1e-6,
+      "y_mean": y.mean(0),
+      "y_std": y.std(0) + 1e-6,
+    }
     network = build_lifter(width)
     steps = epochs * -(-len(x) // batch_size)
     schedule = keras.optimizers.schedules.ExponentialDecay(learning_rate, max(steps // 10, 1), 0.96)
     network.compile(optimizer=keras.optimizers.Adam(schedule), loss="mse")
-    network.fit((x - stats["x_mean"]) / stats["x_std"], (y - stats["y_mean"]) / stats["y_std"],
-                batch_size=batch_size, epochs=epochs, shuffle=True, verbose=verbose)
+    network.fit(
+      (x - stats["x_mean"]) / stats["x_std"],
+      (y - stats["y_mean"]) / stats["y_std"],
+      batch_size=batch_size,
+      epochs=epochs,
+      shuffle=True,
+      verbose=verbose,
+    )
     return cls(network, stats)
 
   @staticmethod
@@ -127,15 +165,22 @@ class Lifter:
     out = pathlib.Path(folder)
     out.mkdir(parents=True, exist_ok=True)
     self.network.save(out / MODEL_FILE)
-    (out / STATS_FILE).write_text(json.dumps(
-        {k: v.tolist() if isinstance(v, np.ndarray) else v for k, v in self.stats.items()}, indent=1))
+    (out / STATS_FILE).write_text(
+      json.dumps(
+        {k: v.tolist() if isinstance(v, np.ndarray) else v for k, v in self.stats.items()}, indent=1
+      )
+    )
 
   @classmethod
-  def load(cls, folder: str) -> "Lifter":
+  def load(cls, folder: str) -> Lifter:
     path = pathlib.Path(folder)
     if not (path / MODEL_FILE).is_file() or not (path / STATS_FILE).is_file():
-      raise FileNotFoundError(f"{folder}: no {MODEL_FILE} and {STATS_FILE}; train one with python -m wild3d_tf.lifting")
-    return cls(keras.models.load_model(path / MODEL_FILE), json.loads((path / STATS_FILE).read_text()))
+      raise FileNotFoundError(
+        f"{folder}: no {MODEL_FILE} and {STATS_FILE}; train one with python -m wild3d_tf.lifting"
+      )
+    return cls(
+      keras.models.load_model(path / MODEL_FILE), json.loads((path / STATS_FILE).read_text())
+    )
 
 
 def crop_predictor(checkpoint: str, lifter_dir: str, flip: bool):
@@ -143,8 +188,10 @@ def crop_predictor(checkpoint: str, lifter_dir: str, flip: bool):
   predictor = inference.Predictor(inference.load_network(checkpoint), flip)
   lifter = Lifter.load(lifter_dir)
   if lifter.stats["input_size"] != predictor.input_size:
-    raise ValueError(f"{lifter_dir}: lifter trained on {lifter.stats['input_size']} px crops, "
-                     f"{checkpoint} takes {predictor.input_size} px")
+    raise ValueError(
+      f"{lifter_dir}: lifter trained on {lifter.stats['input_size']} px crops, "
+      f"{checkpoint} takes {predictor.input_size} px"
+    )
   joints = tf.function(lambda crops: predictor.on_crops(crops)["joints2d_input"])
   return predictor.input_size, lambda crops: lifter(joints(crops))
 
@@ -155,12 +202,28 @@ def main(argv):
     raise app.UsageError("--checkpoint, --data_dir and --output_dir are required")
   predictor = inference.Predictor(inference.load_network(FLAGS.checkpoint))
   predict_2d = tf.function(lambda images: predictor.on_crops(images)["joints2d_input"])
-  joints2d, joints3d = training_pairs(FLAGS.data_dir, predictor.input_size, FLAGS.examples, FLAGS.seed,
-                                      predict_2d if FLAGS.inputs == "predicted" else None, FLAGS.batch_size)
-  lifter = Lifter.fit(joints2d, joints3d, predictor.input_size, FLAGS.epochs, FLAGS.batch_size,
-                      FLAGS.learning_rate, FLAGS.width, FLAGS.seed)
+  joints2d, joints3d = training_pairs(
+    FLAGS.data_dir,
+    predictor.input_size,
+    FLAGS.examples,
+    FLAGS.seed,
+    predict_2d if FLAGS.inputs == "predicted" else None,
+    FLAGS.batch_size,
+  )
+  lifter = Lifter.fit(
+    joints2d,
+    joints3d,
+    predictor.input_size,
+    FLAGS.epochs,
+    FLAGS.batch_size,
+    FLAGS.learning_rate,
+    FLAGS.width,
+    FLAGS.seed,
+  )
   lifter.save(FLAGS.output_dir)
-  print(f"lifter on {len(joints2d)} {FLAGS.inputs} 2D inputs of {FLAGS.checkpoint} -> {FLAGS.output_dir}")
+  print(
+    f"lifter on {len(joints2d)} {FLAGS.inputs} 2D inputs of {FLAGS.checkpoint} -> {FLAGS.output_dir}"
+  )
 
 
 if __name__ == "__main__":

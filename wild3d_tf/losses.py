@@ -12,7 +12,7 @@ single-device loss (no extra 1/num_replicas scaling is needed).
 
 from __future__ import annotations
 
-from typing import Mapping
+from collections.abc import Mapping
 
 from keras import ops
 import numpy as np
@@ -97,29 +97,36 @@ def per_sample_terms(outputs: Mapping, labels: Mapping, input_size: int) -> dict
   valid = labels.get("joints3d_valid")
   has_2d = ops.cast(ops.any(ops.cast(visible, "bool"), axis=-1), "float32")
   terms = {
-      "heatmap": heatmap_loss(outputs["heatmaps"], labels["heatmaps"], visible),
-      "intermediate_heatmap": (heatmap_loss(outputs["heatmaps_res4d"], labels["heatmaps"], visible) +
-                               heatmap_loss(outputs["heatmaps_res5a"], labels["heatmaps"], visible)),
-      "pose3d": pose3d_loss(outputs["pose3d"], labels["joints3d"], has_3d, valid),
-      "bone_3d": bone_vector_loss(outputs["pose3d"], labels["joints3d"], has_3d, valid),
-      "projection": projection_loss(outputs["pose2d"], labels["joints2d"], visible, input_size),
+    "heatmap": heatmap_loss(outputs["heatmaps"], labels["heatmaps"], visible),
+    "intermediate_heatmap": (
+      heatmap_loss(outputs["heatmaps_res4d"], labels["heatmaps"], visible)
+      + heatmap_loss(outputs["heatmaps_res5a"], labels["heatmaps"], visible)
+    ),
+    "pose3d": pose3d_loss(outputs["pose3d"], labels["joints3d"], has_3d, valid),
+    "bone_3d": bone_vector_loss(outputs["pose3d"], labels["joints3d"], has_3d, valid),
+    "projection": projection_loss(outputs["pose2d"], labels["joints2d"], visible, input_size),
   }
   if "reference_bone_lengths" in labels:
-    terms["bone_2d"] = bone_length_loss(outputs["pose3d"], labels["reference_bone_lengths"],
-                                        (1.0 - has_3d) * has_2d)
+    terms["bone_2d"] = bone_length_loss(
+      outputs["pose3d"], labels["reference_bone_lengths"], (1.0 - has_3d) * has_2d
+    )
   return terms
 
 
-def total(outputs: Mapping, labels: Mapping, weights: LossWeights, global_batch_size: int,
-          input_size: int):
+def total(
+  outputs: Mapping, labels: Mapping, weights: LossWeights, global_batch_size: int, input_size: int
+):
   """(scalar total, {term: scalar}) with sums divided by ``global_batch_size``.
 
   The per-term scalars are unweighted, for logging; the total is weighted.
   """
-  terms = {name: ops.sum(value) / global_batch_size
-           for name, value in per_sample_terms(outputs, labels, input_size).items()}
-  loss = sum(getattr(weights, name) * value for name, value in terms.items()
-             if getattr(weights, name) != 0)
+  terms = {
+    name: ops.sum(value) / global_batch_size
+    for name, value in per_sample_terms(outputs, labels, input_size).items()
+  }
+  loss = sum(
+    getattr(weights, name) * value for name, value in terms.items() if getattr(weights, name) != 0
+  )
   return loss, terms
 
 

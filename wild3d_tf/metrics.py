@@ -20,9 +20,9 @@ paper's tables.
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 import dataclasses
 import json
-from typing import Mapping, Sequence
 
 import numpy as np
 
@@ -44,8 +44,13 @@ def _check(pred, gt):
   return pred, gt
 
 
-def align(pred: np.ndarray, gt: np.ndarray, protocol: str, scale_method: str = "lstsq",
-          joint_set: skeletons.JointSet = skeletons.POSE3D) -> np.ndarray:
+def align(
+  pred: np.ndarray,
+  gt: np.ndarray,
+  protocol: str,
+  scale_method: str = "lstsq",
+  joint_set: skeletons.JointSet = skeletons.POSE3D,
+) -> np.ndarray:
   """Aligns each predicted pose to its ground truth under ``protocol``.
 
   Args:
@@ -76,7 +81,9 @@ def align(pred: np.ndarray, gt: np.ndarray, protocol: str, scale_method: str = "
   return pred * np.divide(num, den, out=np.zeros_like(num), where=den > 0)[:, None, None]
 
 
-def joint_errors(pred: np.ndarray, gt: np.ndarray, protocol: str = "unscaled", **align_kwargs) -> np.ndarray:
+def joint_errors(
+  pred: np.ndarray, gt: np.ndarray, protocol: str = "unscaled", **align_kwargs
+) -> np.ndarray:
   """(N, J) Euclidean error per joint after aligning under ``protocol``."""
   pred, gt = _check(pred, gt)
   return np.linalg.norm(align(pred, gt, protocol, **align_kwargs) - gt, axis=-1)
@@ -91,7 +98,9 @@ def pck_from_errors(errors: np.ndarray, threshold: float = PCK_THRESHOLD_MM) -> 
   return 100.0 * np.mean(errors < threshold, axis=-1)
 
 
-def auc_from_errors(errors: np.ndarray, thresholds: Sequence[float] = AUC_THRESHOLDS_MM) -> np.ndarray:
+def auc_from_errors(
+  errors: np.ndarray, thresholds: Sequence[float] = AUC_THRESHOLDS_MM
+) -> np.ndarray:
   """(N,) mean PCK over ``thresholds`` (a percentage)."""
   thresholds = np.asarray(thresholds, dtype=np.float64)
   return 100.0 * np.mean(errors[..., None] < thresholds, axis=(-1, -2))
@@ -112,12 +121,16 @@ def pa_mpjpe(pred, gt, joints=None) -> np.ndarray:
   return _select(joint_errors(pred, gt, "procrustes"), joints).mean(axis=-1)
 
 
-def pck3d(pred, gt, threshold: float = PCK_THRESHOLD_MM, protocol: str = "unscaled", joints=None) -> np.ndarray:
+def pck3d(
+  pred, gt, threshold: float = PCK_THRESHOLD_MM, protocol: str = "unscaled", joints=None
+) -> np.ndarray:
   """(N,) 3D PCK in percent: share of joints with error < ``threshold`` mm."""
   return pck_from_errors(_select(joint_errors(pred, gt, protocol), joints), threshold)
 
 
-def auc3d(pred, gt, thresholds=AUC_THRESHOLDS_MM, protocol: str = "unscaled", joints=None) -> np.ndarray:
+def auc3d(
+  pred, gt, thresholds=AUC_THRESHOLDS_MM, protocol: str = "unscaled", joints=None
+) -> np.ndarray:
   """(N,) area under the PCK curve over ``thresholds``, in percent."""
   return auc_from_errors(_select(joint_errors(pred, gt, protocol), joints), thresholds)
 
@@ -151,6 +164,7 @@ class Report:
     labels: label name (e.g. ``sequence``, ``activity``, ``action``) -> (N,) values.
     subsets: column name -> (N,) bool mask, for the headline table.
   """
+
   errors: Mapping[str, np.ndarray]
   joint_names: tuple[str, ...]
   pck_joints: tuple[str, ...]
@@ -159,8 +173,17 @@ class Report:
   subsets: Mapping[str, np.ndarray] = dataclasses.field(default_factory=dict)
 
   @classmethod
-  def from_poses(cls, pred, gt, *, labels=None, subsets=None, joint_group_variant: str = "A",
-                 joint_set: skeletons.JointSet = skeletons.POSE3D, scale_method: str = "lstsq") -> "Report":
+  def from_poses(
+    cls,
+    pred,
+    gt,
+    *,
+    labels=None,
+    subsets=None,
+    joint_group_variant: str = "A",
+    joint_set: skeletons.JointSet = skeletons.POSE3D,
+    scale_method: str = "lstsq",
+  ) -> Report:
     pred, gt = _check(pred, gt)
     groups = skeletons.JOINT_GROUPS_3DHP[joint_group_variant]
     n = len(pred)
@@ -169,13 +192,16 @@ class Report:
       if len(values) != n:
         raise ValueError(f"label {name!r} has {len(values)} values for {n} poses")
     return cls(
-        errors={p: joint_errors(pred, gt, p, scale_method=scale_method, joint_set=joint_set)
-                for p in PROTOCOLS},
-        joint_names=joint_set.joints,
-        pck_joints=tuple(j for names in groups.values() for j in names),
-        joint_groups=groups,
-        labels=labels,
-        subsets=dict(subsets) if subsets is not None else {"All": np.ones(n, dtype=bool)})
+      errors={
+        p: joint_errors(pred, gt, p, scale_method=scale_method, joint_set=joint_set)
+        for p in PROTOCOLS
+      },
+      joint_names=joint_set.joints,
+      pck_joints=tuple(j for names in groups.values() for j in names),
+      joint_groups=groups,
+      labels=labels,
+      subsets=dict(subsets) if subsets is not None else {"All": np.ones(n, dtype=bool)},
+    )
 
   def _columns(self, names):
     return [self.joint_names.index(j) for j in names]
@@ -188,10 +214,12 @@ class Report:
     if len(errors) == 0:
       return {"pck": float("nan"), "auc": float("nan"), "mpjpe": float("nan"), "frames": 0}
     counted = errors[:, self._columns(joints or self.pck_joints)]
-    return {"pck": float(pck_from_errors(counted.reshape(1, -1))[0]),
-            "auc": float(auc_from_errors(counted.reshape(1, -1))[0]),
-            "mpjpe": float((errors if joints is None else counted).mean()),
-            "frames": int(len(errors))}
+    return {
+      "pck": float(pck_from_errors(counted.reshape(1, -1))[0]),
+      "auc": float(auc_from_errors(counted.reshape(1, -1))[0]),
+      "mpjpe": float((errors if joints is None else counted).mean()),
+      "frames": int(len(errors)),
+    }
 
   def by_label(self, label: str, protocol: str) -> dict[str, dict[str, float]]:
     values = self.labels[label]
@@ -201,12 +229,18 @@ class Report:
     return {g: self.summary(protocol, mask, joints=names) for g, names in self.joint_groups.items()}
 
   def to_json(self) -> dict:
-    out = {"protocols": {}, "pck_threshold_mm": PCK_THRESHOLD_MM,
-           "auc_thresholds_mm": AUC_THRESHOLDS_MM.tolist(), "pck_joints": list(self.pck_joints)}
+    out = {
+      "protocols": {},
+      "pck_threshold_mm": PCK_THRESHOLD_MM,
+      "auc_thresholds_mm": AUC_THRESHOLDS_MM.tolist(),
+      "pck_joints": list(self.pck_joints),
+    }
     for protocol in PROTOCOLS:
-      entry = {"subsets": {s: self.summary(protocol, m) for s, m in self.subsets.items()},
-               "joint_groups": self.by_joint_group(protocol),
-               "per_joint_mpjpe": dict(zip(self.joint_names, self.errors[protocol].mean(0).tolist()))}
+      entry = {
+        "subsets": {s: self.summary(protocol, m) for s, m in self.subsets.items()},
+        "joint_groups": self.by_joint_group(protocol),
+        "per_joint_mpjpe": dict(zip(self.joint_names, self.errors[protocol].mean(0).tolist())),
+      }
       for label in self.labels:
         entry[f"by_{label}"] = self.by_label(label, protocol)
       out["protocols"][protocol] = entry
@@ -215,18 +249,28 @@ class Report:
   def to_markdown(self) -> str:
     """The paper's layout: one row per protocol, PCK per subset, then AUC and MPJPE."""
     names = list(self.subsets)
-    lines = ["| Protocol | " + " | ".join(f"{s} PCK" for s in names) + " | AUC | MPJPE (mm) |",
-             "|---" * (len(names) + 3) + "|"]
+    lines = [
+      "| Protocol | " + " | ".join(f"{s} PCK" for s in names) + " | AUC | MPJPE (mm) |",
+      "|---" * (len(names) + 3) + "|",
+    ]
     for protocol in PROTOCOLS:
       cells = [f"{self.summary(protocol, self.subsets[s])['pck']:.1f}" for s in names]
       overall = self.summary(protocol, self.subsets[names[-1]])
-      lines.append(f"| {protocol} | " + " | ".join(cells) +
-                   f" | {overall['auc']:.1f} | {overall['mpjpe']:.1f} |")
+      lines.append(
+        f"| {protocol} | "
+        + " | ".join(cells)
+        + f" | {overall['auc']:.1f} | {overall['mpjpe']:.1f} |"
+      )
     sections = ["\n".join(lines)]
     sections.append(_table("Joint group", self.by_joint_group("unscaled")))
     for label in self.labels:
-      sections.append(_table(label.capitalize(), self.by_label(label, "unscaled"),
-                             pa=self.by_label(label, "procrustes")))
+      sections.append(
+        _table(
+          label.capitalize(),
+          self.by_label(label, "unscaled"),
+          pa=self.by_label(label, "procrustes"),
+        )
+      )
     return "\n\n".join(sections) + "\n"
 
   def dumps(self) -> str:

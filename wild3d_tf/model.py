@@ -45,7 +45,7 @@ class ChannelSlice(layers.Layer):
     self.count = count
 
   def call(self, x):
-    return x[..., :self.count]
+    return x[..., : self.count]
 
   def compute_output_shape(self, input_shape):
     return input_shape[:-1] + (self.count,)
@@ -98,7 +98,9 @@ class PixelNormalization(layers.Layer):
 def _conv_bn(x, filters, kernel, name, stride=1, relu=True):
   # No bias before a batch norm: it cancels it, so the bias would only drift on float
   # noise (differently per replica count) and leak into the moving mean.
-  x = layers.Conv2D(filters, kernel, strides=stride, padding="same", use_bias=False, name=f"{name}_conv")(x)
+  x = layers.Conv2D(
+    filters, kernel, strides=stride, padding="same", use_bias=False, name=f"{name}_conv"
+  )(x)
   # Synchronized across replicas: the paper's batch of 10 split over GPUs would otherwise
   # normalise with a handful of samples, and results would depend on the replica count.
   x = layers.BatchNormalization(epsilon=_BN_EPSILON, synchronized=True, name=f"{name}_bn")(x)
@@ -127,12 +129,16 @@ def _backbone(image, config: ModelConfig):
   # it stays float32 under mixed precision (measured: NaN on the first step).
   x = layers.ZeroPadding2D(3, dtype="float32", name="conv1_pad")(image)
   x = layers.Conv2D(c(64), 7, strides=2, use_bias=False, dtype="float32", name="conv1_conv")(x)
-  x = layers.BatchNormalization(epsilon=_BN_EPSILON, synchronized=True, dtype="float32", name="conv1_bn")(x)
+  x = layers.BatchNormalization(
+    epsilon=_BN_EPSILON, synchronized=True, dtype="float32", name="conv1_bn"
+  )(x)
   x = layers.Activation("relu", name="conv1_relu")(x)
   x = layers.ZeroPadding2D(1, name="pool1_pad")(x)
   x = layers.MaxPooling2D(3, strides=2, name="pool1_pool")(x)
   outputs = {}
-  for stage, (filters, blocks, stride) in enumerate([(64, 3, 1), (128, 4, 2), (256, 6, 2)], start=2):
+  for stage, (filters, blocks, stride) in enumerate(
+    [(64, 3, 1), (128, 4, 2), (256, 6, 2)], start=2
+  ):
     for block in range(1, blocks + 1):
       name = f"conv{stage}_block{block}"
       x = _bottleneck(x, c(filters), name, stride=stride if block == 1 else 1, project=block == 1)
@@ -140,8 +146,12 @@ def _backbone(image, config: ModelConfig):
   return outputs["conv4_block4"], outputs["conv4_block6"]
 
 
-def build_model(input_size: int = 256, variant: str = "full", config: ModelConfig | None = None,
-                imagenet_weights: str | None = None) -> keras.Model:
+def build_model(
+  input_size: int = 256,
+  variant: str = "full",
+  config: ModelConfig | None = None,
+  imagenet_weights: str | None = None,
+) -> keras.Model:
   """Builds the functional model.
 
   Args:
@@ -191,8 +201,9 @@ def build_model(input_size: int = 256, variant: str = "full", config: ModelConfi
   # The network regresses metres; the constant factor keeps its outputs O(1).
   # Starts near the zero pose: a random 2 m pose would make the bone losses
   # of the first steps dominate everything else by orders of magnitude.
-  p3d = layers.Dense(NUM_JOINTS * 3, kernel_initializer=keras.initializers.RandomNormal(stddev=1e-3),
-                     name="f3d_out")(h)
+  p3d = layers.Dense(
+    NUM_JOINTS * 3, kernel_initializer=keras.initializers.RandomNormal(stddev=1e-3), name="f3d_out"
+  )(h)
   p3d = layers.Reshape((NUM_JOINTS, 3), name="f3d_reshape")(p3d)
   pose3d = layers.Rescaling(1000.0, dtype="float32", name="pose3d")(p3d)
 
@@ -201,10 +212,19 @@ def build_model(input_size: int = 256, variant: str = "full", config: ModelConfi
   camera = WeakPerspectiveCamera(config.input_size, dtype="float32", name="camera")(cam)
   pose2d = Projection(dtype="float32", name="pose2d")(pose3d, camera)
 
-  model = keras.Model(image, {"heatmaps": heatmaps, "f3d": f3d, "pose3d": pose3d, "camera": camera,
-                              "pose2d": pose2d, "heatmaps_res4d": heatmaps_res4d,
-                              "heatmaps_res5a": heatmaps_res5a},
-                      name=f"wild3d_{variant}_{config.input_size}")
+  model = keras.Model(
+    image,
+    {
+      "heatmaps": heatmaps,
+      "f3d": f3d,
+      "pose3d": pose3d,
+      "camera": camera,
+      "pose2d": pose2d,
+      "heatmaps_res4d": heatmaps_res4d,
+      "heatmaps_res5a": heatmaps_res5a,
+    },
+    name=f"wild3d_{variant}_{config.input_size}",
+  )
   if imagenet_weights is not None:
     load_imagenet_backbone(model, imagenet_weights)
   return model
@@ -217,10 +237,13 @@ def load_imagenet_backbone(model: keras.Model, weights_path: str) -> int:
   shape differs (a ``tiny`` model cannot take full-width weights).
   """
   if not os.path.isfile(weights_path):
-    raise FileNotFoundError(f"ImageNet weights file not found: {weights_path} (expected Keras' "
-                            "resnet50_weights_tf_dim_ordering_tf_kernels_notop.h5; nothing is downloaded)")
-  reference = keras.applications.ResNet50(include_top=False, weights=weights_path,
-                                          input_shape=model.input_shape[1:])
+    raise FileNotFoundError(
+      f"ImageNet weights file not found: {weights_path} (expected Keras' "
+      "resnet50_weights_tf_dim_ordering_tf_kernels_notop.h5; nothing is downloaded)"
+    )
+  reference = keras.applications.ResNet50(
+    include_top=False, weights=weights_path, input_shape=model.input_shape[1:]
+  )
   loaded = 0
   folded = {}
   for layer in reference.layers:
@@ -234,13 +257,15 @@ def load_imagenet_backbone(model: keras.Model, weights_path: str) -> int:
       # Keras' file has conv biases; ours has none, so the bias moves into the
       # following batch norm's moving mean: BN(Wx + b) with mean m == BN(Wx) with m - b.
       values, bias = values[:1], values[1]
-      norm = model.get_layer(layer.name[:-len("conv")] + "bn")
+      norm = model.get_layer(layer.name[: -len("conv")] + "bn")
       reference_norm = reference.get_layer(norm.name)
       folded[norm.name] = (reference_norm, bias)
     for mine, theirs in zip(target.weights, values):
       if tuple(mine.shape) != tuple(theirs.shape):
-        raise ValueError(f"{weights_path}: layer {layer.name} weight of shape {tuple(theirs.shape)} does not fit "
-                         f"{tuple(mine.shape)}")
+        raise ValueError(
+          f"{weights_path}: layer {layer.name} weight of shape {tuple(theirs.shape)} does not fit "
+          f"{tuple(mine.shape)}"
+        )
     target.set_weights(values)
     loaded += 1
   for name, (reference_norm, bias) in folded.items():

@@ -35,8 +35,14 @@ def define_flags():
   """Flags of this entry point (defined only when it runs, so modules can be imported together)."""
   flags.DEFINE_string("saved_model", None, "An exported version folder (EXPORT/wild3d/<version>).")
   flags.DEFINE_string("checkpoint", None, "A training --model_dir, instead of --saved_model.")
-  flags.DEFINE_list("box", None, "Person box x_min,y_min,x_max,y_max in pixels, for every image (default: whole image).")
-  flags.DEFINE_list("intrinsics", None, "fx,fy,cx,cy in pixels, for every image (default: 55 degree field of view).")
+  flags.DEFINE_list(
+    "box",
+    None,
+    "Person box x_min,y_min,x_max,y_max in pixels, for every image (default: whole image).",
+  )
+  flags.DEFINE_list(
+    "intrinsics", None, "fx,fy,cx,cy in pixels, for every image (default: 55 degree field of view)."
+  )
   flags.DEFINE_string("output_dir", "predictions", "Where the JSON and PNG files go.")
 
 
@@ -83,13 +89,16 @@ def _vector(values, name: str) -> np.ndarray:
 
 def to_json(outputs: dict, index: int, path: str) -> dict:
   take = lambda name: outputs[name][index].numpy()
-  return {"image": path,
-          "pose3d_mm": dict(zip(skeletons.POSE3D.joints, take("pose3d").round(1).tolist())),
-          "pose2d_px": dict(zip(skeletons.POSE2D.joints, take("pose2d").round(2).tolist())),
-          "confidence": dict(zip(skeletons.POSE2D.joints, take("confidence").round(3).tolist())),
-          "crop_box_cx_cy_side": take("crop_box").tolist(), "intrinsics": take("intrinsics").tolist(),
-          "valid": bool(take("valid")),
-          "frame": "pose3d: camera frame (x right, y down, z forward), mm, relative to the pelvis"}
+  return {
+    "image": path,
+    "pose3d_mm": dict(zip(skeletons.POSE3D.joints, take("pose3d").round(1).tolist())),
+    "pose2d_px": dict(zip(skeletons.POSE2D.joints, take("pose2d").round(2).tolist())),
+    "confidence": dict(zip(skeletons.POSE2D.joints, take("confidence").round(3).tolist())),
+    "crop_box_cx_cy_side": take("crop_box").tolist(),
+    "intrinsics": take("intrinsics").tolist(),
+    "valid": bool(take("valid")),
+    "frame": "pose3d: camera frame (x right, y down, z forward), mm, relative to the pelvis",
+  }
 
 
 def figure(image: np.ndarray, outputs: dict, index: int, title: str):
@@ -99,8 +108,11 @@ def figure(image: np.ndarray, outputs: dict, index: int, title: str):
   ax.imshow(image)
   visualize.draw_skeleton_2d(ax, take("pose2d"), visible=take("confidence") > 0.1)
   cx, cy, side = take("crop_box")
-  ax.add_patch(visualize.matplotlib.patches.Rectangle((cx - side / 2, cy - side / 2), side, side, fill=False,
-                                                      edgecolor="yellow", linestyle="--"))
+  ax.add_patch(
+    visualize.matplotlib.patches.Rectangle(
+      (cx - side / 2, cy - side / 2), side, side, fill=False, edgecolor="yellow", linestyle="--"
+    )
+  )
   ax.set_title(title)
   ax.axis("off")
   ax3d = fig.add_subplot(1, 2, 2, projection="3d")
@@ -109,7 +121,9 @@ def figure(image: np.ndarray, outputs: dict, index: int, title: str):
   return fig
 
 
-def predict_files(paths, signature, limits: image_guard.Limits, box, intrinsics, output_dir: str) -> list[str]:
+def predict_files(
+  paths, signature, limits: image_guard.Limits, box, intrinsics, output_dir: str
+) -> list[str]:
   """Predicts each file alone, so one bad file costs only itself; returns the failures, one line each."""
   out = pathlib.Path(output_dir)
   out.mkdir(parents=True, exist_ok=True)
@@ -117,8 +131,11 @@ def predict_files(paths, signature, limits: image_guard.Limits, box, intrinsics,
   for path in paths:
     try:
       encoded = read_image_file(path, limits.max_bytes)
-      outputs = signature(images=tf.constant([encoded]), boxes=tf.constant(box[None]),
-                          intrinsics=tf.constant(intrinsics[None]))
+      outputs = signature(
+        images=tf.constant([encoded]),
+        boxes=tf.constant(box[None]),
+        intrinsics=tf.constant(intrinsics[None]),
+      )
     except ValueError as error:
       failures.append(f"{path}: {error}")
       print(f"FAILED {failures[-1]}", flush=True)
@@ -131,8 +148,13 @@ def predict_files(paths, signature, limits: image_guard.Limits, box, intrinsics,
     (out / f"{stem}.json").write_text(json.dumps(to_json(outputs, 0, path), indent=1))
     image = tf.io.decode_image(encoded, channels=3, expand_animations=False).numpy()
     mean_confidence = float(np.mean(outputs["confidence"][0]))
-    (out / f"{stem}.png").write_bytes(visualize.figure_to_png(
-        figure(image, outputs, 0, f"{pathlib.Path(path).name} (mean confidence {mean_confidence:.2f})")))
+    (out / f"{stem}.png").write_bytes(
+      visualize.figure_to_png(
+        figure(
+          image, outputs, 0, f"{pathlib.Path(path).name} (mean confidence {mean_confidence:.2f})"
+        )
+      )
+    )
     print(f"ok {path}: {out / stem}.json, {out / stem}.png", flush=True)
   return failures
 
@@ -142,9 +164,18 @@ def main(argv):
   if not paths:
     raise app.UsageError("give one or more image files")
   signature, limits = load_signature(FLAGS.saved_model, FLAGS.checkpoint)
-  failures = predict_files(paths, signature, limits, _vector(FLAGS.box, "box"),
-                           _vector(FLAGS.intrinsics, "intrinsics"), FLAGS.output_dir)
-  print(f"{len(paths) - len(failures)} of {len(paths)} images predicted into {FLAGS.output_dir}", flush=True)
+  failures = predict_files(
+    paths,
+    signature,
+    limits,
+    _vector(FLAGS.box, "box"),
+    _vector(FLAGS.intrinsics, "intrinsics"),
+    FLAGS.output_dir,
+  )
+  print(
+    f"{len(paths) - len(failures)} of {len(paths)} images predicted into {FLAGS.output_dir}",
+    flush=True,
+  )
   sys.exit(1 if failures else 0)
 
 

@@ -19,30 +19,30 @@ NUM_3D = skeletons.POSE3D.num_joints
 
 # name -> (kind, shape); kind: "bytes", "int", "string" (utf-8) or "f64" (float64 bytes).
 FEATURES = {
-    "key": ("string", ()),  # unique and stable: dataset/subject/sequence/camera/frame
-    "dataset": ("string", ()),
-    "split": ("string", ()),
-    "subject": ("string", ()),
-    "sequence": ("string", ()),  # take, sequence, test sequence or image name
-    "action": ("string", ()),  # action (H3.6M) or activity (3DHP); "" where none
-    "camera": ("string", ()),
-    "frame": ("int", ()),  # 0-based frame index in the native sequence
-    "image/encoded": ("bytes", ()),  # JPEG of the person-centred crop
-    "image/size": ("int", (2,)),  # crop (height, width)
-    "image/original_size": ("int", (2,)),  # original (height, width)
-    "crop/from_image": ("f64", (3, 3)),  # original pixels -> crop pixels
-    "camera/intrinsics": ("f64", (3, 3)),  # of the original image
-    "camera/has_intrinsics": ("int", ()),
-    "camera/distortion": ("f64", (5,)),  # H3.6M model: k1, k2, k3, p1, p2
-    "joints2d": ("f64", (NUM_2D, 2)),  # POSE2D, crop pixels (0-based)
-    "joints2d/visible": ("int", (NUM_2D,)),  # 1 labelled and visible, 0 otherwise
-    "joints2d/labelled": ("int", (NUM_2D,)),  # 1 labelled (visible or occluded)
-    "joints3d": ("f64", (NUM_3D, 3)),  # POSE3D, camera frame, mm (absolute)
-    "joints3d/univ": ("f64", (NUM_3D, 3)),  # 3DHP universal skeleton, else = joints3d
-    "has_3d": ("int", ()),
-    "mask/encoded": ("bytes", ()),  # PNG of the crop's foreground mask, b"" where none
-    "has_mask": ("int", ()),
-    "schema_version": ("int", ()),
+  "key": ("string", ()),  # unique and stable: dataset/subject/sequence/camera/frame
+  "dataset": ("string", ()),
+  "split": ("string", ()),
+  "subject": ("string", ()),
+  "sequence": ("string", ()),  # take, sequence, test sequence or image name
+  "action": ("string", ()),  # action (H3.6M) or activity (3DHP); "" where none
+  "camera": ("string", ()),
+  "frame": ("int", ()),  # 0-based frame index in the native sequence
+  "image/encoded": ("bytes", ()),  # JPEG of the person-centred crop
+  "image/size": ("int", (2,)),  # crop (height, width)
+  "image/original_size": ("int", (2,)),  # original (height, width)
+  "crop/from_image": ("f64", (3, 3)),  # original pixels -> crop pixels
+  "camera/intrinsics": ("f64", (3, 3)),  # of the original image
+  "camera/has_intrinsics": ("int", ()),
+  "camera/distortion": ("f64", (5,)),  # H3.6M model: k1, k2, k3, p1, p2
+  "joints2d": ("f64", (NUM_2D, 2)),  # POSE2D, crop pixels (0-based)
+  "joints2d/visible": ("int", (NUM_2D,)),  # 1 labelled and visible, 0 otherwise
+  "joints2d/labelled": ("int", (NUM_2D,)),  # 1 labelled (visible or occluded)
+  "joints3d": ("f64", (NUM_3D, 3)),  # POSE3D, camera frame, mm (absolute)
+  "joints3d/univ": ("f64", (NUM_3D, 3)),  # 3DHP universal skeleton, else = joints3d
+  "has_3d": ("int", ()),
+  "mask/encoded": ("bytes", ()),  # PNG of the crop's foreground mask, b"" where none
+  "has_mask": ("int", ()),
+  "schema_version": ("int", ()),
 }
 
 
@@ -52,7 +52,9 @@ def _feature(kind, value):
   if kind == "string":
     return tf.train.Feature(bytes_list=tf.train.BytesList(value=[str(value).encode("utf-8")]))
   if kind == "int":
-    return tf.train.Feature(int64_list=tf.train.Int64List(value=np.atleast_1d(np.asarray(value, np.int64)).tolist()))
+    return tf.train.Feature(
+      int64_list=tf.train.Int64List(value=np.atleast_1d(np.asarray(value, np.int64)).tolist())
+    )
   return tf.train.Feature(bytes_list=tf.train.BytesList(value=[np.asarray(value, "<f8").tobytes()]))
 
 
@@ -65,7 +67,9 @@ def to_example(record: dict) -> bytes:
   for name, (kind, shape) in FEATURES.items():
     value = SCHEMA_VERSION if name == "schema_version" else record[name]
     if kind in ("f64", "int") and np.shape(value) != shape:
-      raise ValueError(f"record {record['key']}: {name} has shape {np.shape(value)}, schema says {shape}")
+      raise ValueError(
+        f"record {record['key']}: {name} has shape {np.shape(value)}, schema says {shape}"
+      )
     features[name] = _feature(kind, value)
   example = tf.train.Example(features=tf.train.Features(feature=features))
   return example.SerializeToString(deterministic=True)
@@ -89,9 +93,13 @@ def decode_numpy(serialized: bytes) -> dict:
   return out
 
 
-_PARSE_SPEC = {name: tf.io.FixedLenFeature([np.prod(shape, dtype=int)] if kind == "int" and shape else [],
-                                           tf.int64 if kind == "int" else tf.string)
-               for name, (kind, shape) in FEATURES.items()}
+_PARSE_SPEC = {
+  name: tf.io.FixedLenFeature(
+    [np.prod(shape, dtype=int)] if kind == "int" and shape else [],
+    tf.int64 if kind == "int" else tf.string,
+  )
+  for name, (kind, shape) in FEATURES.items()
+}
 
 
 def parse(serialized: tf.Tensor) -> dict:

@@ -36,16 +36,25 @@ def _shape_check(tensor, name: str, trailing=()):
   """
   rank = 1 + len(trailing)
   padded = tf.pad(tf.shape(tensor), [[0, 2]])
-  ok = (tf.equal(tf.reduce_prod(padded[:rank]), tf.size(tensor)) & tf.equal(padded[rank], 0) &
-        tf.reduce_all(tf.equal(padded[1:rank], list(trailing) or tf.zeros([0], tf.int32))))
+  ok = (
+    tf.equal(tf.reduce_prod(padded[:rank]), tf.size(tensor))
+    & tf.equal(padded[rank], 0)
+    & tf.reduce_all(tf.equal(padded[1:rank], list(trailing) or tf.zeros([0], tf.int32)))
+  )
   expected = "[batch" + "".join(f", {d}" for d in trailing) + "]"
-  return image_guard.require(ok, f"{name} must have shape {expected}; got shape ", tf.strings.as_string(padded))
+  return image_guard.require(
+    ok, f"{name} must have shape {expected}; got shape ", tf.strings.as_string(padded)
+  )
 
 
 class ServingModule(tf.Module):
-
-  def __init__(self, network, flip: bool = False, limits: image_guard.Limits = image_guard.Limits(),
-               xla: bool = False):
+  def __init__(
+    self,
+    network,
+    flip: bool = False,
+    limits: image_guard.Limits = image_guard.Limits(),
+    xla: bool = False,
+  ):
     super().__init__(name="wild3d")
     self.network = network
     # The tf.Variables behind the Keras variables, tracked directly: without this the
@@ -56,23 +65,37 @@ class ServingModule(tf.Module):
     self.limits = limits
     # XLA compiles the network and the geometry after the crops; decoding and
     # cropping (strings, per-image shapes) stay outside it.
-    self._on_images = tf.function(self.predictor.on_images, jit_compile=True) if xla else self.predictor.on_images
+    self._on_images = (
+      tf.function(self.predictor.on_images, jit_compile=True) if xla else self.predictor.on_images
+    )
     size = self.predictor.input_size
     self.input_size = size
     self.names_3d = tf.constant(skeletons.POSE3D.joints)
     self.names_2d = tf.constant(skeletons.POSE2D.joints)
     images = tf.TensorSpec([None], tf.string, name="images")
-    self.serve_images = tf.function(self._serve_images, input_signature=[
-        images, tf.TensorSpec([None, 4], tf.float32, name="boxes"),
-        tf.TensorSpec([None, 4], tf.float32, name="intrinsics")])
+    self.serve_images = tf.function(
+      self._serve_images,
+      input_signature=[
+        images,
+        tf.TensorSpec([None, 4], tf.float32, name="boxes"),
+        tf.TensorSpec([None, 4], tf.float32, name="intrinsics"),
+      ],
+    )
     self.serve_images_only = tf.function(self._serve_images_only, input_signature=[images])
-    self.serve_crops = tf.function(self._serve_crops, input_signature=[
+    self.serve_crops = tf.function(
+      self._serve_crops,
+      input_signature=[
         tf.TensorSpec([None, size, size, 3], tf.float32, name="crops"),
-        tf.TensorSpec([None, 3, 3], tf.float32, name="intrinsics")])
+        tf.TensorSpec([None, 3, 3], tf.float32, name="intrinsics"),
+      ],
+    )
 
   def signatures(self) -> dict:
-    return {"serving_default": self.serve_images, "serve_images_only": self.serve_images_only,
-            "serve_crops": self.serve_crops}
+    return {
+      "serving_default": self.serve_images,
+      "serve_images_only": self.serve_images_only,
+      "serve_crops": self.serve_crops,
+    }
 
   # ------------------------------------------------------------------ signatures
 
@@ -81,15 +104,33 @@ class ServingModule(tf.Module):
     return self._serve_images(images, zeros, zeros)
 
   def _serve_images(self, images, boxes, intrinsics):
-    with tf.control_dependencies([_shape_check(images, "images"), _shape_check(boxes, "boxes", (4,)),
-                                  _shape_check(intrinsics, "intrinsics", (4,))]):
+    with tf.control_dependencies(
+      [
+        _shape_check(images, "images"),
+        _shape_check(boxes, "boxes", (4,)),
+        _shape_check(intrinsics, "intrinsics", (4,)),
+      ]
+    ):
       images, boxes, intrinsics = tf.identity(images), tf.identity(boxes), tf.identity(intrinsics)
     count = tf.size(images)
     checks = image_guard.check_batch(images, self.limits) + [
-        image_guard.require(tf.equal(tf.shape(boxes)[0], count), "boxes has ", tf.strings.as_string(tf.shape(boxes)[0]),
-                " rows for ", tf.strings.as_string(count), " images"),
-        image_guard.require(tf.equal(tf.shape(intrinsics)[0], count), "intrinsics has ",
-                tf.strings.as_string(tf.shape(intrinsics)[0]), " rows for ", tf.strings.as_string(count), " images")]
+      image_guard.require(
+        tf.equal(tf.shape(boxes)[0], count),
+        "boxes has ",
+        tf.strings.as_string(tf.shape(boxes)[0]),
+        " rows for ",
+        tf.strings.as_string(count),
+        " images",
+      ),
+      image_guard.require(
+        tf.equal(tf.shape(intrinsics)[0], count),
+        "intrinsics has ",
+        tf.strings.as_string(tf.shape(intrinsics)[0]),
+        " rows for ",
+        tf.strings.as_string(count),
+        " images",
+      ),
+    ]
     size = self.input_size
 
     def one(args):
@@ -98,15 +139,31 @@ class ServingModule(tf.Module):
       box_given = tf.reduce_any(tf.not_equal(box, 0.0))
       k_given = tf.reduce_any(tf.not_equal(k, 0.0))
       element_checks = [
-          image_guard.require(tf.reduce_all(tf.math.is_finite(box)) & tf.reduce_all(tf.math.is_finite(k)),
-                  "image ", name, ": box or intrinsics not finite"),
-          image_guard.require(~box_given | ((box[2] > box[0]) & (box[3] > box[1])),
-                  "image ", name, ": box must be (x_min, y_min, x_max, y_max) with x_max > x_min and y_max > y_min"),
-          image_guard.require(~k_given | ((k[0] > 0) & (k[1] > 0)), "image ", name, ": intrinsics (fx, fy, cx, cy) need fx, fy > 0")]
+        image_guard.require(
+          tf.reduce_all(tf.math.is_finite(box)) & tf.reduce_all(tf.math.is_finite(k)),
+          "image ",
+          name,
+          ": box or intrinsics not finite",
+        ),
+        image_guard.require(
+          ~box_given | ((box[2] > box[0]) & (box[3] > box[1])),
+          "image ",
+          name,
+          ": box must be (x_min, y_min, x_max, y_max) with x_max > x_min and y_max > y_min",
+        ),
+        image_guard.require(
+          ~k_given | ((k[0] > 0) & (k[1] > 0)),
+          "image ",
+          name,
+          ": intrinsics (fx, fy, cx, cy) need fx, fy > 0",
+        ),
+      ]
       with tf.control_dependencies(element_checks):
         image = image_guard.decode(encoded, index, self.limits)
       height, width = tf.shape(image)[0], tf.shape(image)[1]
-      given = tf.stack([tf.stack([k[0], 0.0, k[2]]), tf.stack([0.0, k[1], k[3]]), tf.constant([0.0, 0.0, 1.0])])
+      given = tf.stack(
+        [tf.stack([k[0], 0.0, k[2]]), tf.stack([0.0, k[1], k[3]]), tf.constant([0.0, 0.0, 1.0])]
+      )
       camera = tf.where(k_given, given, inference.default_intrinsics(height, width))
       square = inference.box_to_square(box, height, width)
       crop, input_from_image = inference.crop(image, square, size)
@@ -116,9 +173,16 @@ class ServingModule(tf.Module):
       images = tf.identity(images)
       indices = tf.range(count)
     crops, image_from_input, cameras, squares = tf.map_fn(
-        one, (images, boxes, intrinsics, indices), parallel_iterations=2,
-        fn_output_signature=(tf.TensorSpec([size, size, 3], tf.float32), tf.TensorSpec([3, 3], tf.float32),
-                             tf.TensorSpec([3, 3], tf.float32), tf.TensorSpec([3], tf.float32)))
+      one,
+      (images, boxes, intrinsics, indices),
+      parallel_iterations=2,
+      fn_output_signature=(
+        tf.TensorSpec([size, size, 3], tf.float32),
+        tf.TensorSpec([3, 3], tf.float32),
+        tf.TensorSpec([3, 3], tf.float32),
+        tf.TensorSpec([3], tf.float32),
+      ),
+    )
     return self._outputs(self._network(crops, image_from_input, cameras), squares, cameras)
 
   def _network(self, crops, image_from_input, cameras) -> dict:
@@ -126,23 +190,50 @@ class ServingModule(tf.Module):
     because some CPU kernels (oneDNN's batch norm on AVX-512/AMX machines) reject a batch of 0."""
     count = tf.shape(crops)[0]
     blank = tf.cast(tf.equal(count, 0), tf.int32)
-    pad = lambda t, fill: tf.concat([t, tf.tile(fill[None], tf.concat([[blank], tf.ones([t.shape.rank - 1], tf.int32)], 0))], 0)
-    out = self._on_images(pad(crops, tf.zeros(crops.shape[1:])), pad(image_from_input, tf.eye(3)), pad(cameras, tf.eye(3)))
+    pad = lambda t, fill: tf.concat(
+      [t, tf.tile(fill[None], tf.concat([[blank], tf.ones([t.shape.rank - 1], tf.int32)], 0))], 0
+    )
+    out = self._on_images(
+      pad(crops, tf.zeros(crops.shape[1:])),
+      pad(image_from_input, tf.eye(3)),
+      pad(cameras, tf.eye(3)),
+    )
     return {name: value[:count] for name, value in out.items()}
 
   def _serve_crops(self, crops, intrinsics):
-    with tf.control_dependencies([_shape_check(crops, "crops", (self.input_size, self.input_size, 3)),
-                                  _shape_check(intrinsics, "intrinsics", (3, 3))]):
+    with tf.control_dependencies(
+      [
+        _shape_check(crops, "crops", (self.input_size, self.input_size, 3)),
+        _shape_check(intrinsics, "intrinsics", (3, 3)),
+      ]
+    ):
       crops, intrinsics = tf.identity(crops), tf.identity(intrinsics)
     count = tf.shape(crops)[0]
     checks = [
-        image_guard.require(count <= self.limits.max_batch, "batch of ", tf.strings.as_string(count),
-                " crops exceeds the limit of ", str(self.limits.max_batch)),
-        image_guard.require(tf.equal(tf.shape(intrinsics)[0], count), "intrinsics has ",
-                tf.strings.as_string(tf.shape(intrinsics)[0]), " matrices for ", tf.strings.as_string(count), " crops"),
-        image_guard.require(tf.reduce_all(tf.math.is_finite(crops)) & tf.reduce_all(tf.math.is_finite(intrinsics)),
-                "crops and intrinsics must be finite"),
-        image_guard.require(tf.reduce_all((intrinsics[:, 0, 0] > 0) & (intrinsics[:, 1, 1] > 0)), "intrinsics need fx, fy > 0")]
+      image_guard.require(
+        count <= self.limits.max_batch,
+        "batch of ",
+        tf.strings.as_string(count),
+        " crops exceeds the limit of ",
+        str(self.limits.max_batch),
+      ),
+      image_guard.require(
+        tf.equal(tf.shape(intrinsics)[0], count),
+        "intrinsics has ",
+        tf.strings.as_string(tf.shape(intrinsics)[0]),
+        " matrices for ",
+        tf.strings.as_string(count),
+        " crops",
+      ),
+      image_guard.require(
+        tf.reduce_all(tf.math.is_finite(crops)) & tf.reduce_all(tf.math.is_finite(intrinsics)),
+        "crops and intrinsics must be finite",
+      ),
+      image_guard.require(
+        tf.reduce_all((intrinsics[:, 0, 0] > 0) & (intrinsics[:, 1, 1] > 0)),
+        "intrinsics need fx, fy > 0",
+      ),
+    ]
     with tf.control_dependencies(checks):
       crops = tf.identity(crops)
     identity = tf.eye(3, batch_shape=[count])
@@ -152,10 +243,18 @@ class ServingModule(tf.Module):
 
   def _outputs(self, out, squares, cameras) -> dict:
     count = tf.shape(out["pose3d"])[0]
-    finite = [tf.reduce_all(tf.math.is_finite(tf.reshape(out[k], [count, -1])), axis=-1)
-              for k in ("pose3d", "pose2d", "confidence")]
-    return {"pose3d": out["pose3d"], "pose3d_crop": out["pose3d_crop"], "pose2d": out["pose2d"],
-            "confidence": out["confidence"], "crop_box": squares, "intrinsics": cameras,
-            "valid": tf.reduce_all(tf.stack(finite), axis=0),
-            "joint_names_3d": tf.tile(self.names_3d[None], [count, 1]),
-            "joint_names_2d": tf.tile(self.names_2d[None], [count, 1])}
+    finite = [
+      tf.reduce_all(tf.math.is_finite(tf.reshape(out[k], [count, -1])), axis=-1)
+      for k in ("pose3d", "pose2d", "confidence")
+    ]
+    return {
+      "pose3d": out["pose3d"],
+      "pose3d_crop": out["pose3d_crop"],
+      "pose2d": out["pose2d"],
+      "confidence": out["confidence"],
+      "crop_box": squares,
+      "intrinsics": cameras,
+      "valid": tf.reduce_all(tf.stack(finite), axis=0),
+      "joint_names_3d": tf.tile(self.names_3d[None], [count, 1]),
+      "joint_names_2d": tf.tile(self.names_2d[None], [count, 1]),
+    }

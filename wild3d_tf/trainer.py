@@ -24,13 +24,19 @@ import signal
 import time
 
 import keras
-import numpy as np
 import tensorflow as tf
 
 from wild3d_tf import losses
 from wild3d_tf.config import LossWeights
 
-LABEL_KEYS = ("heatmaps", "joints2d", "joints2d_visible", "joints3d", "has_3d", "reference_bone_lengths")
+LABEL_KEYS = (
+  "heatmaps",
+  "joints2d",
+  "joints2d_visible",
+  "joints3d",
+  "has_3d",
+  "reference_bone_lengths",
+)
 TERMS = ("heatmap", "intermediate_heatmap", "pose3d", "bone_3d", "bone_2d", "projection")
 
 
@@ -65,7 +71,9 @@ class Trainer(keras.Model):
     labels = {k: batch[k] for k in LABEL_KEYS}
     with tf.GradientTape() as tape:
       outputs = self.network(batch["image"], training=True)
-      loss, terms = losses.total(outputs, labels, self.loss_weights, self.global_batch_size, self.input_size)
+      loss, terms = losses.total(
+        outputs, labels, self.loss_weights, self.global_batch_size, self.input_size
+      )
       scaled = self.optimizer.scale_loss(loss)
     variables = self.network.trainable_variables
     grads = tape.gradient(scaled, variables)
@@ -86,7 +94,9 @@ class Trainer(keras.Model):
     # times the replica count, the trackers' cross-replica mean is the global value.
     for name, value in (("loss", loss), *terms.items()):
       if name in self.trackers:
-        self.trackers[name].update_state(tf.where(finite, value * replicas, 0.0), sample_weight=tf.cast(finite, tf.float32))
+        self.trackers[name].update_state(
+          tf.where(finite, value * replicas, 0.0), sample_weight=tf.cast(finite, tf.float32)
+        )
     return finite
 
 
@@ -95,8 +105,14 @@ def is_pretrained(variable) -> bool:
   return variable.path.startswith("conv")
 
 
-def make_optimizer(learning_rate: float, decay_steps: int, decay_rate: float, global_step: tf.Variable,
-                   mixed_float16: bool, pretrained_lr_multiplier: float = 1.0) -> keras.optimizers.Optimizer:
+def make_optimizer(
+  learning_rate: float,
+  decay_steps: int,
+  decay_rate: float,
+  global_step: tf.Variable,
+  mixed_float16: bool,
+  pretrained_lr_multiplier: float = 1.0,
+) -> keras.optimizers.Optimizer:
   """Adadelta (the paper's "momentum 0.9" is rho), learning rate decayed on *our* global step.
 
   Always wrapped in a LossScaleOptimizer, which skips updates with non-finite
@@ -107,7 +123,9 @@ def make_optimizer(learning_rate: float, decay_steps: int, decay_rate: float, gl
   schedule = keras.optimizers.schedules.ExponentialDecay(learning_rate, decay_steps, decay_rate)
 
   def adadelta(multiplier):
-    return keras.optimizers.Adadelta(learning_rate=lambda: multiplier * schedule(global_step), rho=0.9, epsilon=1e-6)
+    return keras.optimizers.Adadelta(
+      learning_rate=lambda: multiplier * schedule(global_step), rho=0.9, epsilon=1e-6
+    )
 
   optimizer = adadelta(1.0)
   if pretrained_lr_multiplier != 1.0:
@@ -117,7 +135,9 @@ def make_optimizer(learning_rate: float, decay_steps: int, decay_rate: float, gl
     optimizer = keras.optimizers.MultiOptimizer(lambda v: pretrained if is_pretrained(v) else heads)
   if mixed_float16:
     return keras.optimizers.LossScaleOptimizer(optimizer)
-  return keras.optimizers.LossScaleOptimizer(optimizer, initial_scale=1.0, dynamic_growth_steps=2 ** 30)
+  return keras.optimizers.LossScaleOptimizer(
+    optimizer, initial_scale=1.0, dynamic_growth_steps=2**30
+  )
 
 
 @dataclasses.dataclass
@@ -128,26 +148,45 @@ class LoopConfig:
   log_every: int = 10
   max_nonfinite: int = 20
   keep_checkpoints: int = 3
-  batch_digest_file: str | None = None  # one "step sha256" line per batch, to check resumed data order
+  batch_digest_file: str | None = (
+    None  # one "step sha256" line per batch, to check resumed data order
+  )
 
 
 class Loop:
   """Runs ``Trainer.train_step`` under a strategy with checkpoints, progress and summaries."""
 
-  def __init__(self, strategy: tf.distribute.Strategy, trainer: Trainer, dataset: tf.data.Dataset,
-               config: LoopConfig, global_step: tf.Variable, summary_hook=None, periodic=()):
+  def __init__(
+    self,
+    strategy: tf.distribute.Strategy,
+    trainer: Trainer,
+    dataset: tf.data.Dataset,
+    config: LoopConfig,
+    global_step: tf.Variable,
+    summary_hook=None,
+    periodic=(),
+  ):
     self.strategy, self.trainer, self.config = strategy, trainer, config
     self.global_step = global_step
     self.skipped = tf.Variable(0, dtype=tf.int64, trainable=False, name="skipped_steps")
-    self.consecutive_bad = tf.Variable(0, dtype=tf.int64, trainable=False, name="consecutive_nonfinite")
+    self.consecutive_bad = tf.Variable(
+      0, dtype=tf.int64, trainable=False, name="consecutive_nonfinite"
+    )
     self.iterator = iter(dataset)
     optimizer = trainer.optimizer
     with strategy.scope():
       optimizer.build(trainer.network.trainable_variables)
-    self.checkpoint = tf.train.Checkpoint(network=trainer.network, optimizer=optimizer, global_step=global_step,
-                                          skipped=self.skipped, consecutive_bad=self.consecutive_bad,
-                                          iterator=self.iterator)
-    self.manager = tf.train.CheckpointManager(self.checkpoint, config.model_dir, max_to_keep=config.keep_checkpoints)
+    self.checkpoint = tf.train.Checkpoint(
+      network=trainer.network,
+      optimizer=optimizer,
+      global_step=global_step,
+      skipped=self.skipped,
+      consecutive_bad=self.consecutive_bad,
+      iterator=self.iterator,
+    )
+    self.manager = tf.train.CheckpointManager(
+      self.checkpoint, config.model_dir, max_to_keep=config.keep_checkpoints
+    )
     self.summary_hook = summary_hook
     self.periodic = list(periodic)  # (every, fn(step)) pairs, e.g. validation
     self.history = []  # logs per log interval: {"step": ..., "loss": ..., term: ...}
@@ -160,7 +199,7 @@ class Loop:
 
     def slice_for(context):
       start = context.replica_id_in_sync_group * per_replica
-      return {k: v[start:start + per_replica] for k, v in batch.items()}
+      return {k: v[start : start + per_replica] for k, v in batch.items()}
 
     distributed = self.strategy.experimental_distribute_values_from_function(slice_for)
     finite = self.strategy.run(self.trainer.train_step, args=(distributed,))
@@ -198,7 +237,9 @@ class Loop:
       finite = bool(self._step_fn(batch).numpy())
       step = int(self.global_step.assign_add(1).numpy())
       if config.batch_digest_file:
-        digest = hashlib.sha256(batch["image"].numpy().tobytes() + batch["joints2d"].numpy().tobytes()).hexdigest()
+        digest = hashlib.sha256(
+          batch["image"].numpy().tobytes() + batch["joints2d"].numpy().tobytes()
+        ).hexdigest()
         with open(config.batch_digest_file, "a") as f:
           f.write(f"{step} {digest}\n")
       if finite:
@@ -206,20 +247,28 @@ class Loop:
       else:
         self.skipped.assign_add(1)
         self.consecutive_bad.assign_add(1)
-        logging.warning("step %d: non-finite loss, update skipped (%d skipped so far)", step, int(self.skipped.numpy()))
+        logging.warning(
+          "step %d: non-finite loss, update skipped (%d skipped so far)",
+          step,
+          int(self.skipped.numpy()),
+        )
         if int(self.consecutive_bad.numpy()) >= config.max_nonfinite:
           first = step - int(self.consecutive_bad.numpy()) + 1
           raise NonFiniteLossError(
-              f"loss non-finite for {config.max_nonfinite} consecutive steps ({first}..{step}); last good "
-              f"checkpoint: {self.manager.latest_checkpoint}")
+            f"loss non-finite for {config.max_nonfinite} consecutive steps ({first}..{step}); last good "
+            f"checkpoint: {self.manager.latest_checkpoint}"
+          )
       if step % config.log_every == 0 or step == config.max_steps:
         now = time.perf_counter()
         rate = (step - last_log_step) / max(now - last_log, 1e-9)
         logs = {name: float(m.result().numpy()) for name, m in self.trainer.trackers.items()}
         self.history.append({"step": step, **logs})
         eta = (config.max_steps - step) / max(rate, 1e-9)
-        print(f"step {step}/{config.max_steps}  loss {logs['loss']:.4f}  {rate:.2f} steps/s  "
-              f"input wait {100 * wait / max(now - last_log, 1e-9):.0f}%  ETA {eta:.0f} s", flush=True)
+        print(
+          f"step {step}/{config.max_steps}  loss {logs['loss']:.4f}  {rate:.2f} steps/s  "
+          f"input wait {100 * wait / max(now - last_log, 1e-9):.0f}%  ETA {eta:.0f} s",
+          flush=True,
+        )
         if self.summary_hook:
           self.summary_hook(step, logs, rate, wait / max(now - last_log, 1e-9), batch)
         for tracker in self.trainer.trackers.values():
@@ -237,5 +286,10 @@ class Loop:
     latest = self.manager.latest_checkpoint
     if latest is None or not latest.endswith(f"-{step}"):
       self.manager.save(checkpoint_number=step)
-    return {"step": int(self.global_step.numpy()), "skipped": int(self.skipped.numpy()),
-            "seconds": time.perf_counter() - started, "history": self.history, **logs}
+    return {
+      "step": int(self.global_step.numpy()),
+      "skipped": int(self.skipped.numpy()),
+      "seconds": time.perf_counter() - started,
+      "history": self.history,
+      **logs,
+    }

@@ -28,23 +28,36 @@ def _bone_colour(joint_set: skeletons.JointSet, child: int) -> str:
   return _CENTRE
 
 
-def draw_skeleton_2d(ax, joints2d: np.ndarray, joint_set: skeletons.JointSet = skeletons.POSE2D,
-                     visible: np.ndarray | None = None, linewidth: float = 2.0) -> None:
+def draw_skeleton_2d(
+  ax,
+  joints2d: np.ndarray,
+  joint_set: skeletons.JointSet = skeletons.POSE2D,
+  visible: np.ndarray | None = None,
+  linewidth: float = 2.0,
+) -> None:
   """Draws (J, 2) pixel joints on ``ax``; left limbs blue, right red."""
   visible = np.ones(len(joints2d), bool) if visible is None else np.asarray(visible, bool)
   for child, parent in joint_set.bones:
     if visible[child] and visible[parent]:
-      ax.plot(*joints2d[[child, parent]].T, color=_bone_colour(joint_set, child), linewidth=linewidth)
+      ax.plot(
+        *joints2d[[child, parent]].T, color=_bone_colour(joint_set, child), linewidth=linewidth
+      )
   ax.scatter(*joints2d[visible].T, s=8, color="white", edgecolors="black", linewidths=0.5, zorder=3)
 
 
-def plot_pose_3d(ax, pose3d: np.ndarray, joint_set: skeletons.JointSet = skeletons.POSE3D,
-                 style: str = "-", label: str | None = None) -> None:
+def plot_pose_3d(
+  ax,
+  pose3d: np.ndarray,
+  joint_set: skeletons.JointSet = skeletons.POSE3D,
+  style: str = "-",
+  label: str | None = None,
+) -> None:
   """Plots a (J, 3) camera-frame pose (mm) on a 3D axis, y down turned into z up."""
   for i, (child, parent) in enumerate(joint_set.bones):
     xs, ys, zs = pose3d[[child, parent]].T
-    ax.plot(xs, zs, -ys, style, color=_bone_colour(joint_set, child),
-            label=label if i == 0 else None)
+    ax.plot(
+      xs, zs, -ys, style, color=_bone_colour(joint_set, child), label=label if i == 0 else None
+    )
   ax.set_xlabel("x (mm)")
   ax.set_ylabel("z (mm)")
   ax.set_zlabel("-y (mm)")

@@ -10,12 +10,23 @@ import cdflib
 import numpy as np
 
 from beam_preprocess import media
-from beam_preprocess.records import BadRecord, Options, check_finite, inside_image, relative, safe_path
+from beam_preprocess.records import (
+  BadRecord,
+  Options,
+  check_finite,
+  inside_image,
+  relative,
+  safe_path,
+)
 from wild3d_tf import cameras, skeletons
 
 DATASET = "h36m"
 TEST_SUBJECTS = ("S9", "S11")
-CANONICAL_ACTIONS = {"TakingPhoto": "Photo", "WalkingDog": "WalkDog", "WalkingTogether": "WalkTogether"}
+CANONICAL_ACTIONS = {
+  "TakingPhoto": "Photo",
+  "WalkingDog": "WalkDog",
+  "WalkingTogether": "WalkTogether",
+}
 
 
 def action_of(take: str) -> str:
@@ -50,8 +61,14 @@ def work_items(root: pathlib.Path, options: Options):
     stride = options.test_frame_stride if subject in TEST_SUBJECTS else options.frame_stride
     frames = list(range(0, count, stride))
     for start in range(0, len(frames), options.frames_per_item):
-      items.append({"subject": subject, "take": take, "camera": camera,
-                    "frames": frames[start:start + options.frames_per_item]})
+      items.append(
+        {
+          "subject": subject,
+          "take": take,
+          "camera": camera,
+          "frames": frames[start : start + options.frames_per_item],
+        }
+      )
   return items, bad
 
 
@@ -64,9 +81,14 @@ def raw_records(root: pathlib.Path, item: dict, options: Options):
   d2 = _cdf(safe_path(root, d2_file, d2_file, "-"), 64, d2_file)
   try:
     calibration = json.loads(safe_path(root, "cameras.json", "cameras.json", "-").read_text())
-    intrinsic, extrinsic = calibration["intrinsic"][camera], calibration["extrinsic"][subject][camera]
+    intrinsic, extrinsic = (
+      calibration["intrinsic"][camera],
+      calibration["extrinsic"][subject][camera],
+    )
   except (KeyError, ValueError) as error:
-    raise BadRecord("cameras.json", f"{subject}/{camera}", "camera", f"missing or malformed: {error}") from None
+    raise BadRecord(
+      "cameras.json", f"{subject}/{camera}", "camera", f"missing or malformed: {error}"
+    ) from None
   video_file = f"{subject}/Videos/{take}.{camera}.mp4"
   video = safe_path(root, video_file, video_file, "-")
   frames = [f for f in item["frames"] if f < min(len(mono), len(d2))]
@@ -74,9 +96,18 @@ def raw_records(root: pathlib.Path, item: dict, options: Options):
     if isinstance(image, BadRecord):
       yield image
       continue
-    yield {"subject": subject, "take": take, "camera": camera, "frame": frame, "image": image,
-           "mono": mono[frame], "d2": d2[frame], "intrinsic": intrinsic, "extrinsic": extrinsic,
-           "file": mono_file}
+    yield {
+      "subject": subject,
+      "take": take,
+      "camera": camera,
+      "frame": frame,
+      "image": image,
+      "mono": mono[frame],
+      "d2": d2[frame],
+      "intrinsic": intrinsic,
+      "extrinsic": extrinsic,
+      "file": mono_file,
+    }
 
 
 def to_record(raw: dict) -> dict:
@@ -87,15 +118,31 @@ def to_record(raw: dict) -> dict:
   camera = cameras.h36m_json_to_camera(raw["intrinsic"], raw["extrinsic"], raw["camera"])
   k = camera.intrinsics
   if not (k[0, 0] > 0 and k[1, 1] > 0):
-    raise BadRecord("cameras.json", raw["camera"], "focal_length", f"non-positive focal length {k[0, 0]}, {k[1, 1]}")
+    raise BadRecord(
+      "cameras.json",
+      raw["camera"],
+      "focal_length",
+      f"non-positive focal length {k[0, 0]}, {k[1, 1]}",
+    )
   pose2d = skeletons.convert(joints2d, skeletons.H36M_32, skeletons.POSE2D)
   inside = inside_image(pose2d, raw["image"])
   test = raw["subject"] in TEST_SUBJECTS
   return {
-      "key": f"{DATASET}/{raw['subject']}/{raw['take']}/{raw['camera']}/{raw['frame']:06d}",
-      "dataset": DATASET, "split": "test" if test else "train", "subject": raw["subject"],
-      "sequence": raw["take"], "action": action_of(raw["take"]), "camera": raw["camera"], "frame": raw["frame"],
-      "image": raw["image"], "mask": None, "intrinsics": k,
-      "distortion": np.array([*camera.radial, *camera.tangential]),
-      "joints2d": pose2d, "labelled": np.ones(14, bool), "visible": inside,
-      "joints3d": skeletons.convert(joints3d, skeletons.H36M_32, skeletons.POSE3D), "joints3d_univ": None}
+    "key": f"{DATASET}/{raw['subject']}/{raw['take']}/{raw['camera']}/{raw['frame']:06d}",
+    "dataset": DATASET,
+    "split": "test" if test else "train",
+    "subject": raw["subject"],
+    "sequence": raw["take"],
+    "action": action_of(raw["take"]),
+    "camera": raw["camera"],
+    "frame": raw["frame"],
+    "image": raw["image"],
+    "mask": None,
+    "intrinsics": k,
+    "distortion": np.array([*camera.radial, *camera.tangential]),
+    "joints2d": pose2d,
+    "labelled": np.ones(14, bool),
+    "visible": inside,
+    "joints3d": skeletons.convert(joints3d, skeletons.H36M_32, skeletons.POSE3D),
+    "joints3d_univ": None,
+  }

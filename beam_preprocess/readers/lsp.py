@@ -23,7 +23,9 @@ def load_joints(root: pathlib.Path, dataset: str) -> np.ndarray:
   """(N, 14, 3) joints as x, y (1-based), flag, whatever the file's layout."""
   shape, _ = LAYOUTS[dataset]
   try:
-    mat = scipy.io.loadmat(safe_path(root, "joints.mat", "joints.mat", "-"), variable_names=["joints"])
+    mat = scipy.io.loadmat(
+      safe_path(root, "joints.mat", "joints.mat", "-"), variable_names=["joints"]
+    )
   except BadRecord:
     raise
   except Exception as error:  # scipy raises several types for corrupt files
@@ -32,7 +34,9 @@ def load_joints(root: pathlib.Path, dataset: str) -> np.ndarray:
     raise BadRecord("joints.mat", "-", "joints", "missing variable")
   joints = np.asarray(mat["joints"], np.float64)
   if joints.ndim != 3 or joints.shape[:2] != shape:
-    raise BadRecord("joints.mat", "-", "joints", f"shape {joints.shape}, expected {shape} x N for {dataset}")
+    raise BadRecord(
+      "joints.mat", "-", "joints", f"shape {joints.shape}, expected {shape} x N for {dataset}"
+    )
   return joints.transpose(2, 1, 0) if dataset == "lsp" else joints.transpose(2, 0, 1)
 
 
@@ -42,14 +46,19 @@ def work_items(root: pathlib.Path, options: Options, dataset: str):
   except BadRecord as error:
     return [], [error]
   _, pattern = LAYOUTS[dataset]
-  return [{"index": i, "image": pattern.format(i + 1), "joints": joints[i].tolist(), "count": len(joints)}
-          for i in range(len(joints))], []
+  return [
+    {"index": i, "image": pattern.format(i + 1), "joints": joints[i].tolist(), "count": len(joints)}
+    for i in range(len(joints))
+  ], []
 
 
 def raw_records(root: pathlib.Path, item: dict, options: Options):
   record = f"image {item['index'] + 1}"
-  image = media.read_image(safe_path(root, f"images/{item['image']}", "joints.mat", record),
-                           f"images/{item['image']}", record)
+  image = media.read_image(
+    safe_path(root, f"images/{item['image']}", "joints.mat", record),
+    f"images/{item['image']}",
+    record,
+  )
   yield {**item, "image_name": item["image"], "image": image}
 
 
@@ -69,7 +78,21 @@ def to_record(raw: dict, dataset: str) -> dict:
     raise BadRecord("joints.mat", record_id, "joints", f"{labelled.sum()} labelled joints, need 2")
   xy[~labelled] = np.nan
   return {
-      "key": f"{dataset}/{raw['image_name']}", "dataset": dataset, "split": split, "subject": "",
-      "sequence": raw["image_name"], "action": "", "camera": "", "frame": raw["index"], "image": raw["image"],
-      "mask": None, "intrinsics": None, "distortion": np.zeros(5), "joints2d": xy, "labelled": labelled,
-      "visible": visible, "joints3d": None, "joints3d_univ": None}
+    "key": f"{dataset}/{raw['image_name']}",
+    "dataset": dataset,
+    "split": split,
+    "subject": "",
+    "sequence": raw["image_name"],
+    "action": "",
+    "camera": "",
+    "frame": raw["index"],
+    "image": raw["image"],
+    "mask": None,
+    "intrinsics": None,
+    "distortion": np.zeros(5),
+    "joints2d": xy,
+    "labelled": labelled,
+    "visible": visible,
+    "joints3d": None,
+    "joints3d_univ": None,
+  }

@@ -8,13 +8,24 @@ import numpy as np
 import scipy.io
 
 from beam_preprocess import media
-from beam_preprocess.records import BadRecord, Options, check_finite, inside_image, relative, safe_path
+from beam_preprocess.records import (
+  BadRecord,
+  Options,
+  check_finite,
+  inside_image,
+  relative,
+  safe_path,
+)
 from wild3d_tf import skeletons
 
 DATASET = "mpi_inf_3dhp"
 NUM_CAMERAS = 14
-CAMERA_SETS = {"vnect": (0, 1, 2, 4, 5, 6, 7, 8), "all": tuple(range(14)), "relevant": tuple(range(11)),
-               "mm3d_chest": (0, 2, 4, 7, 8)}
+CAMERA_SETS = {
+  "vnect": (0, 1, 2, 4, 5, 6, 7, 8),
+  "all": tuple(range(14)),
+  "relevant": tuple(range(11)),
+  "mm3d_chest": (0, 2, 4, 7, 8),
+}
 
 
 def parse_calibration(text: str, file: str) -> dict[int, dict]:
@@ -90,8 +101,10 @@ def work_items(root: pathlib.Path, options: Options):
     try:
       load_annotations(annot, relative(annot, root))
       calibration = folder / "camera.calibration"
-      parse_calibration(safe_path(root, relative(calibration, root), relative(calibration, root), "-").read_text(),
-                        relative(calibration, root))
+      parse_calibration(
+        safe_path(root, relative(calibration, root), relative(calibration, root), "-").read_text(),
+        relative(calibration, root),
+      )
     except BadRecord as error:
       bad.append(error)
       continue
@@ -103,12 +116,17 @@ def work_items(root: pathlib.Path, options: Options):
 def raw_records(root: pathlib.Path, item: dict, options: Options):
   subject, seq, camera = item["subject"], item["sequence"], item["camera"]
   base = f"{subject}/{seq}"
-  annot = load_annotations(safe_path(root, f"{base}/annot.mat", f"{base}/annot.mat", "-"), f"{base}/annot.mat")
+  annot = load_annotations(
+    safe_path(root, f"{base}/annot.mat", f"{base}/annot.mat", "-"), f"{base}/annot.mat"
+  )
   calibration_file = f"{base}/camera.calibration"
-  calibration = parse_calibration(safe_path(root, calibration_file, calibration_file, "-").read_text(),
-                                  calibration_file)
+  calibration = parse_calibration(
+    safe_path(root, calibration_file, calibration_file, "-").read_text(), calibration_file
+  )
   if camera not in calibration or "intrinsics" not in calibration[camera]:
-    raise BadRecord(calibration_file, f"camera {camera}", "intrinsic", "camera not in calibration file")
+    raise BadRecord(
+      calibration_file, f"camera {camera}", "intrinsic", "camera not in calibration file"
+    )
   video_file = f"{base}/imageSequence/video_{camera}.avi"
   video = safe_path(root, video_file, video_file, f"camera {camera}")
   mask_file = f"{base}/FGmasks/video_{camera}.avi"
@@ -122,10 +140,19 @@ def raw_records(root: pathlib.Path, item: dict, options: Options):
     if isinstance(image, BadRecord):
       yield image
       continue
-    yield {"subject": subject, "sequence": seq, "camera": camera, "frame": frame, "image": image,
-           "mask": mask_frames.get(frame), "annot2": annot["annot2"][camera][frame],
-           "annot3": annot["annot3"][camera][frame], "univ": annot["univ_annot3"][camera][frame],
-           "intrinsics": calibration[camera]["intrinsics"], "file": f"{base}/annot.mat"}
+    yield {
+      "subject": subject,
+      "sequence": seq,
+      "camera": camera,
+      "frame": frame,
+      "image": image,
+      "mask": mask_frames.get(frame),
+      "annot2": annot["annot2"][camera][frame],
+      "annot3": annot["annot3"][camera][frame],
+      "univ": annot["univ_annot3"][camera][frame],
+      "intrinsics": calibration[camera]["intrinsics"],
+      "file": f"{base}/annot.mat",
+    }
 
 
 def to_record(raw: dict) -> dict:
@@ -135,12 +162,25 @@ def to_record(raw: dict) -> dict:
   univ = check_finite(raw["univ"], raw["file"], record_id, "univ_annot3").reshape(28, 3)
   pose2d = skeletons.convert(joints2d, skeletons.MPI_INF_3DHP_28, skeletons.POSE2D)
   inside = inside_image(pose2d, raw["image"])
-  mask = None if raw["mask"] is None else (raw["mask"][..., 0] > 127).astype(np.uint8) * 255  # R channel
+  mask = (
+    None if raw["mask"] is None else (raw["mask"][..., 0] > 127).astype(np.uint8) * 255
+  )  # R channel
   return {
-      "key": f"{DATASET}/{raw['subject']}/{raw['sequence']}/{raw['camera']}/{raw['frame']:06d}",
-      "dataset": DATASET, "split": "train", "subject": raw["subject"], "sequence": raw["sequence"],
-      "action": "", "camera": str(raw["camera"]), "frame": raw["frame"], "image": raw["image"], "mask": mask,
-      "intrinsics": raw["intrinsics"], "distortion": np.zeros(5),
-      "joints2d": pose2d, "labelled": np.ones(14, bool), "visible": inside,
-      "joints3d": skeletons.convert(joints3d, skeletons.MPI_INF_3DHP_28, skeletons.POSE3D),
-      "joints3d_univ": skeletons.convert(univ, skeletons.MPI_INF_3DHP_28, skeletons.POSE3D)}
+    "key": f"{DATASET}/{raw['subject']}/{raw['sequence']}/{raw['camera']}/{raw['frame']:06d}",
+    "dataset": DATASET,
+    "split": "train",
+    "subject": raw["subject"],
+    "sequence": raw["sequence"],
+    "action": "",
+    "camera": str(raw["camera"]),
+    "frame": raw["frame"],
+    "image": raw["image"],
+    "mask": mask,
+    "intrinsics": raw["intrinsics"],
+    "distortion": np.zeros(5),
+    "joints2d": pose2d,
+    "labelled": np.ones(14, bool),
+    "visible": inside,
+    "joints3d": skeletons.convert(joints3d, skeletons.MPI_INF_3DHP_28, skeletons.POSE3D),
+    "joints3d_univ": skeletons.convert(univ, skeletons.MPI_INF_3DHP_28, skeletons.POSE3D),
+  }

@@ -16,8 +16,15 @@ from beam_preprocess.records import BadRecord, Options, check_finite, inside_ima
 from wild3d_tf import cameras, skeletons
 
 DATASET = "mpi_inf_3dhp_test"
-ACTIVITIES = {1: "Standing/Walking", 2: "Exercising", 3: "Sitting", 4: "Reaching/Crouching", 5: "On The Floor",
-              6: "Sports", 7: "Miscellaneous"}
+ACTIVITIES = {
+  1: "Standing/Walking",
+  2: "Exercising",
+  3: "Sitting",
+  4: "Reaching/Crouching",
+  5: "On The Floor",
+  6: "Sports",
+  7: "Miscellaneous",
+}
 _FIELDS = {"annot2": (17, 2), "annot3": (17, 3), "univ_annot3": (17, 3)}
 
 
@@ -41,7 +48,9 @@ def load_annotations(path: pathlib.Path, file: str) -> dict:
   frames = len(out["annot2"])
   for name, shape in _FIELDS.items():
     if out[name].shape != (frames, 1, *shape):
-      raise BadRecord(file, "-", name, f"shape {out[name].shape}, expected ({frames}, 1, {shape[0]}, {shape[1]})")
+      raise BadRecord(
+        file, "-", name, f"shape {out[name].shape}, expected ({frames}, 1, {shape[0]}, {shape[1]})"
+      )
     out[name] = out[name][:, 0]
   for name in ("valid_frame", "activity_annotation"):
     if out[name].shape != (frames, 1):
@@ -70,7 +79,9 @@ def raw_records(root: pathlib.Path, item: dict, options: Options):
   file = f"{sequence}/annot_data.mat"
   annot = load_annotations(safe_path(root, file, file, "-"), file)
   valid = annot["valid_frame"] > 0
-  usable = valid & np.isfinite(annot["annot2"]).all((1, 2)) & np.isfinite(annot["annot3"]).all((1, 2))
+  usable = (
+    valid & np.isfinite(annot["annot2"]).all((1, 2)) & np.isfinite(annot["annot3"]).all((1, 2))
+  )
   if not usable.any():
     raise BadRecord(file, "-", "valid_frame", "no valid frame to fit the intrinsics")
   k = fit_intrinsics(annot["annot2"][usable], annot["annot3"][usable])
@@ -79,15 +90,24 @@ def raw_records(root: pathlib.Path, item: dict, options: Options):
       continue
     image_file = f"{sequence}/imageSequence/img_{frame + 1:06d}.jpg"
     try:
-      image = media.read_image(safe_path(root, image_file, image_file, f"frame {frame}"), image_file,
-                               f"frame {frame}")
+      image = media.read_image(
+        safe_path(root, image_file, image_file, f"frame {frame}"), image_file, f"frame {frame}"
+      )
     except BadRecord as error:
       yield error
       continue
-    yield {"sequence": sequence, "frame": frame, "image": image, "annot2": annot["annot2"][frame],
-           "annot3": annot["annot3"][frame], "univ": annot["univ_annot3"][frame],
-           "activity": int(annot["activity_annotation"][frame]), "valid": bool(valid[frame]),
-           "intrinsics": k, "file": file}
+    yield {
+      "sequence": sequence,
+      "frame": frame,
+      "image": image,
+      "annot2": annot["annot2"][frame],
+      "annot3": annot["annot3"][frame],
+      "univ": annot["univ_annot3"][frame],
+      "activity": int(annot["activity_annotation"][frame]),
+      "valid": bool(valid[frame]),
+      "intrinsics": k,
+      "file": file,
+    }
 
 
 def to_record(raw: dict) -> dict:
@@ -98,10 +118,21 @@ def to_record(raw: dict) -> dict:
   pose2d = skeletons.convert(joints2d, skeletons.MPI_INF_3DHP_17, skeletons.POSE2D)
   inside = inside_image(pose2d, raw["image"])
   return {
-      "key": f"{DATASET}/{raw['sequence']}/{raw['frame']:06d}", "dataset": DATASET, "split": "test",
-      "subject": raw["sequence"], "sequence": raw["sequence"],
-      "action": ACTIVITIES.get(raw["activity"], str(raw["activity"])), "camera": raw["sequence"],
-      "frame": raw["frame"], "image": raw["image"], "mask": None, "intrinsics": raw["intrinsics"],
-      "distortion": np.zeros(5), "joints2d": pose2d, "labelled": np.ones(14, bool), "visible": inside,
-      "joints3d": skeletons.convert(joints3d, skeletons.MPI_INF_3DHP_17, skeletons.POSE3D),
-      "joints3d_univ": skeletons.convert(univ, skeletons.MPI_INF_3DHP_17, skeletons.POSE3D)}
+    "key": f"{DATASET}/{raw['sequence']}/{raw['frame']:06d}",
+    "dataset": DATASET,
+    "split": "test",
+    "subject": raw["sequence"],
+    "sequence": raw["sequence"],
+    "action": ACTIVITIES.get(raw["activity"], str(raw["activity"])),
+    "camera": raw["sequence"],
+    "frame": raw["frame"],
+    "image": raw["image"],
+    "mask": None,
+    "intrinsics": raw["intrinsics"],
+    "distortion": np.zeros(5),
+    "joints2d": pose2d,
+    "labelled": np.ones(14, bool),
+    "visible": inside,
+    "joints3d": skeletons.convert(joints3d, skeletons.MPI_INF_3DHP_17, skeletons.POSE3D),
+    "joints3d_univ": skeletons.convert(univ, skeletons.MPI_INF_3DHP_17, skeletons.POSE3D),
+  }

@@ -52,11 +52,17 @@ def people_of(entry, record: str) -> list[dict]:
         joint = int(point.id)
         x, y = float(point.x), float(point.y)
       except (AttributeError, TypeError, ValueError) as error:
-        raise BadRecord(ANNOTATION_FILE, record, "annopoints.point", f"malformed point: {error}") from None
+        raise BadRecord(
+          ANNOTATION_FILE, record, "annopoints.point", f"malformed point: {error}"
+        ) from None
       if not 0 <= joint < 16:
-        raise BadRecord(ANNOTATION_FILE, record, "annopoints.point.id", f"joint id {joint} outside 0..15")
+        raise BadRecord(
+          ANNOTATION_FILE, record, "annopoints.point.id", f"joint id {joint} outside 0..15"
+        )
       if not (np.isfinite(x) and np.isfinite(y)):  # absent joints are left out, never NaN
-        raise BadRecord(ANNOTATION_FILE, f"{record}.annorect({r + 1})", "annopoints", "non-finite coordinates")
+        raise BadRecord(
+          ANNOTATION_FILE, f"{record}.annorect({r + 1})", "annopoints", "non-finite coordinates"
+        )
       joints[joint] = (x - 1.0, y - 1.0)
       visible[joint] = _visible(getattr(point, "is_visible", 1))
     if np.isfinite(joints).all(-1).sum() >= 2:
@@ -67,8 +73,12 @@ def people_of(entry, record: str) -> list[dict]:
 def work_items(root: pathlib.Path, options: Options):
   file = ANNOTATION_FILE
   try:
-    release = scipy.io.loadmat(safe_path(root, file, file, "-"), struct_as_record=False, squeeze_me=True,
-                               variable_names=["RELEASE"])["RELEASE"]
+    release = scipy.io.loadmat(
+      safe_path(root, file, file, "-"),
+      struct_as_record=False,
+      squeeze_me=True,
+      variable_names=["RELEASE"],
+    )["RELEASE"]
   except BadRecord as error:
     return [], [error]
   except Exception as error:  # scipy raises several types for corrupt files
@@ -98,8 +108,11 @@ def work_items(root: pathlib.Path, options: Options):
 
 def raw_records(root: pathlib.Path, item: dict, options: Options):
   record = f"annolist({item['index'] + 1})"
-  image = media.read_image(safe_path(root, f"images/{item['image']}", ANNOTATION_FILE, record),
-                           f"images/{item['image']}", record)
+  image = media.read_image(
+    safe_path(root, f"images/{item['image']}", ANNOTATION_FILE, record),
+    f"images/{item['image']}",
+    record,
+  )
   for person in item["people"]:
     yield {"image_name": item["image"], "index": item["index"], "image": image, **person}
 
@@ -109,14 +122,35 @@ def to_record(raw: dict) -> dict:
   joints = np.asarray(raw["joints"], np.float64)
   labelled16 = np.isfinite(joints).all(-1)
   if labelled16.sum() < 2:
-    raise BadRecord(ANNOTATION_FILE, record_id, "annopoints", f"{labelled16.sum()} labelled joints, need 2")
+    raise BadRecord(
+      ANNOTATION_FILE, record_id, "annopoints", f"{labelled16.sum()} labelled joints, need 2"
+    )
   check_finite(joints[labelled16], ANNOTATION_FILE, record_id, "annopoints")
-  labelled = skeletons.convert(labelled16[:, None].astype(float), skeletons.MPII_16, skeletons.POSE2D)[:, 0] > 0
+  labelled = (
+    skeletons.convert(labelled16[:, None].astype(float), skeletons.MPII_16, skeletons.POSE2D)[:, 0]
+    > 0
+  )
   visible16 = np.asarray(raw["visible"]) > 0
-  visible = skeletons.convert(visible16[:, None].astype(float), skeletons.MPII_16, skeletons.POSE2D)[:, 0] > 0
+  visible = (
+    skeletons.convert(visible16[:, None].astype(float), skeletons.MPII_16, skeletons.POSE2D)[:, 0]
+    > 0
+  )
   return {
-      "key": f"{DATASET}/{raw['image_name']}/{raw['rect']}", "dataset": DATASET, "split": "train", "subject": "",
-      "sequence": raw["image_name"], "action": "", "camera": "", "frame": raw["index"], "image": raw["image"],
-      "mask": None, "intrinsics": None,
-      "distortion": np.zeros(5), "joints2d": skeletons.convert(joints, skeletons.MPII_16, skeletons.POSE2D),
-      "labelled": labelled, "visible": visible & labelled, "joints3d": None, "joints3d_univ": None}
+    "key": f"{DATASET}/{raw['image_name']}/{raw['rect']}",
+    "dataset": DATASET,
+    "split": "train",
+    "subject": "",
+    "sequence": raw["image_name"],
+    "action": "",
+    "camera": "",
+    "frame": raw["index"],
+    "image": raw["image"],
+    "mask": None,
+    "intrinsics": None,
+    "distortion": np.zeros(5),
+    "joints2d": skeletons.convert(joints, skeletons.MPII_16, skeletons.POSE2D),
+    "labelled": labelled,
+    "visible": visible & labelled,
+    "joints3d": None,
+    "joints3d_univ": None,
+  }

@@ -34,14 +34,18 @@ def make(strategy, dataset, work_dir):
     step = tf.Variable(0, dtype=tf.int64, trainable=False)
     network = model.build_model(config=ModelConfig.tiny(64), variant="tiny")
     trainer = Trainer(network, LossWeights(), 8)
-    trainer.compile(optimizer=keras.optimizers.LossScaleOptimizer(keras.optimizers.SGD(1e-5), initial_scale=1.0))
+    trainer.compile(
+      optimizer=keras.optimizers.LossScaleOptimizer(keras.optimizers.SGD(1e-5), initial_scale=1.0)
+    )
   return Loop(strategy, trainer, dataset, LoopConfig(work_dir, 0), step)
 
 
 config = DataConfig(data_dir=sys.argv[1], input_size=64, batch_size=8, shuffle_buffer=16)
 dataset = data.training_dataset(config, "full")
 single = make(tf.distribute.get_strategy(), dataset, sys.argv[2] + "/single")
-mirrored = make(tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"]), dataset, sys.argv[2] + "/mirrored")
+mirrored = make(
+  tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"]), dataset, sys.argv[2] + "/mirrored"
+)
 largest_update = largest_difference = 0.0
 for batch in dataset.take(4):  # two 3D and two 2D-only batches
   for mine, theirs in zip(mirrored.trainer.network.weights, single.trainer.network.weights):
@@ -49,7 +53,9 @@ for batch in dataset.take(4):  # two 3D and two 2D-only batches
   before = [v.numpy() for v in single.trainer.network.trainable_variables]
   single._step_fn(batch)
   mirrored._step_fn(batch)
-  for start, a, b in zip(before, single.trainer.network.trainable_variables, mirrored.trainer.network.trainable_variables):
+  for start, a, b in zip(
+    before, single.trainer.network.trainable_variables, mirrored.trainer.network.trainable_variables
+  ):
     largest_update = max(largest_update, float(np.abs(a.numpy() - start).max()))
     largest_difference = max(largest_difference, float(np.abs(a.numpy() - b.numpy()).max()))
 print("max_update", largest_update)

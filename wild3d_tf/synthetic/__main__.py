@@ -22,9 +22,12 @@ _SHEETS = flags.DEFINE_string("contact_sheets", None, "If set, write synthetic_<
 def main(argv):
   del argv
   logging.set_verbosity(logging.INFO)
-  seconds = generate.generate(_OUT.value, _PRESET.value, _SEED.value, _DATASETS.value, _WORKERS.value,
-                              _SHEETS.value)
-  print(f"wrote {', '.join(sorted(seconds))} under {_OUT.value} in {sum(seconds.values()):.1f} s of work")
+  seconds = generate.generate(
+    _OUT.value, _PRESET.value, _SEED.value, _DATASETS.value, _WORKERS.value, _SHEETS.value
+  )
+  print(
+    f"wrote {', '.join(sorted(seconds))} under {_OUT.value} in {sum(seconds.values()):.1f} s of work"
+  )
 
 
 if __name__ == "__main__":

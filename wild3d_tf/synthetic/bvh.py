@@ -26,6 +26,7 @@ class Motion:
     positions: (frames, joints, 3) world positions in the file's units.
     frame_time: seconds per frame.
   """
+
   joint_set: skeletons.JointSet
   positions: np.ndarray
   frame_time: float
@@ -66,7 +67,7 @@ def read(path: str | os.PathLike) -> Motion:
       elif head == "OFFSET":
         offsets[stack[-1]] = np.array([float(v) for v in tokens[1:4]])
       elif head == "CHANNELS":
-        channels[stack[-1]] = tokens[2:2 + int(tokens[1])]
+        channels[stack[-1]] = tokens[2 : 2 + int(tokens[1])]
       elif head == "MOTION":
         break
     num_frames = int(next(lines)[1].split(":")[1])
@@ -75,7 +76,9 @@ def read(path: str | os.PathLike) -> Motion:
   data = np.array(rows)
   width = sum(len(c) for c in channels)
   if data.shape != (num_frames, width):
-    raise ValueError(f"{path}: motion block is {data.shape}, header says {num_frames} frames x {width} channels")
+    raise ValueError(
+      f"{path}: motion block is {data.shape}, header says {num_frames} frames x {width} channels"
+    )
 
   world_rot = [None] * len(names)
   world_pos = np.zeros((num_frames, len(names), 3))
@@ -96,10 +99,15 @@ def read(path: str | os.PathLike) -> Motion:
       world_rot[joint], world_pos[:, joint] = local_rot, local_pos
     else:
       world_rot[joint] = world_rot[parent] @ local_rot
-      world_pos[:, joint] = world_pos[:, parent] + np.einsum("nij,nj->ni", world_rot[parent], local_pos)
+      world_pos[:, joint] = world_pos[:, parent] + np.einsum(
+        "nij,nj->ni", world_rot[parent], local_pos
+      )
   joint_set = skeletons.JointSet(
-      name=f"bvh:{os.path.basename(path)}", joints=tuple(names), parents=tuple(parents),
-      to_pose3d={k: v for k, v in skeletons.CMU_BVH_TO_POSE3D.items() if k in names})
+    name=f"bvh:{os.path.basename(path)}",
+    joints=tuple(names),
+    parents=tuple(parents),
+    to_pose3d={k: v for k, v in skeletons.CMU_BVH_TO_POSE3D.items() if k in names},
+  )
   return Motion(joint_set, world_pos, frame_time)
 
 

@@ -27,10 +27,18 @@ def write_cdf(path: os.PathLike, pose: np.ndarray) -> None:
     path.unlink()  # cdflib refuses to overwrite
   data = np.asarray(pose, np.float64).reshape(1, len(pose), -1)
   cdf = cdflib.cdfwrite.CDF(str(path), cdf_spec={"Majority": "row_major"})
-  cdf.write_var({"Variable": "Pose", "Data_Type": cdflib.cdfwrite.CDF.CDF_DOUBLE, "Num_Elements": 1,
-                 "Rec_Vary": True, "Dim_Sizes": list(data.shape[1:]),
-                 # Uncompressed, as H3.6M ships; gzip would also stamp the time into the file.
-                 "Compress": 0}, var_data=data)
+  cdf.write_var(
+    {
+      "Variable": "Pose",
+      "Data_Type": cdflib.cdfwrite.CDF.CDF_DOUBLE,
+      "Num_Elements": 1,
+      "Rec_Vary": True,
+      "Dim_Sizes": list(data.shape[1:]),
+      # Uncompressed, as H3.6M ships; gzip would also stamp the time into the file.
+      "Compress": 0,
+    },
+    var_data=data,
+  )
   cdf.close()
 
 
@@ -55,7 +63,9 @@ def write_mat73(path: os.PathLike, datasets: dict) -> None:
       data = f.create_dataset(name, data=np.asarray(value, np.float64), track_times=False)
       data.attrs["MATLAB_class"] = np.bytes_("double")
   with open(path, "r+b") as f:
-    f.write(b"MATLAB 7.3 MAT-file, written by wild3d.synthetic, HDF5 schema 1.00 .".ljust(128, b" "))
+    f.write(
+      b"MATLAB 7.3 MAT-file, written by wild3d.synthetic, HDF5 schema 1.00 .".ljust(128, b" ")
+    )
 
 
 def write_jpeg(path: os.PathLike, image_rgb: np.ndarray, quality: int = 90) -> None:

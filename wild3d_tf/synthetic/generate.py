@@ -16,27 +16,44 @@ from wild3d_tf.synthetic.presets import PRESETS
 
 # Dataset folder -> (writer, joint set of the contact-sheet joints).
 WRITERS = {
-    "h36m": (h36m.write, skeletons.POSE2D),
-    "mpi_inf_3dhp": (mpi_inf_3dhp.write_train, skeletons.POSE2D),
-    "mpi_inf_3dhp_test_set": (mpi_inf_3dhp.write_test, skeletons.POSE2D),
-    "mpii": (mpii.write, skeletons.MPII_16),
-    "lsp": (lsp.write, skeletons.LSP_14),  # writes lsp/ and lspet/
+  "h36m": (h36m.write, skeletons.POSE2D),
+  "mpi_inf_3dhp": (mpi_inf_3dhp.write_train, skeletons.POSE2D),
+  "mpi_inf_3dhp_test_set": (mpi_inf_3dhp.write_test, skeletons.POSE2D),
+  "mpii": (mpii.write, skeletons.MPII_16),
+  "lsp": (lsp.write, skeletons.LSP_14),  # writes lsp/ and lspet/
 }
 # Converter dataset name (beam_preprocess.convert --dataset) -> the native folder it reads.
-CONVERTER_INPUTS = {"h36m": "h36m", "mpi_inf_3dhp": "mpi_inf_3dhp", "mpi_inf_3dhp_test": "mpi_inf_3dhp_test_set",
-                    "mpii": "mpii", "lsp": "lsp", "lspet": "lspet"}
+CONVERTER_INPUTS = {
+  "h36m": "h36m",
+  "mpi_inf_3dhp": "mpi_inf_3dhp",
+  "mpi_inf_3dhp_test": "mpi_inf_3dhp_test_set",
+  "mpii": "mpii",
+  "lsp": "lsp",
+  "lspet": "lspet",
+}
 
 
-def conversion_commands(native_dir, output_dir, python: str = sys.executable) -> dict[str, list[str]]:
+def conversion_commands(
+  native_dir, output_dir, python: str = sys.executable
+) -> dict[str, list[str]]:
   """Converter dataset -> the command that converts its folder under ``native_dir`` into ``output_dir``.
 
   In-memory DirectRunner: synthetic sets are small, where the multi-processing
   runner's worker start-up dominates (docs/benchmarks.md).
   """
-  return {dataset: [python, "-m", "beam_preprocess.convert", f"--dataset={dataset}",
-                    f"--input_dir={pathlib.Path(native_dir) / folder}", f"--output_dir={output_dir}",
-                    "--runner=DirectRunner", "--direct_running_mode=in_memory"]
-          for dataset, folder in CONVERTER_INPUTS.items()}
+  return {
+    dataset: [
+      python,
+      "-m",
+      "beam_preprocess.convert",
+      f"--dataset={dataset}",
+      f"--input_dir={pathlib.Path(native_dir) / folder}",
+      f"--output_dir={output_dir}",
+      "--runner=DirectRunner",
+      "--direct_running_mode=in_memory",
+    ]
+    for dataset, folder in CONVERTER_INPUTS.items()
+  }
 
 
 def _run(name, out, preset_name, seed):
@@ -46,8 +63,14 @@ def _run(name, out, preset_name, seed):
   return name, samples, time.perf_counter() - start
 
 
-def generate(out: str, preset: str = "tiny", seed: int = 0, datasets=None, workers: int = 2,
-             contact_sheet_dir: str | None = None) -> dict[str, float]:
+def generate(
+  out: str,
+  preset: str = "tiny",
+  seed: int = 0,
+  datasets=None,
+  workers: int = 2,
+  contact_sheet_dir: str | None = None,
+) -> dict[str, float]:
   """Writes the datasets under ``out``; returns seconds per dataset writer.
 
   The output depends only on (preset, seed): every writer has its own random
@@ -70,7 +93,9 @@ def generate(out: str, preset: str = "tiny", seed: int = 0, datasets=None, worke
       if contact_sheet_dir:
         path = pathlib.Path(contact_sheet_dir) / f"synthetic_{name}.png"
         path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_bytes(contact_sheet(samples, WRITERS[name][1], title=f"{name} ({preset}, seed {seed})"))
+        path.write_bytes(
+          contact_sheet(samples, WRITERS[name][1], title=f"{name} ({preset}, seed {seed})")
+        )
   return seconds
 
 

@@ -45,12 +45,26 @@ def make_cameras(rng: np.random.Generator) -> dict[str, cameras.Camera]:
   out = {}
   for i, cam_id in enumerate(CAMERA_IDS):
     f = 1145.0 + rng.uniform(-4, 4)
-    k = cameras.intrinsic_matrix(f, f - rng.uniform(0, 2), 512.0 + rng.uniform(-8, 8), 515.0 + rng.uniform(-8, 8))
-    radial = (-0.207 * rng.uniform(0.9, 1.1), 0.248 * rng.uniform(0.9, 1.1), -0.003 * rng.uniform(0.9, 1.1))
+    k = cameras.intrinsic_matrix(
+      f, f - rng.uniform(0, 2), 512.0 + rng.uniform(-8, 8), 515.0 + rng.uniform(-8, 8)
+    )
+    radial = (
+      -0.207 * rng.uniform(0.9, 1.1),
+      0.248 * rng.uniform(0.9, 1.1),
+      -0.003 * rng.uniform(0.9, 1.1),
+    )
     tangential = (rng.uniform(-0.0015, 0.0015), rng.uniform(-0.0015, 0.0015))
-    out[cam_id] = scene.ring_camera(45 + 90 * i + rng.uniform(-10, 10), rng.uniform(4800, 5600),
-                                    rng.uniform(1400, 1800), 900, k, (1000, 1002 if i in (0, 3) else 1000),
-                                    cam_id, radial, tangential)
+    out[cam_id] = scene.ring_camera(
+      45 + 90 * i + rng.uniform(-10, 10),
+      rng.uniform(4800, 5600),
+      rng.uniform(1400, 1800),
+      900,
+      k,
+      (1000, 1002 if i in (0, 3) else 1000),
+      cam_id,
+      radial,
+      tangential,
+    )
   return out
 
 
@@ -65,35 +79,66 @@ def write(root: pathlib.Path, preset: Preset, seed: int, samples: list | None = 
     palette = render.Palette.random(rng, wild=False)
     extrinsic[subject_name] = {}
     cams = {}
-    for cam_id, cam in base.items():  # recalibrated per subject: a few mm and a fraction of a degree
-      jitter = scene.look_at(-cam.rotation.T @ cam.translation + rng.normal(0, 5, 3),
-                             -cam.rotation.T @ cam.translation + cam.rotation[2] * 5000 + rng.normal(0, 10, 3))
-      cams[cam_id] = cameras.Camera(cam.intrinsics, *jitter, cam.radial, cam.tangential, cam.size, cam_id)
+    for (
+      cam_id,
+      cam,
+    ) in base.items():  # recalibrated per subject: a few mm and a fraction of a degree
+      jitter = scene.look_at(
+        -cam.rotation.T @ cam.translation + rng.normal(0, 5, 3),
+        -cam.rotation.T @ cam.translation + cam.rotation[2] * 5000 + rng.normal(0, 10, 3),
+      )
+      cams[cam_id] = cameras.Camera(
+        cam.intrinsics, *jitter, cam.radial, cam.tangential, cam.size, cam_id
+      )
       intrinsic[cam_id], extrinsic[subject_name][cam_id] = cameras.camera_to_h36m_json(cams[cam_id])
-    backgrounds = {cam_id: render.background("studio", *cam.size, rng) for cam_id, cam in cams.items()}
+    backgrounds = {
+      cam_id: render.background("studio", *cam.size, rng) for cam_id, cam in cams.items()
+    }
     for action in preset.h36m_actions:
       for subaction in range(1, preset.h36m_subactions + 1):
         name = take_name(subject_name, action, subaction)
         style = body.STUDIO_STYLES[action]
-        poses = scene.take(style, subject, preset.h36m_frames, FPS, rng,
-                           use_cmu=action.startswith("Walk") and rng.uniform() < 0.7)
+        poses = scene.take(
+          style,
+          subject,
+          preset.h36m_frames,
+          FPS,
+          rng,
+          use_cmu=action.startswith("Walk") and rng.uniform() < 0.7,
+        )
         world32 = body.native_joints(poses, skeletons.H36M_32)
         features = out / subject_name / "MyPoseFeatures"
-        formats.write_cdf(features / "D3_Positions" / f"{name}.cdf", world32.reshape(len(poses), -1))
+        formats.write_cdf(
+          features / "D3_Positions" / f"{name}.cdf", world32.reshape(len(poses), -1)
+        )
         for index, (cam_id, cam) in enumerate(cams.items()):
           frames = len(poses) - (index % 2)
           mono = cam.world_to_camera(world32[:frames])
-          formats.write_cdf(features / "D3_Positions_mono" / f"{name}.{cam_id}.cdf", mono.reshape(frames, -1))
-          formats.write_cdf(features / "D2_Positions" / f"{name}.{cam_id}.cdf",
-                            cam.project(mono).reshape(frames, -1))
+          formats.write_cdf(
+            features / "D3_Positions_mono" / f"{name}.{cam_id}.cdf", mono.reshape(frames, -1)
+          )
+          formats.write_cdf(
+            features / "D2_Positions" / f"{name}.{cam_id}.cdf",
+            cam.project(mono).reshape(frames, -1),
+          )
           pose_cam = cam.world_to_camera(poses[:frames])
-          with formats.VideoWriter(out / subject_name / "Videos" / f"{name}.{cam_id}.mp4", FPS, cam.size) as video:
+          with formats.VideoWriter(
+            out / subject_name / "Videos" / f"{name}.{cam_id}.mp4", FPS, cam.size
+          ) as video:
             for t in range(frames):
-              image, _, _ = render.render(backgrounds[cam_id], render.body_capsules(
-                  body.named_points(pose_cam[t]), subject.girth, palette), cam)
+              image, _, _ = render.render(
+                backgrounds[cam_id],
+                render.body_capsules(body.named_points(pose_cam[t]), subject.girth, palette),
+                cam,
+              )
               video.write(image)
               if samples is not None and t == 0 and len(samples) < 6:
-                samples.append((image, cam.project(skeletons.convert(pose_cam[t], skeletons.POSE3D,
-                                                                     skeletons.POSE2D))))
-  (out / "cameras.json").write_text(json.dumps({"intrinsic": intrinsic, "extrinsic": extrinsic},
-                                               indent=1, sort_keys=True))
+                samples.append(
+                  (
+                    image,
+                    cam.project(skeletons.convert(pose_cam[t], skeletons.POSE3D, skeletons.POSE2D)),
+                  )
+                )
+  (out / "cameras.json").write_text(
+    json.dumps({"intrinsic": intrinsic, "extrinsic": extrinsic}, indent=1, sort_keys=True)
+  )

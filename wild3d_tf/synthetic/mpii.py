@@ -37,7 +37,9 @@ def _struct_array(records: list[dict], fields: tuple) -> np.ndarray:
 
 
 def _rect(uv, visible, width, height, person_height, head_box, test, rng, quirks):
-  objpos = _struct_array([{"x": float(np.mean(uv[:, 0]) + 1), "y": float(np.mean(uv[:, 1]) + 1)}], ("x", "y"))
+  objpos = _struct_array(
+    [{"x": float(np.mean(uv[:, 0]) + 1), "y": float(np.mean(uv[:, 1]) + 1)}], ("x", "y")
+  )
   rect = {"scale": float(person_height / 200.0), "objpos": objpos}
   if test:
     return rect, ("scale", "objpos")
@@ -52,11 +54,21 @@ def _rect(uv, visible, width, height, person_height, head_box, test, rng, quirks
       flag = np.zeros((0, 0))
     elif quirks.get("string_visible") and n == 0:
       flag = str(flag)
-    points.append({"id": int(joint), "x": float(uv[joint, 0] + 1), "y": float(uv[joint, 1] + 1),
-                   "is_visible": flag})
-  annopoints = _struct_array([{"point": _struct_array(points, ("id", "x", "y", "is_visible"))}], ("point",))
+    points.append(
+      {
+        "id": int(joint),
+        "x": float(uv[joint, 0] + 1),
+        "y": float(uv[joint, 1] + 1),
+        "is_visible": flag,
+      }
+    )
+  annopoints = _struct_array(
+    [{"point": _struct_array(points, ("id", "x", "y", "is_visible"))}], ("point",)
+  )
   x1, y1, x2, y2 = head_box + 1
-  rect.update({"x1": float(x1), "y1": float(y1), "x2": float(x2), "y2": float(y2), "annopoints": annopoints})
+  rect.update(
+    {"x1": float(x1), "y1": float(y1), "x2": float(x2), "y2": float(y2), "annopoints": annopoints}
+  )
   return rect, ("x1", "y1", "x2", "y2", "annopoints", "scale", "objpos")
 
 
@@ -65,14 +77,20 @@ def write(root: pathlib.Path, preset: Preset, seed: int, samples: list | None = 
   rng = np.random.default_rng([seed, zlib.crc32(b"mpii")])
   width, height = int(round(1280 * preset.mpii_scale)), int(round(720 * preset.mpii_scale))
   annolist, img_train, single_person, act = [], [], [], []
-  names = rng.choice(10 ** 9, size=preset.mpii_images, replace=False)
+  names = rng.choice(10**9, size=preset.mpii_images, replace=False)
   for i in range(preset.mpii_images):
     test = i % 5 == 4
     count = 1 if i % 3 == 0 else 2
     f = 0.5 * width / np.tan(np.radians(rng.uniform(25, 35)))
-    camera = wild.elevated_camera(cameras.intrinsic_matrix(f, f, width / 2, height / 2), (width, height), rng)
-    people = [wild.random_person(rng, rng.uniform(3500, 7000), offset_x=(p - (count - 1) / 2) * 1300
-                                 + rng.uniform(-300, 300)) for p in range(count)]
+    camera = wild.elevated_camera(
+      cameras.intrinsic_matrix(f, f, width / 2, height / 2), (width, height), rng
+    )
+    people = [
+      wild.random_person(
+        rng, rng.uniform(3500, 7000), offset_x=(p - (count - 1) / 2) * 1300 + rng.uniform(-300, 300)
+      )
+      for p in range(count)
+    ]
     image, annotations = wild.photo(camera, people, rng, MPII)
     name = f"{names[i]:09d}.jpg"
     formats.write_jpeg(out / "images" / name, image)
@@ -80,30 +98,60 @@ def write(root: pathlib.Path, preset: Preset, seed: int, samples: list | None = 
     for p, (uv, visible) in enumerate(annotations):
       head = (uv[MPII.index("head_top")] + uv[MPII.index("upper_neck")]) / 2
       side = 1.1 * np.linalg.norm(uv[MPII.index("head_top")] - uv[MPII.index("upper_neck")])
-      quirks = {"empty_visible": i == 1 and p == 0, "string_visible": i == 2 and p == 0,
-                "single_point": i == 1 and p == 1}
+      quirks = {
+        "empty_visible": i == 1 and p == 0,
+        "string_visible": i == 2 and p == 0,
+        "single_point": i == 1 and p == 1,
+      }
       person_height = np.ptp(uv[:, 1])
-      rect, fields = _rect(uv, visible, width, height, person_height,
-                           np.array([head[0] - side / 2, head[1] - side / 2, head[0] + side / 2, head[1] + side / 2]),
-                           test, rng, quirks)
+      rect, fields = _rect(
+        uv,
+        visible,
+        width,
+        height,
+        person_height,
+        np.array([head[0] - side / 2, head[1] - side / 2, head[0] + side / 2, head[1] + side / 2]),
+        test,
+        rng,
+        quirks,
+      )
       rects.append(rect)
       if samples is not None and len(samples) < 6 and not test:
         samples.append((image, uv))
-    annolist.append({"image": _struct_array([{"name": name}], ("name",)), "annorect": _struct_array(rects, fields),
-                     "frame_sec": float(rng.integers(1, 300)), "vididx": float(i % 3 + 1)})
+    annolist.append(
+      {
+        "image": _struct_array([{"name": name}], ("name",)),
+        "annorect": _struct_array(rects, fields),
+        "frame_sec": float(rng.integers(1, 300)),
+        "vididx": float(i % 3 + 1),
+      }
+    )
     img_train.append(0.0 if test else 1.0)
-    single_person.append(np.arange(1, count + 1, dtype=np.float64)[:, None] if count == 1 or
-                         abs(people[0][2][0, 0] - people[-1][2][0, 0]) > 1000 else np.zeros((0, 0)))
-    act.append({"act_name": "synthetic athletics", "cat_name": "sports", "act_id": float(i % 7 + 1)})
+    single_person.append(
+      np.arange(1, count + 1, dtype=np.float64)[:, None]
+      if count == 1 or abs(people[0][2][0, 0] - people[-1][2][0, 0]) > 1000
+      else np.zeros((0, 0))
+    )
+    act.append(
+      {"act_name": "synthetic athletics", "cat_name": "sports", "act_id": float(i % 7 + 1)}
+    )
   single = np.empty((len(single_person), 1), object)
   for i, value in enumerate(single_person):
     single[i, 0] = value
   videos = np.empty((1, 3), object)
   for v in range(3):
     videos[0, v] = f"synthetic{v:02d}"
-  release = _struct_array([{
-      "annolist": _struct_array(annolist, ("image", "annorect", "frame_sec", "vididx")),
-      "img_train": np.array([img_train]), "version": "12", "single_person": single,
-      "act": _struct_array(act, ("act_name", "cat_name", "act_id")).T, "video_list": videos}],
-      ("annolist", "img_train", "version", "single_person", "act", "video_list"))
+  release = _struct_array(
+    [
+      {
+        "annolist": _struct_array(annolist, ("image", "annorect", "frame_sec", "vididx")),
+        "img_train": np.array([img_train]),
+        "version": "12",
+        "single_person": single,
+        "act": _struct_array(act, ("act_name", "cat_name", "act_id")).T,
+        "video_list": videos,
+      }
+    ],
+    ("annolist", "img_train", "version", "single_person", "act", "video_list"),
+  )
   formats.savemat(out / ANNOTATION_FILE, {"RELEASE": release})

@@ -30,21 +30,40 @@ class Preset:
 
 
 PRESETS = {
-    "tiny": Preset("tiny"),
-    "small": Preset(
-        "small", h36m_subjects=("S1", "S5", "S6", "S7", "S8", "S9", "S11"),
-        h36m_actions=("Directions", "Eating", "Greeting", "Sitting", "Walking", "Photo"),
-        h36m_subactions=2, h36m_frames=50, dhp_sequences=(("S1", 1), ("S1", 2), ("S2", 1), ("S2", 2)),
-        dhp_frames=60, dhp_video_cameras=(0, 1, 2, 4, 5, 6, 7, 8), dhp_scale=0.5, dhp_test_frames=60,
-        dhp_test_scale=0.5, mpii_images=200, lsp_images=200, lspet_images=200),
-    # Sized so that generation, conversion and the whole ablation (3 seeds x 5 variants of the
-    # tiny network) fit in about two hours on 2 CPU cores; 3D samples come from 13 studio
-    # subjects-sequences, 2D samples from 4,500 in-the-wild images.
-    "bench": Preset(
-        "bench", h36m_subjects=("S1", "S5", "S6", "S7", "S8", "S9", "S11"),
-        h36m_actions=("Directions", "Eating", "Greeting", "Sitting", "Walking", "Photo"),
-        h36m_subactions=2, h36m_frames=30,
-        dhp_sequences=tuple((f"S{s}", 1) for s in range(1, 9)), dhp_frames=120,
-        dhp_video_cameras=(0, 2, 4, 8), dhp_scale=0.5, dhp_test_frames=200, dhp_test_scale=0.5,
-        mpii_images=1500, lsp_images=1000, lspet_images=2000),
+  "tiny": Preset("tiny"),
+  "small": Preset(
+    "small",
+    h36m_subjects=("S1", "S5", "S6", "S7", "S8", "S9", "S11"),
+    h36m_actions=("Directions", "Eating", "Greeting", "Sitting", "Walking", "Photo"),
+    h36m_subactions=2,
+    h36m_frames=50,
+    dhp_sequences=(("S1", 1), ("S1", 2), ("S2", 1), ("S2", 2)),
+    dhp_frames=60,
+    dhp_video_cameras=(0, 1, 2, 4, 5, 6, 7, 8),
+    dhp_scale=0.5,
+    dhp_test_frames=60,
+    dhp_test_scale=0.5,
+    mpii_images=200,
+    lsp_images=200,
+    lspet_images=200,
+  ),
+  # Sized so that generation, conversion and the whole ablation (3 seeds x 5 variants of the
+  # tiny network) fit in about two hours on 2 CPU cores; 3D samples come from 13 studio
+  # subjects-sequences, 2D samples from 4,500 in-the-wild images.
+  "bench": Preset(
+    "bench",
+    h36m_subjects=("S1", "S5", "S6", "S7", "S8", "S9", "S11"),
+    h36m_actions=("Directions", "Eating", "Greeting", "Sitting", "Walking", "Photo"),
+    h36m_subactions=2,
+    h36m_frames=30,
+    dhp_sequences=tuple((f"S{s}", 1) for s in range(1, 9)),
+    dhp_frames=120,
+    dhp_video_cameras=(0, 2, 4, 8),
+    dhp_scale=0.5,
+    dhp_test_frames=200,
+    dhp_test_scale=0.5,
+    mpii_images=1500,
+    lsp_images=1000,
+    lspet_images=2000,
+  ),
 }

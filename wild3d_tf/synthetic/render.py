@@ -34,15 +34,23 @@ class Palette:
   skin: tuple
 
   @classmethod
-  def random(cls, rng: np.random.Generator, wild: bool) -> "Palette":
+  def random(cls, rng: np.random.Generator, wild: bool) -> Palette:
     def colour(lo=30, hi=230):
       return tuple(float(c) for c in rng.uniform(lo, hi, 3))
+
     if wild:  # varied clothing
       torso, pants = colour(), colour()
       return cls(torso, colour(), torso, colour(), pants, colour(120, 230))
     # Studio: few colours; left sleeve and trouser leg marked, as in motion-capture suits.
     torso = (60.0, 60.0, 170.0) if rng.uniform() < 0.5 else (170.0, 60.0, 60.0)
-    return cls(torso, (230.0, 200.0, 40.0), torso, (230.0, 200.0, 40.0), (50.0, 50.0, 50.0), (190.0, 150.0, 120.0))
+    return cls(
+      torso,
+      (230.0, 200.0, 40.0),
+      torso,
+      (230.0, 200.0, 40.0),
+      (50.0, 50.0, 50.0),
+      (190.0, 150.0, 120.0),
+    )
 
 
 @dataclasses.dataclass(frozen=True)
@@ -57,24 +65,38 @@ class Capsule:
 def body_capsules(points: dict, girth: float, palette: Palette) -> list[Capsule]:
   """Capsules for one person from ``body.named_points`` (single frame, camera frame, mm)."""
   g = girth
-  caps = [Capsule(points["pelvis"], points["thorax"], 115 * g, palette.torso, UPPER),
-          Capsule(points["l_hip"], points["l_shoulder"], 70 * g, palette.torso, UPPER),
-          Capsule(points["r_hip"], points["r_shoulder"], 70 * g, palette.torso, UPPER),
-          Capsule(points["thorax"], points["head"], 45 * g, palette.skin, UPPER),
-          Capsule((points["head"] + points["head_top"]) / 2, (points["head"] + points["head_top"]) / 2,
-                  95 * g, palette.skin, UPPER)]
-  for side, arm, leg in (("l", palette.left, palette.legs_left), ("r", palette.right, palette.legs_right)):
-    caps += [Capsule(points[f"{side}_shoulder"], points[f"{side}_elbow"], 45 * g, arm, UPPER),
-             Capsule(points[f"{side}_elbow"], points[f"{side}_wrist"], 38 * g, arm, UPPER),
-             Capsule(points[f"{side}_wrist"], points[f"{side}_hand"], 35 * g, palette.skin, UPPER),
-             Capsule(points[f"{side}_hip"], points[f"{side}_knee"], 70 * g, leg, LOWER),
-             Capsule(points[f"{side}_knee"], points[f"{side}_ankle"], 52 * g, leg, LOWER),
-             Capsule(points[f"{side}_ankle"], points[f"{side}_toe"], 40 * g, (40.0, 35.0, 30.0), LOWER)]
+  caps = [
+    Capsule(points["pelvis"], points["thorax"], 115 * g, palette.torso, UPPER),
+    Capsule(points["l_hip"], points["l_shoulder"], 70 * g, palette.torso, UPPER),
+    Capsule(points["r_hip"], points["r_shoulder"], 70 * g, palette.torso, UPPER),
+    Capsule(points["thorax"], points["head"], 45 * g, palette.skin, UPPER),
+    Capsule(
+      (points["head"] + points["head_top"]) / 2,
+      (points["head"] + points["head_top"]) / 2,
+      95 * g,
+      palette.skin,
+      UPPER,
+    ),
+  ]
+  for side, arm, leg in (
+    ("l", palette.left, palette.legs_left),
+    ("r", palette.right, palette.legs_right),
+  ):
+    caps += [
+      Capsule(points[f"{side}_shoulder"], points[f"{side}_elbow"], 45 * g, arm, UPPER),
+      Capsule(points[f"{side}_elbow"], points[f"{side}_wrist"], 38 * g, arm, UPPER),
+      Capsule(points[f"{side}_wrist"], points[f"{side}_hand"], 35 * g, palette.skin, UPPER),
+      Capsule(points[f"{side}_hip"], points[f"{side}_knee"], 70 * g, leg, LOWER),
+      Capsule(points[f"{side}_knee"], points[f"{side}_ankle"], 52 * g, leg, LOWER),
+      Capsule(points[f"{side}_ankle"], points[f"{side}_toe"], 40 * g, (40.0, 35.0, 30.0), LOWER),
+    ]
   return caps
 
 
 # Radius of the body around each POSE3D joint, for the visibility test.
-JOINT_RADIUS = np.array([115, 70, 70, 52, 70, 70, 52, 115, 115, 60, 95, 50, 45, 38, 50, 45, 38], float)
+JOINT_RADIUS = np.array(
+  [115, 70, 70, 52, 70, 70, 52, 115, 115, 60, 95, 50, 45, 38, 50, 45, 38], float
+)
 
 
 @functools.lru_cache(maxsize=32)
@@ -86,8 +108,13 @@ def _rays(k_key: tuple, radial: tuple, tangential: tuple, width: int, height: in
 
 
 def pixel_rays(camera: cameras.Camera) -> np.ndarray:
-  return _rays(tuple(np.asarray(camera.intrinsics, float).ravel()), tuple(camera.radial),
-               tuple(camera.tangential), camera.size[0], camera.size[1])
+  return _rays(
+    tuple(np.asarray(camera.intrinsics, float).ravel()),
+    tuple(camera.radial),
+    tuple(camera.tangential),
+    camera.size[0],
+    camera.size[1],
+  )
 
 
 def render(background: np.ndarray, capsules: list[Capsule], camera: cameras.Camera):
@@ -112,7 +139,9 @@ def render(background: np.ndarray, capsules: list[Capsule], camera: cameras.Came
     x0, y0, x1, y1 = max(x0, 0), max(y0, 0), min(x1, width - 1), min(y1, height - 1)
     if x0 > x1 or y0 > y1:
       continue
-    ray = np.concatenate([rays[y0:y1 + 1, x0:x1 + 1], np.ones((y1 - y0 + 1, x1 - x0 + 1, 1))], -1)
+    ray = np.concatenate(
+      [rays[y0 : y1 + 1, x0 : x1 + 1], np.ones((y1 - y0 + 1, x1 - x0 + 1, 1))], -1
+    )
     # Closest point between each ray t*d and the segment a + s*(b - a).
     a, axis = cap.a, cap.b - cap.a
     dd = np.sum(ray * ray, -1)
@@ -128,21 +157,25 @@ def render(background: np.ndarray, capsules: list[Capsule], camera: cameras.Came
     t = np.sum(ray * centre, -1) / dd
     offset = t[..., None] * ray - centre
     dist2 = np.sum(offset * offset, -1)
-    hit = dist2 < cap.radius ** 2
-    t_enter = t - np.sqrt(np.maximum(cap.radius ** 2 - dist2, 0.0) / dd)
-    window = depth[y0:y1 + 1, x0:x1 + 1]
+    hit = dist2 < cap.radius**2
+    t_enter = t - np.sqrt(np.maximum(cap.radius**2 - dist2, 0.0) / dd)
+    window = depth[y0 : y1 + 1, x0 : x1 + 1]
     front = hit & (t_enter < window)
     if not front.any():
       continue
     normal = (t_enter[..., None] * ray - centre) / cap.radius
     shade = 0.35 + 0.65 * np.clip(normal @ _LIGHT, 0.0, 1.0)
     window[front] = t_enter[front]
-    labels[y0:y1 + 1, x0:x1 + 1][front] = cap.label
-    image[y0:y1 + 1, x0:x1 + 1][front] = shade[front][:, None] * np.array(cap.colour, np.float32)
+    labels[y0 : y1 + 1, x0 : x1 + 1][front] = cap.label
+    image[y0 : y1 + 1, x0 : x1 + 1][front] = shade[front][:, None] * np.array(
+      cap.colour, np.float32
+    )
   return np.clip(image, 0, 255).astype(np.uint8), depth, labels
 
 
-def visibility(joints_cam: np.ndarray, uv: np.ndarray, depth: np.ndarray, radius=JOINT_RADIUS) -> np.ndarray:
+def visibility(
+  joints_cam: np.ndarray, uv: np.ndarray, depth: np.ndarray, radius=JOINT_RADIUS
+) -> np.ndarray:
   """(J,) bool: inside the image and not hidden behind another surface.
 
   A joint sits inside its own limb, whose surface is ``radius`` in front of
@@ -175,14 +208,29 @@ def background(kind: str, width: int, height: int, rng: np.random.Generator) -> 
       cx, cy = int(rng.integers(0, width)), int(rng.integers(0, height))
       size = int(rng.integers(width // 40 + 2, width // 5 + 3))
       if rng.uniform() < 0.5:
-        cv2.rectangle(image, (cx, cy), (cx + size, cy + int(size * rng.uniform(0.3, 3))), colour, -1)
+        cv2.rectangle(
+          image, (cx, cy), (cx + size, cy + int(size * rng.uniform(0.3, 3))), colour, -1
+        )
       else:
-        cv2.ellipse(image, (cx, cy), (size, int(size * rng.uniform(0.3, 1.5))),
-                    float(rng.uniform(0, 180)), 0, 360, colour, -1)
+        cv2.ellipse(
+          image,
+          (cx, cy),
+          (size, int(size * rng.uniform(0.3, 1.5))),
+          float(rng.uniform(0, 180)),
+          0,
+          360,
+          colour,
+          -1,
+        )
     for _ in range(int(rng.integers(3, 8))):  # stripes: fences, poles, lines
       x = int(rng.integers(0, width))
-      cv2.line(image, (x, 0), (x + int(rng.integers(-width // 4, width // 4)), height - 1),
-               tuple(float(c) for c in rng.uniform(0, 255, 3)), int(rng.integers(2, 12)))
+      cv2.line(
+        image,
+        (x, 0),
+        (x + int(rng.integers(-width // 4, width // 4)), height - 1),
+        tuple(float(c) for c in rng.uniform(0, 255, 3)),
+        int(rng.integers(2, 12)),
+      )
     image = cv2.GaussianBlur(image, (0, 0), 1.2)
   else:
     raise ValueError(f"unknown background kind {kind!r}")

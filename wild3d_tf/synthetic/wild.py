@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from wild3d_tf import cameras, skeletons
-from wild3d_tf.synthetic import body, render, scene
+from wild3d_tf.synthetic import body, render
 
 
 def random_person(rng: np.random.Generator, distance: float, offset_x: float = 0.0):
@@ -22,7 +22,9 @@ def random_person(rng: np.random.Generator, distance: float, offset_x: float = 0
 def elevated_camera(intrinsics, size, rng, max_elevation=35.0) -> cameras.Camera:
   """A camera at the origin tilted up or down (varied elevation, no roll)."""
   tilt = np.radians(rng.uniform(-max_elevation, max_elevation))
-  rotation = np.array([[1, 0, 0], [0, np.cos(tilt), -np.sin(tilt)], [0, np.sin(tilt), np.cos(tilt)]])
+  rotation = np.array(
+    [[1, 0, 0], [0, np.cos(tilt), -np.sin(tilt)], [0, np.sin(tilt), np.cos(tilt)]]
+  )
   return cameras.Camera(np.asarray(intrinsics, float), rotation, np.zeros(3), size=size)
 
 
