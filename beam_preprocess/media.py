@@ -8,9 +8,10 @@ import struct
 import cv2
 import numpy as np
 
-from beam_preprocess.records import BadRecord
+from beam_preprocess.records import BadRecord, Options
+from wild3d_tf import image_guard
 
-MAX_IMAGE_BYTES = 64 << 20
+MAX_IMAGE_BYTES = Options.max_image_bytes
 MAX_SIDE = 8192
 
 
@@ -32,11 +33,24 @@ def image_dimensions(data: bytes) -> tuple[int, int] | None:
   return None
 
 
-def read_image(path: pathlib.Path, file: str, record: str) -> np.ndarray:
-  """RGB uint8 image; BadRecord for anything but a sane, complete JPEG or PNG."""
+def _decode(data: bytes):
+  return cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
+
+
+def read_image(
+  path: pathlib.Path, file: str, record: str, max_bytes: int = MAX_IMAGE_BYTES
+) -> np.ndarray:
+  """(H, W, 3) RGB uint8 image of a JPEG or PNG file of at most ``max_bytes`` bytes.
+
+  BadRecord (naming ``file`` and ``record``) for anything else, for a header
+  over ``MAX_SIDE`` and for a truncated file, including a JPEG cut inside its
+  image data with its end marker appended again (``image_guard.jpeg_cut``).
+  """
   size = path.stat().st_size
-  if size == 0 or size > MAX_IMAGE_BYTES:
-    raise BadRecord(file, record, "image", f"file size {size} bytes outside 1..{MAX_IMAGE_BYTES}")
+  if size == 0 or size > max_bytes:
+    raise BadRecord(
+      file, record, "image", f"file size {size} bytes outside 1..{max_bytes} (--max_image_bytes)"
+    )
   data = path.read_bytes()
   dims = image_dimensions(data)
   if dims is None:
@@ -45,14 +59,55 @@ def read_image(path: pathlib.Path, file: str, record: str) -> np.ndarray:
     raise BadRecord(file, record, "image", f"header says {dims[0]}x{dims[1]}, limit {MAX_SIDE}")
   if data[:3] == b"\xff\xd8\xff" and not data.rstrip(b"\x00").endswith(b"\xff\xd9"):
     raise BadRecord(file, record, "image", "truncated JPEG (no end-of-image marker)")
-  image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
+  image = _decode(data)
   if image is None:
     raise BadRecord(file, record, "image", "undecodable image")
+  if data[:3] == b"\xff\xd8\xff" and image_guard.jpeg_cut(data, image, _decode):
+    raise BadRecord(
+      file, record, "image", "JPEG cut inside its image data (premature end of data segment)"
+    )
   return image[..., ::-1]
 
 
+def frame_ranges(count: int, stride: int, frames_per_item: int) -> list[list[int]]:
+  """Every ``stride``-th frame of ``range(count)`` in consecutive lists of ``frames_per_item``.
+
+  The frame ranges that become a video's work items: a worker decodes one range
+  at a time, so its memory does not depend on the video's length.
+  """
+  if stride < 1 or frames_per_item < 1:
+    raise ValueError(f"stride {stride} and frames_per_item {frames_per_item} must be >= 1")
+  frames = list(range(0, count, stride))
+  return [frames[i : i + frames_per_item] for i in range(0, len(frames), frames_per_item)]
+
+
+def video_frame_count(path: pathlib.Path) -> int | None:
+  """The frame count a video's header declares (no decoding), None if it cannot be opened.
+
+  Only an estimate (containers may declare it wrongly); used to count the records a
+  unit of work would have produced when its annotations cannot be read.
+  """
+  capture = cv2.VideoCapture(str(path))
+  try:
+    if not capture.isOpened():
+      return None
+    count = int(capture.get(cv2.CAP_PROP_FRAME_COUNT))
+    return count if count > 0 else None
+  finally:
+    capture.release()
+
+
 def read_video_frames(path: pathlib.Path, frames: list[int], file: str):
-  """Yields (frame, RGB image or BadRecord) for the requested, increasing frame indices."""
+  """Yields (frame, RGB image or BadRecord) for the requested, increasing frame indices.
+
+  Lazily: a frame is decoded when the consumer asks for the next one and only
+  the current frame is held, so two of these generators advanced in step (a
+  video and its mask video) hold two frames whatever the number requested.
+  Raises BadRecord (field "video", reason "cannot open video") when the file
+  cannot be opened; a frame past the video's end comes back as a BadRecord.
+  """
+  if not frames:
+    return
   capture = cv2.VideoCapture(str(path))
   if not capture.isOpened():
     raise BadRecord(file, f"frames {frames[0]}-{frames[-1]}", "video", "cannot open video")
@@ -61,15 +116,20 @@ def read_video_frames(path: pathlib.Path, frames: list[int], file: str):
     if frames[0] > 0:
       capture.set(cv2.CAP_PROP_POS_FRAMES, frames[0])
       position = int(capture.get(cv2.CAP_PROP_POS_FRAMES))
+      if position != frames[0]:  # a container that cannot seek exactly: decode from the start
+        capture.release()
+        capture = cv2.VideoCapture(str(path))
+        position = 0
     for frame in frames:
+      ok = True
+      while ok and position < frame:  # skipped frames (stride > 1) are grabbed, not converted
+        ok = capture.grab()
+        position += 1
       image = None
-      while position <= frame:
+      if ok:
         ok, image = capture.read()
         position += 1
-        if not ok:
-          image = None
-          break
-      if image is None:
+      if not ok or image is None:
         yield frame, BadRecord(file, f"frame {frame}", "video", f"video ends before frame {frame}")
         position = frame + 1
       else:

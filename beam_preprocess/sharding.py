@@ -13,11 +13,15 @@ import hashlib
 import json
 import logging
 import math
-import re
 
 import tensorflow as tf
 
-SHARD_PATTERN = "{dataset}-{split}.tfrecord-{shard:05d}-of-{num_shards:05d}"
+# The file names are training's too, so they have one owner, wild3d_tf/shards.py; the path
+# functions are re-exported for the converter.
+from wild3d_tf.shards import INCOMPLETE_SUFFIX, file_sha256, join, shard_name_regex
+from wild3d_tf.shards import dead_letter_path as dead_letter_path
+from wild3d_tf.shards import manifest_path as manifest_path
+from wild3d_tf.shards import shard_path as shard_path
 
 
 def key_hash(key: str) -> str:
@@ -32,45 +36,36 @@ def shard_of(key: str, num_shards: int) -> int:
   return int(key_hash(key)[:15], 16) % num_shards
 
 
-def shard_path(output_dir: str, dataset: str, split: str, shard: int, num_shards: int) -> str:
-  return f"{output_dir}/" + SHARD_PATTERN.format(
-    dataset=dataset, split=split, shard=shard, num_shards=num_shards
-  )
-
-
 def write_shard(path: str, records: list[tuple[str, bytes]]) -> dict:
   """Writes (key, serialized) records ordered by key hash; returns count and SHA-256 of the file."""
   ordered = sorted(records, key=lambda kv: key_hash(kv[0]))
   for (a, _), (b, _) in zip(ordered, ordered[1:]):
     if a == b:
       raise ValueError(f"duplicate record key {a!r} in {path}")
-  temporary = path + ".incomplete"
+  temporary = path + INCOMPLETE_SUFFIX
   with tf.io.TFRecordWriter(temporary) as writer:
     for _, serialized in ordered:
       writer.write(serialized)
   tf.io.gfile.rename(temporary, path, overwrite=True)
-  with tf.io.gfile.GFile(path, "rb") as f:
-    digest = hashlib.sha256(f.read()).hexdigest()
+  digest = file_sha256(path)
   logging.info("wrote %s (%d records)", path, len(ordered))
   return {"file": path.rsplit("/", 1)[-1], "records": len(ordered), "sha256": digest}
 
 
 def remove_stale_shards(output_dir: str, dataset: str, keep: set[str]) -> list[str]:
   """Deletes this dataset's shards (any split, any shard count) that are not in ``keep``."""
-  pattern = re.compile(
-    rf"^{re.escape(dataset)}-[A-Za-z0-9_]+\.tfrecord-\d{{5}}-of-\d{{5}}(\.incomplete)?$"
-  )
+  pattern = shard_name_regex(dataset)
   removed = []
   for name in tf.io.gfile.listdir(output_dir):
     if pattern.match(name) and name not in keep:
-      tf.io.gfile.remove(f"{output_dir}/{name}")
+      tf.io.gfile.remove(join(output_dir, name))
       removed.append(name)
   return sorted(removed)
 
 
 def write_text_atomically(path: str, text: str) -> None:
   """Writes under a temporary name and renames, so readers never see half a file (local or gs://)."""
-  temporary = path + ".incomplete"
+  temporary = path + INCOMPLETE_SUFFIX
   with tf.io.gfile.GFile(temporary, "w") as f:
     f.write(text)
   tf.io.gfile.rename(temporary, path, overwrite=True)
@@ -80,9 +75,31 @@ def write_json_atomically(path: str, data: dict) -> None:
   write_text_atomically(path, json.dumps(data, indent=1, sort_keys=True) + "\n")
 
 
-def manifest_path(output_dir: str, dataset: str) -> str:
-  return f"{output_dir}/{dataset}.manifest.json"
+# A run writes its shards here and moves them into the output folder only when it succeeds, so a
+# failed or mistaken run never touches the shards and manifest of the last good one. The leading
+# dot and the name keep it out of every shard listing.
+STAGING_PATTERN = ".staging-{dataset}-{run_id}"
 
 
-def dead_letter_path(output_dir: str, dataset: str) -> str:
-  return f"{output_dir}/{dataset}.dead_letter.jsonl"
+def staging_dir(output_dir: str, dataset: str, run_id: str) -> str:
+  return join(output_dir, STAGING_PATTERN.format(dataset=dataset, run_id=run_id))
+
+
+def commit_staged(staging: str, output_dir: str, dataset: str, files: set[str]) -> list[str]:
+  """Replaces the dataset's shards in ``output_dir`` by the staged ``files``; returns the removed
+  stale shard names. The old manifest goes first (from here on it would vouch for other shards),
+  the staging folder last; the caller writes the new manifest after this returns."""
+  manifest = manifest_path(output_dir, dataset)
+  if tf.io.gfile.exists(manifest):
+    tf.io.gfile.remove(manifest)
+  for name in sorted(files):
+    tf.io.gfile.rename(join(staging, name), join(output_dir, name), overwrite=True)
+  removed = remove_stale_shards(output_dir, dataset, files)
+  discard_staged(staging)
+  return removed
+
+
+def discard_staged(staging: str) -> None:
+  """Removes a staging folder and what it holds (nothing happens if there is none)."""
+  if tf.io.gfile.exists(staging):
+    tf.io.gfile.rmtree(staging)

@@ -22,8 +22,8 @@ PCK curves and training curves under docs/images/. Finished stages are
 skipped and interrupted training resumes from its checkpoint, so a killed
 run continues where it stopped; the table is rewritten after every seed.
 
-  python benchmarks/ablation.py --work_dir /tmp/ablation --preset bench --seeds 0 1 2 [--network full] \\
-      --pretrain_steps 3000 --full_steps 3000 --output docs/results.md
+  python benchmarks/ablation.py --work_dir /tmp/ablation --preset bench --seeds 0 1 2 \\
+      [--network full] --pretrain_steps 3000 --full_steps 3000 --output docs/results.md
 """
 
 from __future__ import annotations
@@ -38,7 +38,7 @@ import time
 import numpy as np
 import tensorflow as tf
 
-from wild3d_tf import evaluate, inference, lifting, metrics, visualize
+from wild3d_tf import evaluate, inference, lifting, metrics, preprocess, shards, visualize
 from wild3d_tf.synthetic.generate import conversion_commands
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
@@ -121,7 +121,10 @@ def table(scores: dict, seeds: list[int], rows=NAMES) -> str:
 def evaluate_mean_pose(
   lifter_dir: pathlib.Path, records: pathlib.Path, output_dir: pathlib.Path
 ) -> None:
-  """Scores the lifter's output mean (the mean crop-camera pose of its augmented training crops) as a prediction."""
+  """Scores the lifter's output mean as a prediction.
+
+  The output mean is the mean crop-camera pose of the lifter's augmented training crops.
+  """
   stats = json.loads((lifter_dir / lifting.STATS_FILE).read_text())
   mean = np.concatenate([np.zeros((1, 3)), np.reshape(stats["y_mean"], (-1, 3))])
   batches = evaluate.test_batches(str(records), "mpi_inf_3dhp_test", stats["input_size"], 64)
@@ -137,13 +140,17 @@ def evaluate_mean_pose(
 
 
 def two_d_scores(checkpoint: pathlib.Path, records: pathlib.Path) -> dict:
-  """{column: 2D PCK (percent of visible joints within PCK2D_FRACTION of the crop side)} of the heatmap joints."""
+  """{column: 2D PCK} of the heatmap joints.
+
+  2D PCK is the percent of visible joints within PCK2D_FRACTION of the crop side.
+  """
   predictor = inference.Predictor(inference.load_network(str(checkpoint)))
   joints = tf.function(lambda crops: predictor.on_crops(crops)["joints2d_input"])
   found, visible, sequences = [], [], []
   for batch in evaluate.test_batches(str(records), "mpi_inf_3dhp_test", predictor.input_size, 64):
     error = np.linalg.norm(
-      joints(tf.cast(batch["image"], tf.float32)) - batch["joints2d_input"], axis=-1
+      joints(tf.cast(batch[preprocess.IMAGE], tf.float32)) - batch[preprocess.JOINTS2D_INPUT_PX],
+      axis=-1,
     )
     found.append(error < PCK2D_FRACTION * predictor.input_size)
     visible.append(batch["joints2d_visible"].numpy() > 0)
@@ -173,7 +180,10 @@ def two_d_table(scores: dict, seeds: list[int], networks=("pretrain2d", *VARIANT
 
 
 def outdoor_pck_curves(runs: pathlib.Path, seeds: list[int], names=NAMES) -> dict:
-  """{variant: PCK curve (percent) over AUC thresholds} on TS5-6, scaled protocol, pooled over seeds."""
+  """{variant: PCK curve (percent) over AUC thresholds}.
+
+  On TS5-6, scaled protocol, pooled over seeds.
+  """
   curves = {}
   for variant in names:
     errors = []
@@ -224,7 +234,8 @@ def plot_curves(
     axes[0].plot(steps, values, label=f"seed {seed}")
   axes[0].set(title="2D pre-training: heatmap loss", xlabel="step", yscale="log")
   for index, variant in enumerate(v for v in VARIANTS if v in names):
-    # Variants with 2D data alternate 2D-only batches, whose 3D term is 0: x2 gives the per-3D-batch loss.
+    # Variants with 2D data alternate 2D-only batches, whose 3D term is 0: x2 gives the
+    # per-3D-batch loss.
     factor = 1.0 if "--nouse_2d_data" in VARIANTS[variant] else 2.0
     for seed in seeds:
       steps, values = scalar_curve(runs / f"seed{seed}" / variant, "loss/pose3d")
@@ -260,15 +271,16 @@ def write_results(
 ) -> None:
   budget = (
     f"2D pre-training {args.pretrain_steps} steps, 3D stage {args.full_steps} steps"
-    f"{' (x2 for variants with 2D data: equal 3D batches)' if args.equal_3d_batches else ''}, lifting MLP "
+    f"{' (x2 for variants with 2D data: equal 3D batches)' if args.equal_3d_batches else ''}"
+    ", lifting MLP "
     f"{args.lifting_epochs} epochs over {args.lifting_examples} crops"
   )
   text = [
     f"# Paper Table 5 on the synthetic benchmark ({args.preset} preset)",
     "",
     f"Seeds {seeds}; {budget}; {NETWORKS[args.network]}. Mean ± sample standard deviation "
-    "over seeds. PCK < 150 mm and AUC in percent, MPJPE in mm, against univ_annot3; 'scaled' fits one "
-    "least-squares scale per pose, 'procrustes' a similarity transform."
+    "over seeds. PCK < 150 mm and AUC in percent, MPJPE in mm, against univ_annot3; "
+    "'scaled' fits one least-squares scale per pose, 'procrustes' a similarity transform."
     + (
       f" The row '{MEAN_POSE}' is no model: every frame gets the mean training pose."
       if LIFTING in names
@@ -280,9 +292,10 @@ def write_results(
       [
         "## 2D joints of the latent heatmaps on the same test crops",
         "",
-        f"Percent of visible joints within {PCK2D_FRACTION:.0%} of the crop side of the label, decoded from each "
-        "network's heatmaps (the lifting baseline lifts the full model's). Only pretrain2d, latent2d_data and full "
-        "train the heatmaps in the 3D stage; the other two carry them over from pre-training.",
+        f"Percent of visible joints within {PCK2D_FRACTION:.0%} of the crop side of the label, "
+        "decoded from each network's heatmaps (the lifting baseline lifts the full model's). "
+        "Only pretrain2d, latent2d_data and full train the heatmaps in the 3D stage; "
+        "the other two carry them over from pre-training.",
         "",
         two_d_table(scores_2d, seeds, ("pretrain2d", *(v for v in VARIANTS if v in names))),
       ]
@@ -345,7 +358,9 @@ def main():
     done=native / "lspet",
   )
   for dataset, command in conversion_commands(native, records, python).items():
-    stage(command, log, done=records / f"{dataset}.manifest.json")
+    manifest = pathlib.Path(shards.manifest_path(str(records), dataset))
+    # Records of another schema version are converted again, not reused.
+    stage(command, log, done=manifest if shards.is_current(str(records), dataset) else None)
   scores, scores_2d, finished = {}, {}, []
   output = pathlib.Path(args.output)
   for seed in args.seeds:

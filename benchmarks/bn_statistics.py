@@ -12,11 +12,12 @@ after, per scene, under the scaled protocol.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 
 import tensorflow as tf
 
 from wild3d_tf import data, evaluate, inference
-from wild3d_tf.config import DataConfig
+from wild3d_tf.config import load
 
 
 def scene_pck(network, data_dir: str) -> dict:
@@ -39,18 +40,22 @@ def main():
   args = parser.parse_args()
   network = inference.load_network(args.checkpoint)
   before = scene_pck(network, args.data_dir)
-  config = DataConfig(
-    data_dir=args.data_dir, input_size=network.input_shape[1], batch_size=8, seed=args.seed
-  )
+  # The run's own input pipeline (crop size, augmentation, 3D datasets) from its config.json.
+  run = load(args.checkpoint)
+  config = dataclasses.replace(run.data, data_dir=args.data_dir, batch_size=8, seed=args.seed)
   # Training mode updates the moving statistics (momentum 0.99: 400 batches forget the old ones).
   for batch in (
-    data.mixed_examples(config, config.datasets_3d, args.seed).batch(8).take(args.batches)
+    data.mixed_examples(
+      config, config.datasets_3d, args.seed, input_size=run.model.input_size, heatmap_size=None
+    )
+    .batch(8)
+    .take(args.batches)
   ):
     network(tf.cast(batch["image"], tf.float32), training=True)
   after = scene_pck(network, args.data_dir)
   print(
-    f"{args.checkpoint}: scaled 3D PCK per scene, as trained -> batch-norm statistics re-estimated on "
-    f"{args.batches} studio 3D batches"
+    f"{args.checkpoint}: scaled 3D PCK per scene, as trained -> batch-norm statistics "
+    f"re-estimated on {args.batches} studio 3D batches"
   )
   print("| scene | as trained | re-estimated |\n|---|---|---|")
   for scene in before:

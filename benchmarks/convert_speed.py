@@ -65,7 +65,8 @@ def main():
   print("|---|---|---|---|---|")
   for name, records, seconds in rows:
     print(
-      f"| {name} | {records} | {seconds:.1f} | {records / seconds:.1f} | {records / seconds / base:.2f} |"
+      f"| {name} | {records} | {seconds:.1f} | {records / seconds:.1f} "
+      f"| {records / seconds / base:.2f} |"
     )
 
 

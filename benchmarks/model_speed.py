@@ -18,6 +18,7 @@ from tensorflow.python.framework.convert_to_constants import convert_variables_t
 from tensorflow.python.profiler import model_analyzer, option_builder
 
 from wild3d_tf import model as model_lib
+from wild3d_tf.config import ModelConfig
 
 
 def flops_per_image(model, size):
@@ -63,12 +64,13 @@ def main():
   parser.add_argument("--seconds", type=float, default=10.0)
   args = parser.parse_args()
   rows = []
-  for variant, size in (("full", 256), ("tiny", 128)):
+  for model_config in (ModelConfig.full(), ModelConfig.tiny()):
+    variant, size = model_config.variant, model_config.input_size
     baseline = keras.applications.ResNet50(
       include_top=False, weights=None, input_shape=(size, size, 3)
     )
     base_fwd, base_bwd = measure(baseline, size, args.batch, args.seconds)
-    model = model_lib.build_model(size, variant)
+    model = model_lib.build_model(model_config)
     fwd, bwd = measure(model, size, args.batch, args.seconds)
     rows.append(
       (
@@ -94,7 +96,8 @@ def main():
   print("|---|---|---|---|---|---|---|---|---|")
   for r in rows:
     print(
-      f"| {r[0]} | {r[1]} | {r[2]:,} | {r[3]:.2f} | {r[4]:.2f} | {r[5]:.1f} | {r[6]:.1f} | {r[7]:.2f} | {r[8]:.2f} |"
+      f"| {r[0]} | {r[1]} | {r[2]:,} | {r[3]:.2f} | {r[4]:.2f} | {r[5]:.1f} | {r[6]:.1f} | "
+      f"{r[7]:.2f} | {r[8]:.2f} |"
     )
 
 

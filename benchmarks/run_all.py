@@ -34,6 +34,7 @@ BENCHMARKS = {
     ["benchmarks/convert_speed.py", "--preset", "small", "--dataset", "mpi_inf_3dhp_test"],
     ["benchmarks/convert_speed.py", "--preset", "small", "--dataset", "lsp"],
   ],
+  "convert_memory": [["benchmarks/convert_memory.py", "--frames", "500", "2000", "--side", "2048"]],
   "train_speed": [["benchmarks/train_speed.py", "--data_dir", "{data}", "--seconds", "6"]],
   "serving_speed": [
     ["benchmarks/serving_speed.py", "--variant", "tiny", "--seconds", "8"],
@@ -80,14 +81,18 @@ def markdown(output: str) -> str:
 def machine() -> str:
   import tensorflow as tf
 
-  return f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}, TF {tf.__version__}"
+  return (
+    f"{platform.machine()}, {os.cpu_count()} cores, "
+    f"Python {platform.python_version()}, TF {tf.__version__}"
+  )
 
 
 def prepare_tiny_data(work: pathlib.Path) -> pathlib.Path:
+  from wild3d_tf import shards
   from wild3d_tf.synthetic.generate import conversion_commands
 
   native, records = work / "tiny", work / "tiny_tfrecords"
-  if not (records / "lspet.manifest.json").is_file():
+  if not shards.is_current(str(records), "lspet"):  # the last one converted; another version: again
     subprocess.run(
       [sys.executable, "-m", "wild3d_tf.synthetic", f"--out={native}", "--preset=tiny"], check=True
     )
@@ -124,7 +129,8 @@ def main():
       if run.returncode:
         raise SystemExit(f"{name}: `{shown}` failed with exit code {run.returncode}")
       outputs.append(
-        f"Command: `{shown}` ({stamp}; written by `python benchmarks/run_all.py`)\n\n{markdown(run.stdout)}\n"
+        f"Command: `{shown}` ({stamp}; written by `python benchmarks/run_all.py`)\n\n"
+        f"{markdown(run.stdout)}\n"
       )
       print(run.stdout, flush=True)
     if name != "ablation":  # the ablation writes docs/results.md itself

@@ -1,4 +1,5 @@
-"""Latency at batch 1 and throughput at batch 32 of the exported serving signature, with and without XLA.
+"""Latency at batch 1 and throughput at batch 32 of the exported serving signature,
+with and without XLA.
 
 Each variant is exported with ``wild3d_tf.export``, reloaded with
 ``tf.saved_model.load`` (the graph TF Serving runs) and driven with 640x480
@@ -22,6 +23,7 @@ import tensorflow as tf
 
 from wild3d_tf import export
 from wild3d_tf import model as model_lib
+from wild3d_tf.config import VARIANTS, ModelConfig
 
 
 def timings(fn, seconds):
@@ -37,13 +39,14 @@ def timings(fn, seconds):
 
 
 def main():
-  parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-  parser.add_argument("--variant", choices=["tiny", "full"], default="tiny")
+  parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+  parser.add_argument("--variant", choices=list(VARIANTS), default="tiny")
   parser.add_argument("--seconds", type=float, default=10.0)
   args = parser.parse_args()
-  size = 128 if args.variant == "tiny" else 256
+  model_config = ModelConfig.for_variant(args.variant)
+  size = model_config.input_size
   keras.utils.set_random_seed(0)
-  network = model_lib.build_model(input_size=size, variant=args.variant)
+  network = model_lib.build_model(model_config)
   rng = np.random.default_rng(0)
   photos = [
     cv2.imencode(".jpg", (rng.random((480, 640, 3)) * 255).astype(np.uint8))[1].tobytes()
@@ -63,10 +66,10 @@ def main():
         "boxes": tf.zeros([batch, 4]),
         "intrinsics": tf.zeros([batch, 4]),
       }
-      base = timings(lambda: raw(crops).numpy(), args.seconds)
+      base = timings(lambda crops=crops: raw(crops).numpy(), args.seconds)
       rows.append((batch, "Keras network on crops (baseline)", base, base))
       for xla, signature in signatures.items():
-        t = timings(lambda: signature(**inputs)["pose3d"].numpy(), args.seconds)
+        t = timings(lambda s=signature, i=inputs: s(**i)["pose3d"].numpy(), args.seconds)
         rows.append((batch, f"serving_default, JPEG 640x480{', XLA' if xla else ''}", t, base))
   print(f"variant {args.variant}, input {size}, TF {tf.__version__}")
   print(
@@ -76,8 +79,8 @@ def main():
   for batch, what, t, base in rows:
     rate, base_rate = batch / np.median(t), batch / np.median(base)
     print(
-      f"| {batch} | {what} | {1000 * np.median(t):.1f} | {1000 * np.percentile(t, 99):.1f} | {rate:.1f} | "
-      f"{rate / base_rate:.2f} |"
+      f"| {batch} | {what} | {1000 * np.median(t):.1f} | {1000 * np.percentile(t, 99):.1f} | "
+      f"{rate:.1f} | {rate / base_rate:.2f} |"
     )
 
 

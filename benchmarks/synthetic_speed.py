@@ -56,7 +56,8 @@ def main():
     wall = time.perf_counter() - start
     print(f"preset {args.preset}: {wall:.1f} s wall with one worker")
     print(
-      "| dataset | images | seconds | images/s | JPEG-encode baseline images/s | generator / baseline |"
+      "| dataset | images | seconds | images/s "
+      "| JPEG-encode baseline images/s | generator / baseline |"
     )
     print("|---|---|---|---|---|---|")
     rng = np.random.default_rng(0)
@@ -68,7 +69,8 @@ def main():
       baseline = len(sizes) / (time.perf_counter() - begin)
       rate = len(sizes) / seconds[name]
       print(
-        f"| {name} | {len(sizes)} | {seconds[name]:.2f} | {rate:.1f} | {baseline:.1f} | {rate / baseline:.2f} |"
+        f"| {name} | {len(sizes)} | {seconds[name]:.2f} | {rate:.1f} | {baseline:.1f} "
+        f"| {rate / baseline:.2f} |"
       )
 
 

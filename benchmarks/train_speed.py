@@ -14,9 +14,10 @@ import time
 import keras
 import tensorflow as tf
 
-from wild3d_tf import data, model, schema
-from wild3d_tf.config import DataConfig, LossWeights, ModelConfig
-from wild3d_tf.trainer import Loop, LoopConfig, Trainer, make_optimizer
+from wild3d_tf import data, model, preprocess, schema
+from wild3d_tf.config import DataConfig, LoopConfig, ModelConfig
+from wild3d_tf.losses import LossWeights
+from wild3d_tf.trainer import Loop, Trainer, make_optimizer
 
 
 def rate(dataset, seconds):
@@ -37,12 +38,12 @@ def _one_core(dataset):
 
 def pipeline_rates(data_dir, size, seconds):
   """Per-core examples/s: JPEG decode alone, the warp alone, and the whole example pipeline."""
-  config = DataConfig(data_dir=data_dir, input_size=size, shuffle_buffer=64)
+  config = DataConfig(data_dir=data_dir, shuffle_buffer=64)
   files = data.shard_files(data_dir, "h36m", "train") + data.shard_files(
     data_dir, "mpi_inf_3dhp", "train"
   )
   decoded = tf.data.TFRecordDataset(files).map(
-    lambda s: tf.io.decode_jpeg(schema.parse(s)["image/encoded"])
+    lambda s: tf.io.decode_jpeg(schema.parse(s)[schema.IMAGE_CROP_JPEG])
   )
   decode = _one_core(decoded.repeat())
   images = list(decoded.take(8))
@@ -50,30 +51,35 @@ def pipeline_rates(data_dir, size, seconds):
   warp = _one_core(
     tf.data.Dataset.from_tensor_slices(tf.stack(images))
     .repeat()
-    .map(lambda image: data._warp(tf.cast(image, tf.float32), matrix, size))
+    .map(lambda image: preprocess.warp(tf.cast(image, tf.float32), matrix, size))
   )
-  full = _one_core(data.examples(files, config, True, 0))
+  full = _one_core(
+    data.examples(
+      files, config, True, 0, input_size=size, heatmap_size=ModelConfig.full(size).heatmap_size
+    )
+  )
   return rate(decode, seconds), rate(warp, seconds), rate(full, seconds)
 
 
-def train_rate(data_dir, variant, size, batch, seconds, tmp):
+def train_rate(data_dir, model_config: ModelConfig, batch, seconds, tmp):
   keras.utils.set_random_seed(0)
-  config = DataConfig(data_dir=data_dir, input_size=size, batch_size=batch, shuffle_buffer=64)
-  dataset = data.training_dataset(config, "full")
-  step = tf.Variable(0, dtype=tf.int64, trainable=False)
-  network = model.build_model(
-    config=ModelConfig.tiny(size) if variant == "tiny" else ModelConfig.full(size), variant=variant
+  size = model_config.input_size
+  config = DataConfig(data_dir=data_dir, batch_size=batch, shuffle_buffer=64)
+  dataset = data.training_dataset(
+    config, "full", input_size=size, heatmap_size=model_config.heatmap_size
   )
-  trainer = Trainer(network, LossWeights(), batch)
+  step = tf.Variable(0, dtype=tf.int64, trainable=False)
+  network = model.build_model(model_config)
+  trainer = Trainer(network, LossWeights(), batch, size)
   trainer.compile(optimizer=make_optimizer(0.05, 1000, 0.5, step, False))
   loop = Loop(tf.distribute.get_strategy(), trainer, dataset, LoopConfig(tmp, 0), step)
   batches = list(dataset.take(2))
-  loop._step_fn(batches[0])
+  loop.step(batches[0])
   forward = tf.function(lambda x: network(x, training=False))
   forward(batches[0]["image"])
   steps, start = 0, time.perf_counter()
   while time.perf_counter() - start < seconds:
-    loop._step_fn(batches[steps % 2])
+    loop.step(batches[steps % 2])
     steps += 1
   step_rate = steps / (time.perf_counter() - start)
   forwards, start = 0, time.perf_counter()
@@ -95,17 +101,21 @@ def main():
   print("|---|---|---|")
   print(f"| JPEG decode of the stored 320 px crop (baseline) | {decode:.0f} | 1.00 |")
   print(
-    f"| geometric warp to 256 px alone (ImageProjectiveTransformV3) | {warp:.0f} | {warp / decode:.2f} |"
+    f"| geometric warp to 256 px alone (ImageProjectiveTransformV3) | {warp:.0f} | "
+    f"{warp / decode:.2f} |"
   )
   print(
-    f"| whole example: parse, decode, colour, warp, labels, heatmaps | {full:.0f} | {full / decode:.2f} |"
+    f"| whole example: parse, decode, colour, warp, labels, heatmaps | {full:.0f} | "
+    f"{full / decode:.2f} |"
   )
   print()
   print("| model | input | batch | train steps/s | forward batches/s (baseline) | step / forward |")
   print("|---|---|---|---|---|---|")
   with tempfile.TemporaryDirectory() as tmp:
-    for variant, size, batch in (("tiny", 128, 8), ("full", 256, 10)):
-      steps, forwards = train_rate(args.data_dir, variant, size, batch, args.seconds, tmp)
+    # The batches of configs/tiny_full.cfg and configs/full.cfg.
+    for model_config, batch in ((ModelConfig.tiny(), 8), (ModelConfig.full(), 10)):
+      steps, forwards = train_rate(args.data_dir, model_config, batch, args.seconds, tmp)
+      variant, size = model_config.variant, model_config.input_size
       print(
         f"| {variant} | {size} | {batch} | {steps:.2f} | {forwards:.2f} | {steps / forwards:.2f} |"
       )

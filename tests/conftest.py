@@ -40,21 +40,32 @@ def converted_tiny(synthetic_tiny, tmp_path_factory):
   return out, manifests
 
 
-def write_checkpoint(model_dir, input_size=64, seed=0):
-  """A training directory as ``wild3d_tf.train`` leaves it: config.json and a checkpoint of a tiny network."""
-  import json
+def tiny_run_config(model_dir, input_size=64, data_dir="unused", **loop):
+  """The ``RunConfig`` that ``wild3d_tf.train`` writes for a tiny run into ``model_dir``."""
+  from wild3d_tf.config import DataConfig, LoopConfig, ModelConfig, OptimizerConfig, RunConfig
+  from wild3d_tf.losses import LossWeights
 
+  return RunConfig(
+    model=ModelConfig.tiny(input_size),
+    data=DataConfig(data_dir=str(data_dir), batch_size=8, shuffle_buffer=64),
+    loss=LossWeights(),
+    optimizer=OptimizerConfig(),
+    loop=LoopConfig(model_dir=str(model_dir), max_steps=7, **loop),
+  )
+
+
+def write_checkpoint(model_dir, input_size=64, seed=0):
+  """A training directory as ``wild3d_tf.train`` leaves it: a real config.json
+  (``RunConfig.save``) and a checkpoint of a tiny network."""
   import keras
   import tensorflow as tf
 
   from wild3d_tf import model
-  from wild3d_tf.config import ModelConfig
 
   keras.utils.set_random_seed(seed)
-  config = ModelConfig.tiny(input_size)
-  network = model.build_model(config=config, variant="tiny")
-  model_dir.mkdir(parents=True, exist_ok=True)
-  (model_dir / "config.json").write_text(json.dumps({"model": config.__dict__, "variant": "tiny"}))
+  run_config = tiny_run_config(model_dir, input_size)
+  network = model.build_model(run_config.model)
+  run_config.save(str(model_dir))
   tf.train.CheckpointManager(tf.train.Checkpoint(network=network), str(model_dir), 1).save(
     checkpoint_number=7
   )

@@ -1,6 +1,7 @@
-"""Beam conversion: readers on their own, end to end on the synthetic data, dead letters, determinism."""
+"""Beam conversion: readers alone, end to end on the synthetic data, dead letters, determinism."""
 
 import filecmp
+import hashlib
 import json
 import pathlib
 import shutil
@@ -19,13 +20,13 @@ import tensorflow as tf
 
 from beam_preprocess import sharding, transforms
 from beam_preprocess.readers import h36m, lsp, mpii
-from beam_preprocess.records import BadRecord, Options
-from wild3d_tf import geometry, schema, skeletons
+from beam_preprocess.records import BadRecord, CanonicalRecord, Options
+from wild3d_tf import geometry, schema, shards, skeletons
 
 
 def _records(output_dir, dataset, split):
-  files = sorted(pathlib.Path(output_dir).glob(f"{dataset}-{split}.tfrecord-*"))
-  return [schema.decode_numpy(r.numpy()) for f in files for r in tf.data.TFRecordDataset(str(f))]
+  files = shards.shard_files(str(output_dir), dataset, split)
+  return [schema.decode_numpy(r.numpy(), f) for f in files for r in tf.data.TFRecordDataset(f)]
 
 
 @pytest.fixture(scope="module")
@@ -36,16 +37,56 @@ def converted(converted_tiny):
 # ------------------------------------------------------------ readers on their own
 
 
+# The keys each reader must produce from the tiny synthetic data, from its native layout: H3.6M
+# S1 (train, every frame) has 2 takes x 4 cameras x 10 frames, the videos of cameras 55011271 and
+# 60457274 a frame short; S9 (test, every 64th frame) gives frame 0. 3DHP S1/Seq1 has videos for
+# cameras 0 and 2, 8 frames each. MPII: the people with 2 or more points in the training images.
+H36M_CAMERAS = ("54138969", "55011271", "58860488", "60457274")
+MPII_PEOPLE = (
+  "031320956.jpg/0",
+  "061590179.jpg/0",  # its person 1 has one point: no crop
+  "307245685.jpg/0",
+  "307245685.jpg/1",
+  "377875203.jpg/0",
+  "394869837.jpg/0",
+  "394869837.jpg/1",
+)  # 531600835.jpg is a test image (img_train 0)
+
+
+def _expected_keys(dataset, root):
+  if dataset == "h36m":
+    keys = [
+      f"h36m/S1/{take}/{camera}/{frame:06d}"
+      for take in ("Directions 1", "Walking 1")
+      for camera in H36M_CAMERAS
+      for frame in range(9 if camera in ("55011271", "60457274") else 10)
+    ]
+    return keys + [
+      f"h36m/S9/{take}/{camera}/000000"
+      for take in ("Directions 1", "Walking 1")
+      for camera in H36M_CAMERAS
+    ]
+  if dataset == "mpi_inf_3dhp":
+    return [f"mpi_inf_3dhp/S1/Seq1/{camera}/{frame:06d}" for camera in (0, 2) for frame in range(8)]
+  if dataset == "mpi_inf_3dhp_test":
+    keys = []
+    for sequence in sorted(p.name for p in root.iterdir() if p.name.startswith("TS")):
+      with h5py.File(root / sequence / "annot_data.mat", "r") as f:
+        valid = np.flatnonzero(f["valid_frame"][:, 0] > 0)
+      keys += [f"mpi_inf_3dhp_test/{sequence}/{frame:06d}" for frame in valid]
+    return keys
+  if dataset == "mpii":
+    return [f"mpii/{person}" for person in MPII_PEOPLE]
+  return [f"{dataset}/{p.name}" for p in sorted((root / "images").iterdir())]  # lsp, lspet
+
+
 @pytest.mark.parametrize("dataset", sorted(INPUTS))
 def test_each_reader_in_a_test_pipeline(dataset, synthetic_tiny):
   root = synthetic_tiny / INPUTS[dataset]
   items, bad = transforms.READERS[dataset][0](root, Options(test_frame_stride=64))
   assert items and not bad
-  # The keys the reader should produce, computed without Beam.
-  expected = []
-  for item in items:
-    for raw in transforms.READERS[dataset][1](root, item, Options(test_frame_stride=64)):
-      expected.append(transforms.READERS[dataset][2](raw)["key"])
+  expected = _expected_keys(dataset, root)
+  assert len(set(expected)) == len(expected) > 0
   with BeamTestPipeline() as p:
     out = (
       p
@@ -56,7 +97,50 @@ def test_each_reader_in_a_test_pipeline(dataset, synthetic_tiny):
     )
     assert_that(out.records | beam.Map(lambda r: r["key"]), equal_to(expected), label="keys")
     assert_that(out[transforms.DEAD], equal_to([]), label="no_dead_letters")
-  assert len(set(expected)) == len(expected)
+
+
+# What the declaration promises per dataset: 3D joints, a 3DHP universal skeleton, a camera, masks.
+CONTENT = {
+  "h36m": (True, False, True, False),
+  "mpi_inf_3dhp": (True, True, True, True),
+  "mpi_inf_3dhp_test": (True, True, True, False),
+  "mpii": (False, False, False, False),
+  "lsp": (False, False, False, False),
+  "lspet": (False, False, False, False),
+}
+
+
+@pytest.mark.parametrize("dataset", sorted(INPUTS))
+def test_every_reader_produces_canonical_records(dataset, synthetic_tiny):
+  root = synthetic_tiny / INPUTS[dataset]
+  work_items, raw_records, to_record = transforms.READERS[dataset]
+  options = Options(test_frame_stride=64)
+  items, _ = work_items(root, options)
+  has_3d, has_univ, has_camera, has_mask = CONTENT[dataset]
+  count = 0
+  for item in items[:2]:
+    for raw in raw_records(root, item, options):
+      record = to_record(raw)
+      # Its type checked every field's shape and dtype when it was made (test_schema.py).
+      assert type(record) is CanonicalRecord
+      assert record.dataset == dataset and record.key.startswith(f"{dataset}/")
+      assert record.split in ("train", "test")
+      assert (record.joints3d_camera_mm is not None) == has_3d
+      assert (record.joints3d_univ_camera_mm is not None) == has_univ
+      assert (record.camera_intrinsics_image_px is not None) == has_camera
+      assert (record.mask is not None) == has_mask
+      labelled = record.joints2d_labelled
+      if has_camera and has_3d:  # 0-based pixels of the camera's projection, within a pixel
+        k, pose = record.camera_intrinsics_image_px, record.joints3d_camera_mm
+        projected = skeletons.convert(
+          (pose / pose[:, 2:])[:, :2] @ k[:2, :2].T + k[:2, 2], skeletons.POSE3D, skeletons.POSE2D
+        )
+        if dataset != "h36m":  # H3.6M's 2D labels include its lens distortion
+          np.testing.assert_allclose(
+            projected[labelled], record.joints2d_image_px[labelled], atol=1.0
+          )
+      count += 1
+  assert count > 0
 
 
 def test_h36m_action_names():
@@ -73,8 +157,9 @@ def test_lsp_to_record_inverts_the_flag_and_moves_to_0_based():
     {"index": 0, "count": 2, "image_name": "im0001.jpg", "image": image, "joints": joints},
     dataset="lsp",
   )
-  np.testing.assert_array_equal(record["joints2d"][0], [10.0, 20.0])
-  assert record["visible"][:13].all() and not record["visible"][13] and record["split"] == "train"
+  np.testing.assert_array_equal(record.joints2d_image_px[0], [10.0, 20.0])
+  assert record.joints2d_visible[:13].all() and not record.joints2d_visible[13]
+  assert record.split == "train"
   lspet = lsp.to_record(
     {
       "index": 0,
@@ -85,9 +170,8 @@ def test_lsp_to_record_inverts_the_flag_and_moves_to_0_based():
     },
     dataset="lspet",
   )
-  assert (
-    not lspet["labelled"][0] and np.isnan(lspet["joints2d"][0]).all() and lspet["visible"][1:].all()
-  )
+  assert not lspet.joints2d_labelled[0] and np.isnan(lspet.joints2d_image_px[0]).all()
+  assert lspet.joints2d_visible[1:].all()
 
 
 def test_mpii_people_of_handles_the_quirks():
@@ -131,15 +215,17 @@ def test_h36m_records_give_back_the_native_annotations(converted, synthetic_tiny
     mono = cdflib.CDF(str(base / "D3_Positions_mono" / f"{take}.{camera}.cdf"))["Pose"][
       0, int(frame)
     ]
-    back = geometry.apply_affine(record["joints2d"], np.linalg.inv(record["crop/from_image"]))
+    back = geometry.apply_affine(
+      record[schema.JOINTS2D_CROP_PX], np.linalg.inv(record[schema.CROP_PX_FROM_IMAGE_PX])
+    )
     np.testing.assert_allclose(
       back, skeletons.convert(d2, skeletons.H36M_32, skeletons.POSE2D), atol=1e-3
     )
     np.testing.assert_array_equal(
-      record["joints3d"],
+      record[schema.JOINTS3D_CAMERA_MM],
       skeletons.convert(mono.reshape(32, 3), skeletons.H36M_32, skeletons.POSE3D),
     )
-    assert record["has_3d"] == 1 and record["camera/has_intrinsics"] == 1
+    assert record[schema.HAS_3D] == 1 and record[schema.HAS_INTRINSICS] == 1
     assert record["action"] in ("Directions", "Walking")
 
 
@@ -152,16 +238,19 @@ def test_3dhp_records_give_back_the_native_annotations(converted, synthetic_tiny
     _, _, _, camera, frame = record["key"].split("/")
     native2 = annot["annot2"][int(camera)][0][int(frame)].reshape(28, 2)
     native3 = annot["annot3"][int(camera)][0][int(frame)].reshape(28, 3)
-    back = geometry.apply_affine(record["joints2d"], np.linalg.inv(record["crop/from_image"]))
+    back = geometry.apply_affine(
+      record[schema.JOINTS2D_CROP_PX], np.linalg.inv(record[schema.CROP_PX_FROM_IMAGE_PX])
+    )
     np.testing.assert_allclose(
       back, skeletons.convert(native2, skeletons.MPI_INF_3DHP_28, skeletons.POSE2D), atol=1e-3
     )
     np.testing.assert_array_equal(
-      record["joints3d"], skeletons.convert(native3, skeletons.MPI_INF_3DHP_28, skeletons.POSE3D)
+      record[schema.JOINTS3D_CAMERA_MM],
+      skeletons.convert(native3, skeletons.MPI_INF_3DHP_28, skeletons.POSE3D),
     )
-    assert record["has_mask"] == 1
-    mask = tf.io.decode_png(record["mask/encoded"]).numpy()[..., 0]
-    pelvis = np.round(record["joints2d"][skeletons.POSE2D.index("r_hip")]).astype(int)
+    assert record[schema.HAS_MASK] == 1
+    mask = tf.io.decode_png(record[schema.MASK_CROP_PNG]).numpy()[..., 0]
+    pelvis = np.round(record[schema.JOINTS2D_CROP_PX][skeletons.POSE2D.index("r_hip")]).astype(int)
     assert mask[pelvis[1], pelvis[0]] == 255 and mask[0, 0] == 0
 
 
@@ -175,18 +264,18 @@ def test_3dhp_test_records_use_valid_frames_and_fitted_intrinsics(converted, syn
   assert [r["frame"] for r in ts1] == list(np.flatnonzero(valid))
   for record in ts1:
     np.testing.assert_array_equal(
-      record["joints3d"],
+      record[schema.JOINTS3D_CAMERA_MM],
       skeletons.convert(annot3[record["frame"]], skeletons.MPI_INF_3DHP_17, skeletons.POSE3D),
     )
     projected = geometry.apply_affine(
-      (record["joints3d"] / record["joints3d"][:, 2:])[:, :2]
-      @ record["camera/intrinsics"][:2, :2].T
-      + record["camera/intrinsics"][:2, 2],
-      record["crop/from_image"],
+      (record[schema.JOINTS3D_CAMERA_MM] / record[schema.JOINTS3D_CAMERA_MM][:, 2:])[:, :2]
+      @ record[schema.CAMERA_INTRINSICS_IMAGE_PX][:2, :2].T
+      + record[schema.CAMERA_INTRINSICS_IMAGE_PX][:2, 2],
+      record[schema.CROP_PX_FROM_IMAGE_PX],
     )
     np.testing.assert_allclose(
       skeletons.convert(projected, skeletons.POSE3D, skeletons.POSE2D),
-      record["joints2d"],
+      record[schema.JOINTS2D_CROP_PX],
       atol=1e-3,
     )
 
@@ -198,20 +287,26 @@ def test_2d_records_give_back_the_native_annotations(converted, synthetic_tiny):
   assert len(records) == 8 and {r["split"] for r in records} == {"train", "test"}
   for record in records:
     native = lsp_joints[:2, :, record["frame"]].T - 1.0
-    back = geometry.apply_affine(record["joints2d"], np.linalg.inv(record["crop/from_image"]))
+    back = geometry.apply_affine(
+      record[schema.JOINTS2D_CROP_PX], np.linalg.inv(record[schema.CROP_PX_FROM_IMAGE_PX])
+    )
     np.testing.assert_allclose(back, native, atol=1e-3)
     np.testing.assert_array_equal(
-      record["joints2d/visible"], lsp_joints[2, :, record["frame"]] == 0
+      record[schema.JOINTS2D_VISIBLE], lsp_joints[2, :, record["frame"]] == 0
     )
-    assert record["has_3d"] == 0 and record["camera/has_intrinsics"] == 0
+    assert record[schema.HAS_3D] == 0 and record[schema.HAS_INTRINSICS] == 0
   release = scipy.io.loadmat(
-    synthetic_tiny / "mpii/mpii_human_pose_v1_u12_1.mat", struct_as_record=False, squeeze_me=True
+    synthetic_tiny / "mpii/mpii_human_pose_v1_u12_2/mpii_human_pose_v1_u12_1.mat",
+    struct_as_record=False,
+    squeeze_me=True,
   )["RELEASE"]
   for record in _records(out, "mpii", "train"):
     rect = np.atleast_1d(release.annolist[record["frame"]].annorect)[
       int(record["key"].rsplit("/", 1)[1])
     ]
-    back = geometry.apply_affine(record["joints2d"], np.linalg.inv(record["crop/from_image"]))
+    back = geometry.apply_affine(
+      record[schema.JOINTS2D_CROP_PX], np.linalg.inv(record[schema.CROP_PX_FROM_IMAGE_PX])
+    )
     for point in np.atleast_1d(rect.annopoints.point):
       target = skeletons.mapping(skeletons.MPII_16, skeletons.POSE2D).tolist()
       if point.id in target:
@@ -234,8 +329,6 @@ def test_manifest_counts_bones_and_digests(converted):
   for split in manifest["splits"].values():
     for shard in split["shards"]:
       assert sum(1 for _ in tf.data.TFRecordDataset(str(out / shard["file"]))) == shard["records"]
-      import hashlib
-
       assert hashlib.sha256((out / shard["file"]).read_bytes()).hexdigest() == shard["sha256"]
   assert (out / "h36m.dead_letter.jsonl").read_text() == ""
 
@@ -284,7 +377,9 @@ def test_a_bad_image_gives_one_dead_letter_and_the_rest_converts(
 def test_non_finite_coordinates_and_path_escapes_are_dead_letters(synthetic_tiny, tmp_path):
   root = tmp_path / "mpii"
   shutil.copytree(synthetic_tiny / "mpii", root)
+  # The .mat moved next to images/, as users often do: read there too.
   path = root / "mpii_human_pose_v1_u12_1.mat"
+  (root / "mpii_human_pose_v1_u12_2/mpii_human_pose_v1_u12_1.mat").rename(path)
   mat = scipy.io.loadmat(path)
   release = mat["RELEASE"]
   release[0, 0]["annolist"][0, 0]["image"][0, 0]["name"] = np.array(["../../etc/passwd"])
@@ -312,14 +407,16 @@ def test_a_corrupt_video_and_a_broken_mat_are_dead_letters(synthetic_tiny, tmp_p
     json.loads(line)
     for line in (tmp_path / "out/mpi_inf_3dhp.dead_letter.jsonl").read_text().splitlines()
   ]
-  assert [(r["file"], r["field"], r["reason"]) for r in rows] == [
-    ("S1/Seq1/imageSequence/video_2.avi", "video", "cannot open video")
+  assert [(r["file"], r["field"], r["reason"], r["records"]) for r in rows] == [
+    ("S1/Seq1/imageSequence/video_2.avi", "video", "cannot open video", 8)  # all its frames
   ]
-  assert manifest["splits"]["train"]["records"] == 8
+  train = manifest["splits"]["train"]
+  assert (train["records"], train["expected"], train["rejected"]) == (8, 16, 8)
   annot = scipy.io.loadmat(root / "S1/Seq1/annot.mat")
   del annot["univ_annot3"]
   scipy.io.savemat(root / "S1/Seq1/annot.mat", annot)
-  with pytest.raises(RuntimeError, match="1 of 1 records rejected, over the budget"):
+  # The sequence's records, counted from the video headers: video_0's 8 (video_2 is zeroed).
+  with pytest.raises(RuntimeError, match="8 of 8 records rejected, over the budget"):
     _convert("mpi_inf_3dhp", root, tmp_path / "out2")
   rows = [
     json.loads(line)
@@ -337,12 +434,13 @@ def test_wrong_shapes_are_dead_letters_that_fail_the_budget(synthetic_tiny, tmp_
   scipy.io.savemat(
     root / "joints.mat", {"joints": joints.transpose(1, 0, 2)}
   )  # 14 x 3 x N: LSPET's layout
-  with pytest.raises(RuntimeError, match="1 of 1 records rejected"):
+  with pytest.raises(RuntimeError, match="8 of 8 records rejected"):  # one per image in images/
     _convert("lsp", root, tmp_path / "out")
   [row] = [
     json.loads(line) for line in (tmp_path / "out/lsp.dead_letter.jsonl").read_text().splitlines()
   ]
   assert row["field"] == "joints" and "expected (3, 14) x N" in row["reason"]
+  assert row["records"] == 8
 
 
 # ------------------------------------------------------------ determinism and re-runs
@@ -369,11 +467,30 @@ def test_two_runs_give_byte_identical_output_and_reruns_leave_no_stale_shards(
   ]
 
 
-def test_shard_assignment_depends_only_on_keys():
-  keys = [f"k{i}" for i in range(100)]
-  assert [sharding.shard_of(k, 7) for k in keys] == [
-    sharding.shard_of(k, 7) for k in reversed(keys)
-  ][::-1]
-  assert len({sharding.shard_of(k, 7) for k in keys}) == 7
+# SHA-256 of one-letter keys, first 15 hex digits (sha256("a") = ca978112ca1bbdcafac231b3...):
+# a ca978112ca1bbdc, b 3e23e8160039594, c 2e7d2c03a9507ae, d 18ac3e7343f0168, e 3f79bb7b435b053.
+
+
+def test_a_keys_shard_is_its_hash_modulo_the_shard_count():
+  assert [sharding.shard_of(k, 7) for k in "abcde"] == [4, 2, 4, 6, 1]
+  assert [sharding.shard_of(k, 3) for k in "abcde"] == [0, 0, 0, 2, 0]
+  for key in (f"h36m/S1/Walking 1/54138969/{i:06d}" for i in range(50)):
+    digest = hashlib.sha256(key.encode("utf-8")).hexdigest()
+    assert sharding.shard_of(key, 7) == int(digest[:15], 16) % 7
+
+
+def test_records_in_a_shard_are_ordered_by_key_hash(tmp_path):
+  path = str(tmp_path / "one.tfrecord")
+  info = sharding.write_shard(path, [(k, k.encode()) for k in "abcde"])
+  assert [r.numpy() for r in tf.data.TFRecordDataset(path)] == [b"d", b"c", b"b", b"e", b"a"]
+  content = pathlib.Path(path).read_bytes()
+  assert info == {
+    "file": "one.tfrecord",
+    "records": 5,
+    "sha256": hashlib.sha256(content).hexdigest(),
+  }
+  sharding.write_shard(path, [(k, k.encode()) for k in "ebadc"])  # any arrival order
+  assert pathlib.Path(path).read_bytes() == content
+  assert not (tmp_path / "one.tfrecord.incomplete").exists()
   with pytest.raises(ValueError, match="duplicate record key 'k1'"):
-    sharding.write_shard("/tmp/wild3d_dup.tfrecord", [("k1", b"a"), ("k1", b"b")])
+    sharding.write_shard(str(tmp_path / "dup.tfrecord"), [("k1", b"a"), ("k1", b"b")])

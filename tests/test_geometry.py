@@ -25,7 +25,7 @@ def test_crop_box_ignores_nan_joints_and_rejects_empty_poses():
   joints = np.array([[[0.0, 0.0], [np.nan, np.nan], [10.0, 10.0]]])
   np.testing.assert_allclose(geometry.crop_box(joints, margin=0.0), [[5.0, 5.0, 16.0]])
   with pytest.raises(ValueError, match="no visible joints"):
-    geometry.crop_box(np.zeros((2, 3, 2)), np.array([[True] * 3, [False] * 3]))
+    geometry.crop_box(np.zeros((2, 3, 2)), np.array([[True] * 3, [False] * 3]), margin=0.2)
 
 
 def test_crop_matrix_maps_box_edges_to_crop_edges():

@@ -91,7 +91,7 @@ def test_crop_box_matrix_and_affine(rng):
 
 def test_crop_box_without_visible_joints_is_finite():
   box = geometry_tf.crop_box(
-    tf.zeros((1, 14, 2), tf.float64), tf.zeros((1, 14), tf.bool), min_side=16.0
+    tf.zeros((1, 14, 2), tf.float64), tf.zeros((1, 14), tf.bool), margin=0.2, min_side=16.0
   )
   np.testing.assert_allclose(box, [[0.0, 0.0, 16.0]])
 

@@ -1,13 +1,15 @@
-"""Loss golden values, masks, the projection's gradient path, replica invariance, mixed precision."""
+"""Loss golden values, masks, the projection's gradient path, replica invariance, mixed
+precision, and the one declaration of the terms."""
 
 import keras
 import numpy as np
 import pytest
 import tensorflow as tf
 
-from wild3d_tf import heatmaps, losses, skeletons
+from wild3d_tf import heatmaps, losses, preprocess, skeletons
 from wild3d_tf import model as model_lib
-from wild3d_tf.config import LossWeights
+from wild3d_tf.config import ModelConfig
+from wild3d_tf.losses import LossWeights
 
 B = 4
 SIZE = 64
@@ -21,11 +23,11 @@ def _labels(rng, has_3d=(1, 1, 0, 0)):
   pose -= pose[:, :1]
   return {
     "heatmaps": np.asarray(heatmaps.encode(joints2d, visible, size=SIZE // 16)),
-    "joints2d": joints2d,
+    preprocess.JOINTS2D_INPUT_PX: joints2d,
     "joints2d_visible": visible,
-    "joints3d": pose,
+    preprocess.JOINTS3D_VIRTUAL_MM: pose,
     "has_3d": np.array(has_3d, np.float32),
-    "reference_bone_lengths": np.asarray(losses.bone_lengths(pose[::-1].copy())),
+    preprocess.REFERENCE_BONE_LENGTHS_MM: np.asarray(losses.bone_lengths(pose[::-1].copy())),
   }
 
 
@@ -34,8 +36,8 @@ def _perfect_outputs(labels):
     "heatmaps": labels["heatmaps"],
     "heatmaps_res4d": labels["heatmaps"],
     "heatmaps_res5a": labels["heatmaps"],
-    "pose3d": labels["joints3d"],
-    "pose2d": labels["joints2d"],
+    "pose3d": labels[preprocess.JOINTS3D_VIRTUAL_MM],
+    "pose2d": labels[preprocess.JOINTS2D_INPUT_PX],
   }
 
 
@@ -84,7 +86,9 @@ def test_projection_loss_golden():
 
 def test_every_term_is_zero_at_the_ground_truth():
   labels = _labels(np.random.default_rng(0))
-  labels["reference_bone_lengths"] = np.asarray(losses.bone_lengths(labels["joints3d"]))
+  labels[preprocess.REFERENCE_BONE_LENGTHS_MM] = np.asarray(
+    losses.bone_lengths(labels[preprocess.JOINTS3D_VIRTUAL_MM])
+  )
   terms = losses.per_sample_terms(_perfect_outputs(labels), labels, SIZE)
   assert set(terms) == {
     "heatmap",
@@ -117,18 +121,26 @@ def test_masked_joint_gets_zero_gradient():
   hm = tf.Variable(
     labels["heatmaps"] + rng.normal(size=labels["heatmaps"].shape).astype(np.float32)
   )
-  pose2d = tf.Variable(labels["joints2d"] + 5.0)
-  pose3d = tf.Variable(labels["joints3d"] + 50.0)
+  pose2d = tf.Variable(labels[preprocess.JOINTS2D_INPUT_PX] + 5.0)
+  pose3d = tf.Variable(labels[preprocess.JOINTS3D_VIRTUAL_MM] + 50.0)
   valid = np.ones((B, 17), np.float32)
   valid[0, 5] = 0
   with tf.GradientTape() as tape:
     loss = (
       tf.reduce_sum(losses.heatmap_loss(hm, labels["heatmaps"], labels["joints2d_visible"]))
       + tf.reduce_sum(
-        losses.projection_loss(pose2d, labels["joints2d"], labels["joints2d_visible"], SIZE)
+        losses.projection_loss(
+          pose2d, labels[preprocess.JOINTS2D_INPUT_PX], labels["joints2d_visible"], SIZE
+        )
       )
-      + tf.reduce_sum(losses.pose3d_loss(pose3d, labels["joints3d"], labels["has_3d"], valid))
-      + tf.reduce_sum(losses.bone_vector_loss(pose3d, labels["joints3d"], labels["has_3d"], valid))
+      + tf.reduce_sum(
+        losses.pose3d_loss(pose3d, labels[preprocess.JOINTS3D_VIRTUAL_MM], labels["has_3d"], valid)
+      )
+      + tf.reduce_sum(
+        losses.bone_vector_loss(
+          pose3d, labels[preprocess.JOINTS3D_VIRTUAL_MM], labels["has_3d"], valid
+        )
+      )
     )
   g_hm, g_2d, g_3d = (g.numpy() for g in tape.gradient(loss, [hm, pose2d, pose3d]))
   assert np.abs(g_hm[1, ..., 3]).max() == 0 and np.abs(g_hm[1, ..., 2]).max() > 0
@@ -139,7 +151,7 @@ def test_masked_joint_gets_zero_gradient():
 
 def test_projection_loss_of_a_2d_only_sample_trains_the_lifting_mlp():
   keras.utils.set_random_seed(0)
-  model = model_lib.build_model(SIZE, "tiny")
+  model = model_lib.build_model(ModelConfig.tiny(SIZE))
   labels = _labels(np.random.default_rng(4), has_3d=(0, 0, 0, 0))
   image = np.random.default_rng(5).uniform(0, 255, size=(B, SIZE, SIZE, 3)).astype(np.float32)
   lifting = [model.get_layer(n).kernel for n in ("f3d_fc1", "f3d_fc4", "f3d_out")]
@@ -147,7 +159,7 @@ def test_projection_loss_of_a_2d_only_sample_trains_the_lifting_mlp():
     outputs = model(image, training=True)
     loss = tf.reduce_sum(
       losses.projection_loss(
-        outputs["pose2d"], labels["joints2d"], labels["joints2d_visible"], SIZE
+        outputs["pose2d"], labels[preprocess.JOINTS2D_INPUT_PX], labels["joints2d_visible"], SIZE
       )
     )
   for grad in tape.gradient(loss, lifting):
@@ -204,22 +216,12 @@ def test_total_weights_golden_and_ablations():
     LossWeights.for_ablation("no_bones")
 
 
-def test_reference_bone_lengths_are_rows_of_the_table_and_reproducible():
-  table = np.arange(3 * 16, dtype=np.float32).reshape(3, 16)
-  drawn = losses.sample_reference_bone_lengths(table, 50, seed=(1, 2)).numpy()
-  assert all(any((row == t).all() for t in table) for row in drawn)
-  assert len({tuple(r) for r in drawn}) == 3
-  np.testing.assert_array_equal(
-    drawn, losses.sample_reference_bone_lengths(table, 50, seed=(1, 2)).numpy()
-  )
-
-
 @pytest.mark.slow
 def test_one_mixed_float16_training_step_is_finite():
   keras.config.set_dtype_policy("mixed_float16")
   try:
     keras.utils.set_random_seed(0)
-    model = model_lib.build_model(SIZE, "tiny")
+    model = model_lib.build_model(ModelConfig.tiny(SIZE))
     assert model.get_layer("res5a_2_conv").compute_dtype == "float16"
     assert model.get_layer("conv1_conv").compute_dtype == "float32"  # see model.py
     labels = _labels(np.random.default_rng(8))
@@ -247,7 +249,7 @@ def test_one_mixed_float16_training_step_is_finite():
     # those steps (optimizer.iterations stays put) until a step applies.
     optimizer = keras.optimizers.LossScaleOptimizer(keras.optimizers.Adadelta(0.05, rho=0.9))
     before = [v.numpy().copy() for v in model.trainable_variables]
-    for attempt in range(16):
+    for attempt in range(16):  # noqa: B007 (read after the loop)
       _, loss, _ = step(optimizer)
       assert np.isfinite(float(loss))
       if int(optimizer.iterations.numpy()) == 1:
@@ -261,3 +263,46 @@ def test_one_mixed_float16_training_step_is_finite():
     assert changed > len(before) // 2
   finally:
     keras.config.set_dtype_policy("float32")
+
+
+def test_a_term_added_to_the_declaration_is_weighted_and_logged():
+  from keras import ops
+
+  from wild3d_tf.trainer import Trainer, make_optimizer
+
+  # One declaration: the count of visible joints per sample, weight 0.5.
+  extra = losses.LossTerm(
+    "visible_joints",
+    lambda out, lab, size: ops.sum(lab["joints2d_visible"], axis=-1),
+    ("joints2d_visible",),
+    0.5,
+  )
+  weights_type = losses.weights_class(losses.TERMS + (extra,))
+  weights = weights_type()
+  assert weights.visible_joints == 0.5 and weights.pose3d == LossWeights().pose3d
+  assert weights_type.for_ablation("no_projection").visible_joints == 0.5
+  with pytest.raises(ValueError, match="visible_joints"):
+    weights_type(visible_joints=-1.0)
+  with pytest.raises(ValueError, match="repeat"):
+    losses.weights_class(losses.TERMS + (losses.TERMS[0],))
+
+  labels = _labels(np.random.default_rng(10))
+  outputs = {k: v + 1.0 for k, v in _perfect_outputs(labels).items()}
+  visible_per_sample = labels["joints2d_visible"].sum() / B  # 55 of 56 joints over 4 samples
+  assert visible_per_sample == 55 / 4
+  base, _ = losses.total(outputs, labels, LossWeights(), B, SIZE)
+  loss, terms = losses.total(outputs, labels, weights, B, SIZE)
+  assert float(terms["visible_joints"]) == visible_per_sample
+  np.testing.assert_allclose(float(loss), float(base) + 0.5 * 55 / 4, rtol=1e-6)
+
+  # The trainer logs it: a tracker of its own, reporting the unweighted value of the step.
+  keras.utils.set_random_seed(0)
+  trainer = Trainer(model_lib.build_model(ModelConfig.tiny(SIZE)), weights, B, SIZE)
+  trainer.compile(optimizer=make_optimizer(0.05, 1000, 0.5, tf.Variable(0, dtype=tf.int64), False))
+  trainer.optimizer.build(trainer.network.trainable_variables)
+  assert list(trainer.trackers) == ["loss", *(t.name for t in losses.TERMS), "visible_joints"]
+  image = np.random.default_rng(11).uniform(0, 255, size=(B, SIZE, SIZE, 3)).astype(np.float32)
+  assert bool(tf.function(trainer.train_step)({"image": image, **labels}))
+  assert float(trainer.trackers["visible_joints"].result()) == visible_per_sample
+  with pytest.raises(KeyError, match="joints2d_visible"):
+    trainer.labels({k: v for k, v in labels.items() if k != "joints2d_visible"})

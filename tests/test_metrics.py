@@ -252,3 +252,35 @@ def test_pck_curve_pools_pairs():
   errors = np.array([[0.0, 10.0], [20.0, 200.0]])
   curve = metrics.pck_curve(errors, thresholds=[0, 15, 150, 250])
   np.testing.assert_allclose(curve, [0.0, 50.0, 75.0, 100.0])
+
+
+def test_h36m_average_pooled_over_frames_differs_from_the_mean_over_actions():
+  """Action A: 1 frame, every joint 10 mm off; B: 3 frames, 30 mm off. Pooled over frames:
+  (10 + 3 * 30) / 4 = 25 mm; the mean of the per-action values (peers' tables): 20 mm."""
+  offsets = np.array([10.0, 30.0, 30.0, 30.0])
+  gt = np.zeros((4, J, 3))
+  pred = gt.copy()
+  pred[..., 0] = offsets[:, None]
+  report = metrics.Report.from_poses(
+    pred, gt, labels={"action": np.array(["A", "B", "B", "B"])}, average_over="action"
+  )
+  pooled = report.summary("unscaled")
+  mean = report.mean_over("action", "unscaled")
+  assert pooled["mpjpe"] == pytest.approx(25.0) and mean["mpjpe"] == pytest.approx(20.0)
+  assert (mean["frames"], mean["values"]) == (4, 2)
+  results = report.to_json()
+  unscaled = results["protocols"]["unscaled"]
+  assert unscaled["subsets"]["All"]["mpjpe"] == pytest.approx(25.0)
+  assert unscaled["mean_over_action"]["mpjpe"] == pytest.approx(20.0)
+  assert results["averages"]["subsets"].startswith("pooled over frames")
+  assert results["averages"]["mean_over_action"].startswith("unweighted mean of the by_action")
+  # AUC: 10 mm is below 28 of the 31 thresholds, 30 mm below 24: pooled 100 / 124, mean 52 / 62.
+  assert results["protocols"]["unscaled"]["mean_over_action"]["auc"] == pytest.approx(100 * 52 / 62)
+  markdown = report.to_markdown()  # PA-MPJPE 0: Procrustes removes a translation
+  assert "| All, pooled over frames | 100.0 | 80.6 | 25.0 | 0.0 |" in markdown
+  assert "| mean of the per-action values | 100.0 | 83.9 | 20.0 | 0.0 |" in markdown
+  # Without average_over (3DHP) there is no such entry; an unknown label is refused.
+  plain = metrics.Report.from_poses(pred, gt, labels={"action": np.array(["A", "B", "B", "B"])})
+  assert "mean_over_action" not in plain.to_json()["protocols"]["unscaled"]
+  with pytest.raises(ValueError, match="average_over='activity' is not one of the labels"):
+    metrics.Report.from_poses(pred, gt, labels={"action": ["A"] * 4}, average_over="activity")

@@ -12,7 +12,7 @@ from wild3d_tf.config import ModelConfig
 
 @pytest.fixture(scope="module")
 def full_model():
-  return model_lib.build_model(256, "full")
+  return model_lib.build_model(ModelConfig.full(256))
 
 
 def test_full_model_output_shapes(full_model):
@@ -62,15 +62,18 @@ def test_lifting_mlp_topology(full_model):
 
 
 def test_tiny_variant_same_topology_smaller():
-  tiny = model_lib.build_model(128, "tiny")
+  tiny = model_lib.build_model(ModelConfig.tiny(128))
+  assert tiny.name == "wild3d_tiny_128"  # the variant names the model and sets its widths
+  assert tiny.get_layer("z").units == 128 and tiny.get_layer("fc_hidden").units == 32
+  assert tiny.get_layer("conv1_conv").filters == 8  # 64 x 1/8
   assert {name: tuple(t.shape[1:]) for name, t in tiny.output.items()}["heatmaps"] == (8, 8, 14)
   assert tiny.count_params() < 1_000_000
-  full_names = [l.name for l in model_lib.build_model(256, "full").layers]
-  assert [l.name for l in tiny.layers] == full_names
+  full_names = [layer.name for layer in model_lib.build_model(ModelConfig.full(256)).layers]
+  assert [layer.name for layer in tiny.layers] == full_names
 
 
 def test_projection_is_weak_perspective_of_pose3d():
-  tiny = model_lib.build_model(64, "tiny")
+  tiny = model_lib.build_model(ModelConfig.tiny(64))
   images = np.random.default_rng(0).uniform(0, 255, size=(2, 64, 64, 3)).astype(np.float32)
   out = tiny(images)
   pose3d, camera = np.asarray(out["pose3d"]), np.asarray(out["camera"])
@@ -88,7 +91,7 @@ def test_projection_is_weak_perspective_of_pose3d():
 
 
 def test_model_round_trips_through_keras_format(tmp_path):
-  tiny = model_lib.build_model(64, "tiny")
+  tiny = model_lib.build_model(ModelConfig.tiny(64))
   path = tmp_path / "tiny.keras"
   tiny.save(path)
   again = keras.saving.load_model(path)
@@ -117,7 +120,7 @@ def test_imagenet_weights_load_by_name_from_a_local_file(tmp_path):
   path = str(tmp_path / "resnet50_weights_tf_dim_ordering_tf_kernels_notop.h5")
   with h5py.File(path, "w") as f:
     legacy_h5_format.save_weights_to_hdf5_group(f, reference)
-  model = model_lib.build_model(64, "full", imagenet_weights=path)
+  model = model_lib.build_model(ModelConfig.full(64), imagenet_weights=path)
   np.testing.assert_array_equal(
     model.get_layer("conv4_block6_3_conv").kernel.numpy(),
     reference.get_layer("conv4_block6_3_conv").kernel.numpy(),
@@ -134,8 +137,10 @@ def test_imagenet_weights_load_by_name_from_a_local_file(tmp_path):
 
 def test_missing_weights_file_and_bad_arguments_are_clear():
   with pytest.raises(FileNotFoundError, match="nothing is downloaded"):
-    model_lib.build_model(64, "tiny", imagenet_weights="/nonexistent/resnet50.h5")
-  with pytest.raises(ValueError, match="variant"):
-    model_lib.build_model(64, "huge")
+    model_lib.build_model(ModelConfig.tiny(64), imagenet_weights="/nonexistent/resnet50.h5")
+  with pytest.raises(ValueError, match="variant must be one of"):
+    ModelConfig(variant="huge")
+  with pytest.raises(TypeError, match="takes a ModelConfig"):
+    model_lib.build_model(64)  # the old (input_size, variant) signature
   with pytest.raises(ValueError, match="multiple of 16"):
     ModelConfig(input_size=100)

@@ -2,10 +2,13 @@
 
 import base64
 import concurrent.futures
+import hashlib
 import http.server
 import importlib.util
 import json
+import os
 import pathlib
+import re
 import struct
 import subprocess
 import sys
@@ -18,7 +21,15 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from wild3d_tf import export, geometry, heatmaps, image_guard, inference, skeletons
+from wild3d_tf import (
+  cameras,
+  export,
+  geometry,
+  heatmaps,
+  image_guard,
+  preprocess,
+  skeletons,
+)
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 PHOTOS = ROOT / "wild3d_tf" / "demo_data"  # copies of shared/data/photos
@@ -122,6 +133,16 @@ def test_export_layout_and_contract(tiny_export, tiny_checkpoint, loaded):
   assert all(v.dtype in (tf.float32, tf.bool, tf.string) for v in outputs.values())
   meta = json.loads((tiny_export / "assets.extra" / "wild3d.json").read_text())
   assert meta["joints_3d"] == list(skeletons.POSE3D.joints) and meta["input_size"] == SIZE
+  # The crop setting a client needs to crop as training did, from the one definition.
+  assert (
+    (meta["box_margin"], meta["min_box_side"])
+    == (0.2, 16.0)
+    == (
+      preprocess.BOX_MARGIN,
+      preprocess.MIN_BOX_SIDE,
+    )
+  )
+  assert meta["default_fov_degrees"] == 55.0 == cameras.DEFAULT_FOV_DEGREES
   # A second export is the next version, as TF Serving expects.
   again = export.export_saved_model(tiny_checkpoint[1], str(tiny_export.parents[1]))
   assert again.name == "2"
@@ -191,15 +212,15 @@ def test_warmup_requests_replay_through_the_signatures(tiny_export, loaded):
     assert outputs["valid"].numpy().all()
 
 
-# --------------------------------------------------------------------------- geometry of the image path
+# ------------------------------------------------------------------- geometry of the image path
 
 
 def test_crop_puts_an_image_point_where_the_matrix_says():
   image = np.zeros((300, 200, 3), np.uint8)
   point = np.array([120.0, 90.0])
   image[90, 120] = 255
-  square = tf.constant([110.0, 100.0, 96.0])  # downscale 1.5: single-stage warp
-  crop, input_from_image = inference.crop(tf.constant(image), square, 64)
+  square = tf.constant([110.0, 100.0, 96.0])  # downscale 1.5: filtered, then sampled
+  crop, input_from_image = preprocess.crop(tf.constant(image), square, 64)
   expected = geometry.apply_affine(point, input_from_image.numpy().astype(np.float64))
   brightest = np.unravel_index(np.argmax(crop.numpy()[..., 0]), (64, 64))
   assert np.abs(np.array(brightest[::-1]) - expected).max() <= 0.5
@@ -217,7 +238,8 @@ def test_an_image_of_the_input_size_equals_its_crop(loaded):
   for name in ("pose3d_crop", "pose2d", "confidence", "pose3d"):
     np.testing.assert_allclose(served[name].numpy(), crops[name].numpy(), atol=1e-4, err_msg=name)
   np.testing.assert_allclose(served["crop_box"].numpy()[0], [(SIZE - 1) / 2, (SIZE - 1) / 2, SIZE])
-  # Perspective correction: the crop centre's ray is off-axis for this K, and pose3d is pose3d_crop rotated.
+  # Perspective correction: the crop centre's ray is off-axis for this K, and pose3d is
+  # pose3d_crop rotated.
   ray = np.array([((SIZE - 1) / 2 - 20) / 80, ((SIZE - 1) / 2 - 40) / 80])
   rotation = geometry.virtual_camera_rotation(ray)
   np.testing.assert_allclose(
@@ -426,7 +448,10 @@ def test_client_refuses_before_sending():
 
 
 class _Handler(http.server.BaseHTTPRequestHandler):
-  """A loopback stand-in for TF Serving's REST API: columnar inputs, b64 strings, {"outputs": ...}."""
+  """A loopback stand-in for TF Serving's REST API.
+
+  Columnar inputs, b64 strings, {"outputs": ...}.
+  """
 
   signature = None
   delay = 0.0
@@ -529,3 +554,274 @@ def test_client_grpc_round_trip_and_deadline(loaded):
     assert time.perf_counter() - start < 1.5
   finally:
     server.stop(0)
+
+
+# --------------------------------------------------------------------------- export's options
+
+
+def _one_pixel_png():
+  """The smallest valid PNG: 1 x 1 grey, 67 bytes."""
+
+  def chunk(kind, data):
+    return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+  return (
+    b"\x89PNG\r\n\x1a\n"
+    + chunk(b"IHDR", struct.pack(">IIBBBBB", 1, 1, 8, 0, 0, 0, 0))
+    + chunk(b"IDAT", zlib.compress(b"\0\0"))
+    + chunk(b"IEND", b"")
+  )
+
+
+@pytest.mark.parametrize("version", [0, -1, 2**63])
+def test_export_refuses_a_version_tf_serving_would_ignore(version):
+  with pytest.raises(export.ExportOptionError, match=rf"^--version={version}: .*ignore"):
+    export.check_version(version)
+
+
+def test_export_accepts_every_version_tf_serving_loads():
+  for version in (None, 1, 2**63 - 1):
+    export.check_version(version)
+
+
+@pytest.mark.parametrize(
+  "limits, flag",
+  [
+    (image_guard.Limits(max_batch=0), "--max_batch=0"),
+    (image_guard.Limits(max_bytes=66), "--max_image_bytes=66"),
+    (image_guard.Limits(max_side=0), "--max_image_side=0"),
+    (image_guard.Limits(max_side=SIZE - 1), f"--max_image_side={SIZE - 1}"),
+    (image_guard.Limits(max_batch=205), "--max_batch=205 x --max_image_bytes=10485760"),
+  ],
+)
+def test_export_refuses_limits_that_refuse_every_request_naming_the_flag(limits, flag):
+  with pytest.raises(export.ExportOptionError, match="^" + flag.replace("+", r"\+")):
+    export.check_limits(limits, SIZE)
+
+
+def test_export_limit_floor_is_the_smallest_image_the_guard_accepts():
+  smallest = _one_pixel_png()
+  assert len(smallest) == export.MIN_IMAGE_BYTES == 67
+  export.check_limits(image_guard.Limits(max_bytes=67, max_side=SIZE), SIZE)  # allowed...
+  fn = tf.function(lambda limits, b: image_guard.decode(b, tf.constant(0), limits))
+  assert fn(image_guard.Limits(max_bytes=67), tf.constant(smallest)).shape == (1, 1, 3)  # ...usable
+  with pytest.raises(tf.errors.InvalidArgumentError, match="66"):
+    fn(image_guard.Limits(max_bytes=66), tf.constant(smallest))
+
+
+def test_export_refuses_an_existing_version_naming_the_flag(tiny_export, tiny_checkpoint):
+  with pytest.raises(export.ExportOptionError, match=rf"^--version={tiny_export.name}: .* exists"):
+    export.export_saved_model(
+      tiny_checkpoint[1], str(tiny_export.parents[1]), version=int(tiny_export.name)
+    )
+
+
+@pytest.mark.slow
+def test_export_cli_bad_flags_are_one_line_naming_the_flag(tiny_checkpoint, tmp_path):
+  base = [sys.executable, "-m", "wild3d_tf.export", f"--export_dir={tmp_path}"]
+  runs = [
+    subprocess.Popen(
+      base + [f"--checkpoint={tiny_checkpoint[0]}", *flags],
+      stdout=subprocess.PIPE,
+      stderr=subprocess.PIPE,
+      text=True,
+      cwd=ROOT,
+    )
+    for flags in (["--max_batch=0"], ["--version=0", "-v", "1"], [])
+  ]
+  (_, err_batch), (_, err_verbose), _ = [run.communicate(timeout=300) for run in runs]
+  assert runs[0].returncode == 1 and err_batch.splitlines() == [
+    "export.py: error: --max_batch=0: must be at least 1 (0 refuses every request)"
+  ]
+  assert runs[1].returncode == 1 and "Traceback" in err_verbose and "--version=0" in err_verbose
+  assert runs[2].returncode == 0  # the defaults export
+  missing = subprocess.run(
+    base + [f"--checkpoint={tmp_path / 'none'}"], capture_output=True, text=True, cwd=ROOT
+  )
+  assert missing.returncode == 1 and "Traceback" not in missing.stderr
+  assert missing.stderr.splitlines()[-1].startswith(f"export.py: error: --checkpoint={tmp_path}")
+
+
+# --------------------------------------------------------------------------- the serving kit
+
+
+README = (ROOT / "serving" / "README.md").read_text()
+
+
+def _docker_run_block():
+  return next(b for b in re.findall(r"```sh\n(.*?)```", README, re.S) if "docker run" in b)
+
+
+def test_serving_kit_models_config_path_is_where_the_documented_docker_run_mounts_the_export():
+  block = _docker_run_block().replace("\\\n", " ")
+  mounts = dict(re.findall(r'-v "\$PWD/([^":]+):([^"]+)"', block))
+  config_file = re.search(r"--model_config_file=(\S+)", block).group(1)
+  config_host = next(
+    ROOT / host / pathlib.Path(config_file).relative_to(container)
+    for host, container in mounts.items()
+    if config_file.startswith(container + "/")
+  )
+  assert config_host == ROOT / "serving" / "models.config"
+  base_paths = re.findall(r'base_path:\s*"([^"]+)"', config_host.read_text())
+  assert base_paths == [mounts["EXPORT/wild3d"]] == ["/models/wild3d"]
+  batching = re.search(r"--batching_parameters_file=(\S+)", block).group(1)
+  assert (ROOT / "serving" / pathlib.Path(batching).name).is_file() and batching.startswith(
+    mounts["serving"] + "/"
+  )
+
+
+def test_serving_kit_commands_pin_the_image_bind_loopback_and_cap_grpc_at_the_export_bound():
+  limits = image_guard.Limits()
+  printed = export.serve_command(pathlib.Path("/tmp/EXPORT/wild3d"), "wild3d", limits)
+  documented = _docker_run_block().replace("\\\n", " ")
+  for command in (printed, documented):
+    assert re.findall(r"\btensorflow/serving\S*", command) == [export.SERVING_IMAGE]
+    assert export.SERVING_IMAGE == "tensorflow/serving:2.21.0"
+    ports = re.findall(r"-p (\S+)", command)
+    assert ports and all(p.startswith("127.0.0.1:") for p in ports), ports
+    cap = int(re.search(r"grpc\.max_receive_message_length=(\d+)", command).group(1))
+    # 32 images x (10 MiB + 6 bytes of tag and length + two 16-byte rows) + 4 KiB of the rest.
+    assert cap == export.grpc_request_bytes(limits) == 32 * (10 * 2**20 + 38) + 4096 == 335549632
+  assert "-v /tmp/EXPORT/wild3d:/models/wild3d -e MODEL_NAME=wild3d" in printed
+  assert "curl" in README and "/v1/models/wild3d\n" in README  # the model-status endpoint
+
+
+def test_client_limits_and_grpc_channel_match_the_export():
+  limits = image_guard.Limits()
+  assert (client_lib.MAX_BATCH, client_lib.MAX_IMAGE_BYTES) == (limits.max_batch, limits.max_bytes)
+  for batch, size in ((32, 10 * 2**20), (4, 12345), (1, 67)):
+    assert client_lib.grpc_message_limit(batch, size) == export.grpc_request_bytes(
+      image_guard.Limits(max_batch=batch, max_bytes=size)
+    )
+  options = dict(client_lib.Wild3dClient(timeout_seconds=1.0).channel_options())
+  assert options["grpc.max_send_message_length"] == export.grpc_request_bytes(limits)
+
+
+def test_client_grpc_request_carries_boxes_intrinsics_and_version():
+  client = client_lib.Wild3dClient(timeout_seconds=1.0, version=7)
+  boxes = [[1, 2, 30, 40], [5, 6, 70, 80]]
+  intrinsics = [[1000, 1001, 320.5, 240]] * 2
+  request = client.grpc_request([jpeg(), jpeg(seed=1)], boxes, intrinsics)
+  assert request.model_spec.name == "wild3d" and request.model_spec.version.value == 7
+  assert request.model_spec.HasField("version")
+  np.testing.assert_array_equal(tf.make_ndarray(request.inputs["boxes"]), boxes)
+  np.testing.assert_array_equal(tf.make_ndarray(request.inputs["intrinsics"]), intrinsics)
+  unpinned = client_lib.Wild3dClient(timeout_seconds=1.0).grpc_request([jpeg()])
+  assert not unpinned.model_spec.HasField("version")  # the server's newest
+  assert client.rest_url() == "http://localhost:8501/v1/models/wild3d/versions/7:predict"
+
+
+def test_client_largest_request_fits_the_grpc_cap_and_one_byte_less_refuses_it():
+  import grpc
+  from tensorflow_serving.apis import predict_pb2, prediction_service_pb2_grpc
+
+  # Scaled down (3 images of 2 MiB, above gRPC's 4 MiB default) so the test stays small; the
+  # bound's formula is the one the 32 x 10 MiB cap comes from.
+  client = client_lib.Wild3dClient(
+    "127.0.0.1", timeout_seconds=20, max_image_bytes=2 * 2**20, max_batch=3
+  )
+  images = [b"\xff\xd8\xff" + bytes([i]) * (2 * 2**20 - 3) for i in range(3)]
+  size = client.grpc_request(images, np.ones([3, 4]), np.ones([3, 4])).ByteSize()
+  bound = export.grpc_request_bytes(image_guard.Limits(max_batch=3, max_bytes=2 * 2**20))
+  assert size <= bound < size + 4096 + 3 * 38
+
+  class Echo(prediction_service_pb2_grpc.PredictionServiceServicer):
+    def Predict(self, request, context):
+      reply = predict_pb2.PredictResponse()
+      reply.outputs["count"].CopyFrom(
+        tf.make_tensor_proto(len(request.inputs["images"].string_val))
+      )
+      return reply
+
+  for cap, works in ((bound, True), (size - 1, False)):
+    server = grpc.server(
+      concurrent.futures.ThreadPoolExecutor(1),
+      options=[("grpc.max_receive_message_length", cap)],
+    )
+    prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server(Echo(), server)
+    client.grpc_port, client._stub = server.add_insecure_port("127.0.0.1:0"), None
+    server.start()
+    try:
+      if works:
+        assert client.predict_grpc(images, np.ones([3, 4]), np.ones([3, 4]))["count"] == 3
+      else:
+        with pytest.raises(grpc.RpcError) as error:
+          client.predict_grpc(images, np.ones([3, 4]), np.ones([3, 4]))
+        assert error.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+    finally:
+      server.stop(0)
+
+
+# --------------------------------------------------------------------------- predict's outputs
+
+
+def test_predict_output_names_are_distinct_for_inputs_that_share_a_name(tmp_path):
+  from wild3d_tf import predict
+
+  paths = ["a/img.jpg", "b/img.jpg", "other.png", "c/IMG.png", "a/img.jpg"]
+  digest = {p: hashlib.sha256(os.path.abspath(p).encode()).hexdigest()[:8] for p in paths}
+  assert predict.output_names(paths) == [
+    f"img-{digest['a/img.jpg']}",
+    f"img-{digest['b/img.jpg']}",
+    "other",
+    f"IMG-{digest['c/IMG.png']}",
+    f"img-{digest['a/img.jpg']}",  # the same input twice: the same name
+  ]
+
+
+def test_predict_same_name_in_two_folders_and_an_unreadable_file(
+  loaded, tmp_path, monkeypatch, capsys
+):
+  from wild3d_tf import predict
+
+  photos = sorted(PHOTOS.glob("*.png"))[:2]
+  inputs = []
+  for folder, photo in zip("ab", photos):
+    (tmp_path / folder).mkdir()
+    inputs.append(tmp_path / folder / "photo.png")
+    inputs[-1].write_bytes(photo.read_bytes())
+  unreadable = tmp_path / "locked.png"
+  unreadable.write_bytes(photos[0].read_bytes())
+  read_bytes = pathlib.Path.read_bytes
+
+  def refuse(self):  # root reads any mode, so the permission error is simulated
+    if self == unreadable:
+      raise PermissionError(13, "Permission denied", str(self))
+    return read_bytes(self)
+
+  monkeypatch.setattr(pathlib.Path, "read_bytes", refuse)
+  paths = [str(inputs[0]), str(unreadable), str(inputs[1])]
+  out = tmp_path / "out"
+  failures = predict.predict_files(
+    paths,
+    loaded.signatures["serving_default"],
+    image_guard.Limits(),
+    np.zeros(4, np.float32),
+    np.zeros(4, np.float32),
+    str(out),
+  )
+  assert failures == [f"{unreadable}: cannot read: Permission denied"]
+  names = predict.output_names(paths)
+  assert names[0] != names[2] and names[0].startswith("photo-")
+  for path, name in ((paths[0], names[0]), (paths[2], names[2])):
+    assert json.loads((out / f"{name}.json").read_text())["image"] == path
+    assert (out / f"{name}.png").is_file()
+  assert sorted(p.name for p in out.iterdir()) == sorted(
+    f"{n}.{e}" for n in (names[0], names[2]) for e in ("json", "png")
+  )
+  lines = capsys.readouterr().out.splitlines()
+  assert lines[1] == f"FAILED {unreadable}: cannot read: Permission denied"
+  assert lines[0].endswith("(named apart: another input shares its name)")
+
+
+def test_predict_bad_model_flags_are_errors_naming_the_flag(tmp_path, tiny_export):
+  from wild3d_tf import predict
+
+  with pytest.raises(predict.PredictError, match=rf"^--saved_model={tmp_path}/none: "):
+    predict.load_signature(str(tmp_path / "none"), None)
+  with pytest.raises(predict.PredictError, match=rf"^--checkpoint={tmp_path}: "):
+    predict.load_signature(None, str(tmp_path))  # a folder with no config.json or checkpoint
+  blocked = tmp_path / "file"
+  blocked.write_text("")
+  with pytest.raises(predict.PredictError, match=rf"^--output_dir={blocked}/out: "):
+    predict.predict_files([], None, image_guard.Limits(), None, None, str(blocked / "out"))

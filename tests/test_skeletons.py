@@ -1,11 +1,11 @@
-"""Joint sets against the published index lists (datasets.md sections 1.3, 2.6, 3.2, 4, 5)."""
+"""Joint sets against the published index lists (docs/datasets.md, skeleton mappings)."""
 
 import numpy as np
 import pytest
 
 from wild3d_tf import skeletons as sk
 
-# Published lists, typed from the sources named in datasets.md section 5; the
+# Published lists, typed from the sources docs/datasets.md names for each dataset; the
 # module derives its own from joint names, so agreement checks both.
 PUBLISHED_TO_POSE2D = {
   "mpii_16": [0, 1, 2, 3, 4, 5, 10, 11, 12, 13, 14, 15, 8, 9],
@@ -227,7 +227,7 @@ def test_bones_are_a_tree():
 
 
 def test_joint_groups_name_real_joints_and_counts():
-  for variant, groups in sk.JOINT_GROUPS_3DHP.items():
+  for _variant, groups in sk.JOINT_GROUPS_3DHP.items():
     names = [j for g in groups.values() for j in g]
     assert len(set(names)) == len(names)
     sk.POSE3D.indices(names)

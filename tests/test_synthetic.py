@@ -1,7 +1,6 @@
-"""The synthetic datasets open with each real dataset's reader and match datasets.md."""
+"""The synthetic datasets open with each real dataset's reader and match docs/datasets.md."""
 
 import filecmp
-import json
 import re
 
 import cdflib
@@ -11,6 +10,7 @@ import numpy as np
 import pytest
 import scipy.io
 
+from beam_preprocess.readers import h36m_cameras
 from wild3d_tf import cameras, skeletons
 from wild3d_tf.synthetic import body, generate, h36m, mpi_inf_3dhp, render
 from wild3d_tf.synthetic.presets import PRESETS
@@ -34,9 +34,8 @@ def _video_frames(path):
 
 def test_h36m_layout_and_cdf_shapes(synthetic_tiny):
   root = synthetic_tiny / "h36m"
-  cams = json.loads((root / "cameras.json").read_text())
-  assert sorted(cams["intrinsic"]) == sorted(h36m.CAMERA_IDS)
-  assert sorted(cams["extrinsic"]) == sorted(TINY.h36m_subjects)
+  _, cams = h36m_cameras.load(root)  # the release's metadata.xml, no cameras.json
+  assert sorted(cams) == sorted((s, c) for s in TINY.h36m_subjects for c in h36m.CAMERA_IDS)
   takes = sorted(p.name for p in (root / "S1/MyPoseFeatures/D3_Positions").glob("*.cdf"))
   assert takes == ["Directions 1.cdf", "Walking 1.cdf"]
   world = cdflib.CDF(str(root / "S1/MyPoseFeatures/D3_Positions/Directions 1.cdf"))["Pose"]
@@ -52,23 +51,17 @@ def test_h36m_layout_and_cdf_shapes(synthetic_tiny):
     assert mono.shape == (1, frames, 96) and d2.shape == (1, frames, 64)
     video = _video_frames(root / f"S1/Videos/Directions 1.{cam_id}.mp4")
     assert len(video) == frames
-    assert video[0].shape == (
-      cams["intrinsic"][cam_id]["res_h"],
-      cams["intrinsic"][cam_id]["res_w"],
-      3,
-    )
+    assert video[0].shape == (1002 if index in (0, 3) else 1000, 1000, 3)  # as the real ones
 
 
 def test_h36m_annotations_reproject_with_the_written_cameras(synthetic_tiny):
   root = synthetic_tiny / "h36m"
-  cams = json.loads((root / "cameras.json").read_text())
+  _, cams = h36m_cameras.load(root)
   for subject in TINY.h36m_subjects:
     for take in (root / subject / "MyPoseFeatures/D3_Positions").glob("*.cdf"):
       world = cdflib.CDF(str(take))["Pose"].reshape(-1, 32, 3)
       for cam_id in h36m.CAMERA_IDS:
-        cam = cameras.h36m_json_to_camera(
-          cams["intrinsic"][cam_id], cams["extrinsic"][subject][cam_id]
-        )
+        cam = cams[(subject, cam_id)]
         stem = take.stem
         mono = cdflib.CDF(
           str(root / subject / f"MyPoseFeatures/D3_Positions_mono/{stem}.{cam_id}.cdf")
@@ -79,7 +72,7 @@ def test_h36m_annotations_reproject_with_the_written_cameras(synthetic_tiny):
         mono = mono.reshape(-1, 32, 3)
         np.testing.assert_allclose(cam.world_to_camera(world[: len(mono)]), mono, atol=1e-6)
         np.testing.assert_allclose(cam.project(mono), d2.reshape(-1, 32, 2), atol=1e-6)
-        # Camera JSON lists tangential as (p2, p1): reading it the other way round is wrong.
+        # H3.6M's tangential pair (p1, p2): reading it the other way round is wrong.
         swapped = cameras.Camera(cam.intrinsics, radial=cam.radial, tangential=cam.tangential[::-1])
         assert np.abs(swapped.project(mono) - d2.reshape(-1, 32, 2)).max() > 1e-3
 
@@ -191,7 +184,9 @@ def test_3dhp_test_set_hdf5_shapes_and_least_squares_intrinsics(synthetic_tiny):
 
 def test_mpii_release_struct_with_the_real_quirks(synthetic_tiny):
   release = scipy.io.loadmat(
-    synthetic_tiny / "mpii/mpii_human_pose_v1_u12_1.mat", struct_as_record=False, squeeze_me=True
+    synthetic_tiny / "mpii/mpii_human_pose_v1_u12_2/mpii_human_pose_v1_u12_1.mat",
+    struct_as_record=False,
+    squeeze_me=True,
   )["RELEASE"]
   assert release._fieldnames == [
     "annolist",
@@ -203,7 +198,7 @@ def test_mpii_release_struct_with_the_real_quirks(synthetic_tiny):
   ]
   annolist = release.annolist
   assert len(annolist) == TINY.mpii_images == len(release.img_train)
-  for i, entry in enumerate(annolist):
+  for _i, entry in enumerate(annolist):
     assert re.fullmatch(r"\d{9}\.jpg", entry.image.name)
     assert (synthetic_tiny / "mpii/images" / entry.image.name).is_file()
   # Image 0 has one person: its annorect squeezes to a single struct.

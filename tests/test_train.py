@@ -1,9 +1,11 @@
 """Training: losses fall, NaN steps are skipped or stop the run, exact resume after SIGKILL,
-MirroredStrategy equals one device."""
+MirroredStrategy equals one device, the datasets a run reads."""
 
+import dataclasses
 import os
 import pathlib
 import random
+import re
 import signal
 import subprocess
 import sys
@@ -14,29 +16,47 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from wild3d_tf import data, model
-from wild3d_tf.config import DataConfig, LossWeights, ModelConfig
-from wild3d_tf.trainer import Loop, LoopConfig, NonFiniteLossError, Trainer, make_optimizer
+from wild3d_tf import config as config_lib
+from wild3d_tf import data, model, preprocess
+from wild3d_tf.config import DataConfig, LoopConfig, ModelConfig
+from wild3d_tf.losses import LossWeights
+from wild3d_tf.trainer import Loop, NonFiniteLossError, Trainer, make_optimizer
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 
 
-def _loop(folder, work_dir, steps, dataset_fn=None, log_every=1000, max_nonfinite=20, size=64):
+def _loop(
+  folder,
+  work_dir,
+  steps,
+  dataset_fn=None,
+  log_every=1000,
+  max_nonfinite=20,
+  size=64,
+  jit_compile=False,
+):
   keras.utils.set_random_seed(0)
-  config = DataConfig(data_dir=str(folder), input_size=size, batch_size=8, shuffle_buffer=32)
-  dataset = data.training_dataset(config, "full")
+  config = DataConfig(data_dir=str(folder), batch_size=8, shuffle_buffer=32)
+  dataset = data.training_dataset(
+    config, "full", input_size=size, heatmap_size=ModelConfig.tiny(size).heatmap_size
+  )
   if dataset_fn:
     dataset = dataset_fn(dataset)
   step = tf.Variable(0, dtype=tf.int64, trainable=False)
-  network = model.build_model(config=ModelConfig.tiny(size), variant="tiny")
-  trainer = Trainer(network, LossWeights(), 8)
+  network = model.build_model(ModelConfig.tiny(size))
+  trainer = Trainer(network, LossWeights(), 8, size)
   trainer.compile(optimizer=make_optimizer(0.05, 1000, 0.5, step, False))
   return Loop(
     tf.distribute.get_strategy(),
     trainer,
     dataset,
     LoopConfig(
-      str(work_dir), steps, checkpoint_every=1000, log_every=log_every, max_nonfinite=max_nonfinite
+      str(work_dir),
+      steps,
+      checkpoint_every=1000,
+      log_every=log_every,
+      max_nonfinite=max_nonfinite,
+      jit_compile=jit_compile,
     ),
     step,
   )
@@ -66,8 +86,9 @@ def _poison(every=False, at=2):
     def fn(index, batch):
       bad = tf.logical_or(every, tf.equal(index, at))
       batch = dict(batch)
-      batch["joints3d"] = tf.where(
-        bad, tf.fill(tf.shape(batch["joints3d"]), np.nan), batch["joints3d"]
+      joints3d = batch[preprocess.JOINTS3D_VIRTUAL_MM]
+      batch[preprocess.JOINTS3D_VIRTUAL_MM] = tf.where(
+        bad, tf.fill(tf.shape(joints3d), np.nan), joints3d
       )
       return batch
 
@@ -81,7 +102,7 @@ def test_a_nan_batch_is_skipped_and_counted(converted_tiny, tmp_path):
   loop = _loop(folder, tmp_path, 6, _poison(at=2))  # batch 2 is a 3D batch: its pose loss is NaN
   before = {}
 
-  original = loop._step_fn
+  original = loop.step
 
   def spy(batch):
     if int(loop.global_step.numpy()) == 2:
@@ -92,10 +113,36 @@ def test_a_nan_batch_is_skipped_and_counted(converted_tiny, tmp_path):
         np.testing.assert_array_equal(v.numpy(), before[v.path])  # no update from the bad batch
     return finite
 
-  loop._step_fn = spy
+  loop.step = spy
   result = loop.run()
   assert result["skipped"] == 1 and result["step"] == 6
   assert all(np.isfinite(v.numpy()).all() for v in loop.trainer.network.trainable_variables)
+
+
+def test_xla_is_a_setting_of_the_loop(converted_tiny, tmp_path):
+  folder, _ = converted_tiny
+  loops = {xla: _loop(folder, tmp_path / f"xla{xla}", 1, jit_compile=xla) for xla in (False, True)}
+  assert loops[True]._compiled_step._jit_compile and not loops[False]._compiled_step._jit_compile
+  batch = next(loops[False].iterator)
+  before = [v.numpy() for v in loops[True].trainer.network.trainable_variables]
+  for loop in loops.values():
+    assert bool(loop.step(batch))
+  # The same step: the same losses (Adadelta's first update is about lr * sqrt(eps / (1 - rho))
+  # for any gradient far from 0, so the weights would not tell a wrong gradient from a right one).
+  logged = {
+    xla: {name: float(m.result()) for name, m in loop.trainer.trackers.items()}
+    for xla, loop in loops.items()
+  }
+  assert logged[True].keys() == logged[False].keys() and logged[False]["pose3d"] > 0
+  for name, value in logged[False].items():
+    assert logged[True][name] == pytest.approx(value, rel=1e-4), name
+  moved = [
+    np.abs(v.numpy() - b).max()
+    for v, b in zip(loops[True].trainer.network.trainable_variables, before)
+  ]
+  assert np.mean(np.array(moved) > 0) > 0.9  # the compiled step updated the network
+  with pytest.raises(ValueError, match="LoopConfig"):
+    loops[True].trainer.compile(optimizer=loops[True].trainer.optimizer, jit_compile=True)
 
 
 def test_a_persistent_nan_stops_with_the_step_range(converted_tiny, tmp_path):
@@ -132,8 +179,19 @@ def _checkpoint_values(model_dir):
   }
 
 
+def _digests(path):
+  """[(step, sha256)] in the order the run wrote them."""
+  return [(int(step), digest) for step, digest in (line.split() for line in open(path))]
+
+
 @pytest.mark.slow
 def test_kill_and_resume_is_exact(converted_tiny, tmp_path):
+  """SIGKILL after a checkpoint; the restart must continue from that checkpoint, not start over.
+
+  A restart from step 0 that ignored the checkpoint would also end with the
+  uninterrupted run's weights (the data order and the seeds are the same), so
+  the test also checks where the resumed run starts and what it reads.
+  """
   folder, _ = converted_tiny
   steps = 25
   subprocess.run(
@@ -141,28 +199,42 @@ def test_kill_and_resume_is_exact(converted_tiny, tmp_path):
     check=True,
     capture_output=True,
   )
-  command = _train_command(folder, tmp_path / "b", steps, tmp_path / "b.txt")
-  process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+  uninterrupted = dict(_digests(tmp_path / "a.txt"))
+  assert sorted(uninterrupted) == list(range(1, steps + 1))
+  process = subprocess.Popen(
+    _train_command(folder, tmp_path / "b", steps, tmp_path / "b.txt"),
+    stdout=subprocess.DEVNULL,
+    stderr=subprocess.DEVNULL,
+  )
   deadline = time.time() + 240
   while not (tmp_path / "b" / "ckpt-5.index").exists() and time.time() < deadline:
     time.sleep(0.05)
   time.sleep(random.uniform(0.0, 0.5))
   process.send_signal(signal.SIGKILL)
   process.wait()
-  killed_at = len((tmp_path / "b.txt").read_text().splitlines())
-  assert 5 <= killed_at < steps, killed_at
-  subprocess.run(command, check=True, capture_output=True)
+  before_kill = _digests(tmp_path / "b.txt")
+  saved = int(tf.train.latest_checkpoint(str(tmp_path / "b")).rsplit("-", 1)[1])
+  assert 5 <= saved < steps and saved % 5 == 0 and len(before_kill) >= saved, (saved, before_kill)
+  assert all(uninterrupted[step] == digest for step, digest in before_kill)
+
+  resumed = subprocess.run(
+    _train_command(folder, tmp_path / "b", steps, tmp_path / "b_resumed.txt"),
+    check=True,
+    capture_output=True,
+    text=True,
+  )
+  # It starts right after the checkpoint and reads exactly the batches that followed it.
+  after = _digests(tmp_path / "b_resumed.txt")
+  assert [step for step, _ in after] == list(range(saved + 1, steps + 1)), (saved, after[:3])
+  for step, digest in after:
+    assert uninterrupted[step] == digest, step
+  progress = [int(m) for m in re.findall(r"^step (\d+)/", resumed.stdout, re.M)]
+  assert progress == list(range(saved + 5, steps + 1, 5)), (saved, progress)
+  # And ends with the uninterrupted run's weights and optimizer state, bit for bit.
   a, b = _checkpoint_values(tmp_path / "a"), _checkpoint_values(tmp_path / "b")
   assert a.keys() == b.keys() and any("optimizer" in k for k in a)
   for name in a:
     np.testing.assert_array_equal(a[name], b[name], err_msg=name)
-  # The batches seen after the resume are the ones the uninterrupted run saw.
-  a_lines = dict(line.split() for line in (tmp_path / "a.txt").read_text().splitlines())
-  b_lines = [line.split() for line in (tmp_path / "b.txt").read_text().splitlines()]
-  resumed = b_lines[killed_at:]
-  assert resumed and int(resumed[0][0]) <= killed_at
-  for step, digest in resumed:
-    assert a_lines[step] == digest, step
 
 
 @pytest.mark.slow
@@ -187,13 +259,16 @@ def test_mirrored_over_two_cpus_equals_one_device(converted_tiny, tmp_path):
 
 def test_pretrained_layers_learn_100x_slower_when_asked(converted_tiny):
   folder, _ = converted_tiny
-  config = DataConfig(data_dir=str(folder), input_size=64, batch_size=8, shuffle_buffer=16)
-  batch = next(iter(data.training_dataset(config, "full")))
+  config = DataConfig(data_dir=str(folder), batch_size=8, shuffle_buffer=16)
+  heatmap_size = ModelConfig.tiny(64).heatmap_size
+  batch = next(
+    iter(data.training_dataset(config, "full", input_size=64, heatmap_size=heatmap_size))
+  )
   updates = {}
   for multiplier in (1.0, 0.01):
     keras.utils.set_random_seed(0)
-    network = model.build_model(config=ModelConfig.tiny(64), variant="tiny")
-    trainer = Trainer(network, LossWeights(), 8)
+    network = model.build_model(ModelConfig.tiny(64))
+    trainer = Trainer(network, LossWeights(), 8, 64)
     trainer.compile(
       optimizer=make_optimizer(0.05, 1000, 0.5, tf.Variable(0, dtype=tf.int64), False, multiplier)
     )
@@ -267,3 +342,76 @@ def test_two_workers_under_multiworker_mirrored_end_with_identical_weights(
   for name in chief:
     np.testing.assert_array_equal(chief[name], other[name], err_msg=name)
   assert int(chief["global_step/.ATTRIBUTES/VARIABLE_VALUE"]) == 6
+
+
+def _subset(folder, target, prefixes):
+  """A data folder holding only the converted files of some datasets (symbolic links)."""
+  target.mkdir()
+  for path in folder.iterdir():
+    if path.name.startswith(prefixes):
+      (target / path.name).symlink_to(path)
+  return target
+
+
+def test_pretraining_reads_no_3d_dataset_and_a_missing_one_is_named(converted_tiny, tmp_path):
+  folder, _ = converted_tiny
+  only_2d = _subset(folder, tmp_path / "only_2d", ("mpii", "lsp"))  # lsp* holds lspet too
+  config = DataConfig(data_dir=str(only_2d), batch_size=8, shuffle_buffer=16)
+  heatmap_size = ModelConfig.tiny(64).heatmap_size
+  batch = next(
+    iter(data.training_dataset(config, "pretrain2d", input_size=64, heatmap_size=heatmap_size))
+  )
+  assert batch["image"].shape == (8, 64, 64, 3) and not batch["has_3d"].numpy().any()
+  with pytest.raises(FileNotFoundError, match=f"{only_2d} has no conversion of h36m, mpi_inf_3dhp"):
+    data.training_dataset(config, "full", input_size=64, heatmap_size=heatmap_size)
+  with pytest.raises(FileNotFoundError, match="no converted dataset at all.*expected mpii"):
+    data.training_dataset(
+      dataclasses.replace(config, data_dir=str(tmp_path)),
+      "pretrain2d",
+      input_size=64,
+      heatmap_size=heatmap_size,
+    )
+
+
+@pytest.mark.slow
+def test_datasets_3d_h36m_trains_on_h36m_alone(converted_tiny, tmp_path):
+  """configs/full_h36m_only.cfg's setting: a folder without MPI-INF-3DHP trains with
+  --datasets_3d=h36m, and without the flag refuses in one line naming what is missing."""
+  folder, _ = converted_tiny
+  no_3dhp = _subset(folder, tmp_path / "no_3dhp", ("mpii", "lsp", "h36m"))
+
+  def command(name, *extra):
+    return [
+      sys.executable,
+      "-m",
+      "wild3d_tf.train",
+      f"--flagfile={ROOT}/configs/tiny_full.cfg",
+      f"--data_dir={no_3dhp}",
+      f"--model_dir={tmp_path / name}",
+      "--input_size=64",
+      "--max_steps=2",
+      "--log_every=1",
+      "--validate_every=0",
+      "--image_summaries_every=0",
+      *extra,
+    ]
+
+  env = {k: v for k, v in os.environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"}
+  runs = [
+    subprocess.Popen(c, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    for c in (command("h36m", "--datasets_3d=h36m"), command("default"))
+  ]
+  (trained_out, trained_err), (refused_out, refused_err) = (p.communicate(600) for p in runs)
+  assert runs[0].returncode == 0, trained_err[-3000:]
+  assert "step 2/2" in trained_out
+  run_config = config_lib.load(str(tmp_path / "h36m"))
+  assert run_config.data.datasets_3d == ("h36m",) and run_config.data.shuffle_buffer == 64
+  assert run_config.model == ModelConfig.tiny(64) and run_config.loop.max_steps == 2
+  assert "cuInit" not in trained_err and "oneDNN" not in trained_err  # quiet start-up
+  assert runs[1].returncode == 1
+  assert refused_err.strip().splitlines() == [
+    f"error: --data_dir {no_3dhp} has no conversion of mpi_inf_3dhp; expected "
+    "mpi_inf_3dhp.manifest.json (the converter's --output_dir: python -m "
+    "beam_preprocess.convert --dataset=NAME --output_dir=DATA_DIR)"
+  ]
+  assert not (tmp_path / "default").exists()  # a refused run leaves no run folder

@@ -55,11 +55,17 @@ def intrinsic_matrix(fx: float, fy: float, cx: float, cy: float) -> np.ndarray:
   return np.array([[fx, 0.0, cx], [0.0, fy, cy], [0.0, 0.0, 1.0]])
 
 
-def intrinsics_from_fov(width: int, height: int, fov_degrees: float = 55.0) -> np.ndarray:
+# The field of view assumed across an image's longer side when its camera is unknown: the
+# default MeTRAbs users know, and wild3d's serving default (inference.default_intrinsics).
+DEFAULT_FOV_DEGREES = 55.0
+
+
+def intrinsics_from_fov(
+  width: int, height: int, fov_degrees: float = DEFAULT_FOV_DEGREES
+) -> np.ndarray:
   """Pinhole K for an image whose larger side spans ``fov_degrees``.
 
-  The principal point is the image centre in 0-based pixels. 55 degrees is
-  the default MeTRAbs users know; it is wild3d's serving default.
+  The principal point is the image centre in 0-based pixels.
   """
   focal = 0.5 * max(width, height) / np.tan(np.radians(fov_degrees) / 2)
   return intrinsic_matrix(focal, focal, (width - 1) / 2, (height - 1) / 2)
@@ -219,22 +225,23 @@ def weak_perspective(points3d: np.ndarray, camera: np.ndarray) -> np.ndarray:
 
 
 def h36m_json_to_camera(intrinsic: dict, extrinsic: dict, name: str = "") -> Camera:
-  """A camera from the VideoPose3D-style JSON entries wild3d writes and reads.
+  """A camera from VideoPose3D's published entries (common/h36m_dataset.py), as stored in mm.
 
   ``intrinsic``: center, focal_length, radial_distortion, tangential_distortion
-  (listed as (p2, p1)), res_w, res_h. ``extrinsic``: orientation (w, x, y, z),
-  the camera-to-world rotation R^T, and translation, the camera centre in mm.
+  (listed as (p2, p1)), res_w, res_h (optional). ``extrinsic``: orientation
+  (w, x, y, z), the camera-to-world rotation R^T, and translation, the camera
+  centre in mm. Raises KeyError, TypeError or ValueError for a malformed entry.
   """
-  rotation = quaternion_to_matrix(extrinsic["orientation"]).T
   p2, p1 = intrinsic["tangential_distortion"]
-  return Camera(
-    intrinsics=intrinsic_matrix(*intrinsic["focal_length"], *intrinsic["center"]),
-    rotation=rotation,
-    translation=extrinsics_from_center(rotation, np.asarray(extrinsic["translation"], float)),
-    radial=tuple(float(v) for v in intrinsic["radial_distortion"]),
-    tangential=(float(p1), float(p2)),
-    size=(int(intrinsic["res_w"]), int(intrinsic["res_h"])),
-    name=str(name or intrinsic.get("id", "")),
+  return h36m_camera(
+    quaternion_to_matrix(extrinsic["orientation"]).T,
+    extrinsic["translation"],
+    intrinsic["focal_length"],
+    intrinsic["center"],
+    intrinsic["radial_distortion"],
+    (p1, p2),
+    (intrinsic.get("res_w", 0), intrinsic.get("res_h", 0)),
+    name or intrinsic.get("id", ""),
   )
 
 
@@ -256,3 +263,102 @@ def camera_to_h36m_json(camera: Camera) -> tuple[dict, dict]:
     "translation": center.tolist(),
   }
   return intrinsic, extrinsic
+
+
+# Human3.6M's metadata.xml keeps every camera in one vector ``w0`` of 300 numbers: for camera c
+# (1..4, the order of H36M_CAMERA_IDS) and subject s (1..11), 6 extrinsic numbers at
+# 6 * ((c - 1) * 11 + (s - 1)): Euler angles (a, b, c) in radians with R = Rx(a) Ry(b) Rz(c)
+# (world to camera), then the camera centre T in mm (X_cam = R (X_world - T)); after the 264
+# extrinsic numbers, 9 intrinsic numbers per camera at 264 + 9 * (c - 1): fx, fy, cx, cy (pixels),
+# k1, k2, k3, p1, p2. The official MATLAB code decodes it so; 3d-pose-baseline (src/cameras.py)
+# and VideoPose3D's published values agree (docs/datasets.md, Human3.6M cameras).
+H36M_CAMERA_IDS = ("54138969", "55011271", "58860488", "60457274")
+H36M_W0_SUBJECTS = 11
+H36M_W0_LENGTH = 6 * H36M_W0_SUBJECTS * len(H36M_CAMERA_IDS) + 9 * len(H36M_CAMERA_IDS)
+
+
+def h36m_euler_rotation(angles) -> np.ndarray:
+  """(3, 3) world-to-camera R = Rx(a) @ Ry(b) @ Rz(c) of metadata.xml's angles (a, b, c), rad."""
+  a, b, c = (float(v) for v in angles)
+  rx = np.array([[1.0, 0.0, 0.0], [0.0, np.cos(a), -np.sin(a)], [0.0, np.sin(a), np.cos(a)]])
+  ry = np.array([[np.cos(b), 0.0, np.sin(b)], [0.0, 1.0, 0.0], [-np.sin(b), 0.0, np.cos(b)]])
+  rz = np.array([[np.cos(c), -np.sin(c), 0.0], [np.sin(c), np.cos(c), 0.0], [0.0, 0.0, 1.0]])
+  return rx @ ry @ rz
+
+
+def h36m_euler_angles(rotation: np.ndarray) -> np.ndarray:
+  """Inverse of :func:`h36m_euler_rotation`: (a, b, c) with b in [-pi/2, pi/2].
+
+  R = Rx(a) Ry(b) Rz(c) has R[0, 2] = sin b, R[0, 0] = cos b cos c,
+  R[0, 1] = -cos b sin c, R[1, 2] = -sin a cos b, R[2, 2] = cos a cos b.
+  """
+  m = np.asarray(rotation, np.float64)
+  b = np.arcsin(np.clip(m[0, 2], -1.0, 1.0))
+  return np.array([np.arctan2(-m[1, 2], m[2, 2]), b, np.arctan2(-m[0, 1], m[0, 0])])
+
+
+def h36m_w0_offsets(subject: int, camera_index: int) -> tuple[int, int]:
+  """(extrinsic, intrinsic) start indices in ``w0`` of subject number 1..11, camera 0..3.
+
+  Raises ValueError outside those ranges.
+  """
+  if not (1 <= subject <= H36M_W0_SUBJECTS and 0 <= camera_index < len(H36M_CAMERA_IDS)):
+    raise ValueError(f"no w0 entry for subject {subject}, camera index {camera_index}")
+  extrinsic = 6 * (camera_index * H36M_W0_SUBJECTS + (subject - 1))
+  return extrinsic, 6 * H36M_W0_SUBJECTS * len(H36M_CAMERA_IDS) + 9 * camera_index
+
+
+def h36m_camera(
+  rotation: np.ndarray, center, focal, principal, radial, tangential, size=(0, 0), name=""
+) -> Camera:
+  """A Camera from H3.6M's parameters: R (world to camera), the centre T in mm, f and c in
+  pixels, (k1, k2, k3) and (p1, p2) in metadata.xml order. Every H3.6M camera source
+  (metadata.xml, cameras.h5, VideoPose3D's values) is decoded through here."""
+  rotation = np.asarray(rotation, np.float64).reshape(3, 3)
+  return Camera(
+    intrinsics=intrinsic_matrix(*(float(v) for v in focal), *(float(v) for v in principal)),
+    rotation=rotation,
+    translation=extrinsics_from_center(rotation, np.asarray(center, np.float64).reshape(3)),
+    radial=tuple(float(v) for v in radial),
+    tangential=tuple(float(v) for v in tangential),
+    size=(int(size[0]), int(size[1])),
+    name=str(name),
+  )
+
+
+def camera_from_h36m_w0(w0, subject: int, camera_index: int, size=(0, 0)) -> Camera:
+  """The camera of subject number 1..11 and camera index 0..3 (H36M_CAMERA_IDS) in ``w0``.
+
+  ``w0``: (300,) numbers of metadata.xml. Raises ValueError for another length.
+  """
+  w0 = np.asarray(w0, np.float64).reshape(-1)
+  if w0.shape != (H36M_W0_LENGTH,):
+    raise ValueError(f"w0 holds {w0.size} numbers, expected {H36M_W0_LENGTH}")
+  ext, intr = h36m_w0_offsets(subject, camera_index)
+  i = w0[intr : intr + 9]
+  return h36m_camera(
+    h36m_euler_rotation(w0[ext : ext + 3]),
+    w0[ext + 3 : ext + 6],
+    i[0:2],
+    i[2:4],
+    i[4:7],
+    i[7:9],
+    size,
+    H36M_CAMERA_IDS[camera_index],
+  )
+
+
+def h36m_w0_entry(camera: Camera) -> tuple[np.ndarray, np.ndarray]:
+  """(6 extrinsic numbers, 9 intrinsic numbers) of ``camera`` as ``w0`` holds them.
+
+  Intrinsics must have no skew (H3.6M's model has none); raises ValueError otherwise.
+  """
+  k = camera.intrinsics
+  if k[0, 1] != 0:
+    raise ValueError(f"camera {camera.name}: H3.6M's model has no skew, K[0, 1] = {k[0, 1]}")
+  center = -camera.rotation.T @ camera.translation
+  extrinsic = np.concatenate([h36m_euler_angles(camera.rotation), center])
+  intrinsic = np.array(
+    [k[0, 0], k[1, 1], k[0, 2], k[1, 2], *camera.radial, *camera.tangential], np.float64
+  )
+  return extrinsic, intrinsic

@@ -26,6 +26,10 @@ Each stage runs the command a user would type (printed before it runs).
 
 from __future__ import annotations
 
+from wild3d_tf import cli  # first: quiets TensorFlow's start-up before it is imported
+
+# isort: split
+
 import json
 import os
 import pathlib
@@ -33,11 +37,11 @@ import subprocess
 import sys
 import time
 
-from absl import app, flags, logging
+from absl import flags, logging
 import h5py
 import numpy as np
 
-from wild3d_tf import cameras, export, geometry, metrics, skeletons, visualize
+from wild3d_tf import cameras, export, geometry, metrics, preprocess, skeletons, visualize
 from wild3d_tf.synthetic import bvh, generate, scene
 
 _OUTPUT_DIR = flags.DEFINE_string("output_dir", "demo_output", "Where the report and pictures go.")
@@ -57,7 +61,10 @@ _FULL_STEPS = flags.DEFINE_integer(
 
 
 def demo_camera() -> cameras.Camera:
-  """A camera with H3.6M's published intrinsics for camera 54138969, 2 m high, looking down 10 degrees."""
+  """A camera with H3.6M's published intrinsics for camera 54138969.
+
+  It stands 2 m high, looking down 10 degrees.
+  """
   tilt = np.radians(10.0)
   rotation = np.array(
     [[1, 0, 0], [0, np.cos(tilt), -np.sin(tilt)], [0, np.sin(tilt), np.cos(tilt)]]
@@ -82,7 +89,7 @@ def run(bvh_path: str, output_dir: str, seed: int = 0, stride: int = 12) -> dict
   camera = demo_camera()
   gt_cam = camera.world_to_camera(world)
   joints2d = camera.project(skeletons.convert(gt_cam, skeletons.POSE3D, skeletons.POSE2D))
-  boxes = geometry.crop_box(joints2d, margin=0.2)
+  boxes = geometry.crop_box(joints2d, margin=preprocess.BOX_MARGIN)
   rays = cameras.pixels_to_normalized(
     boxes[:, :2], camera.intrinsics, camera.radial, camera.tangential
   )
@@ -107,7 +114,8 @@ def run(bvh_path: str, output_dir: str, seed: int = 0, stride: int = 12) -> dict
     f"# wild3d demo: geometry and metrics on {os.path.basename(bvh_path)}",
     "",
     f"{len(world)} poses of real CMU motion, camera {camera.name} intrinsics with distortion, "
-    f"crop centres up to {np.degrees(np.arccos(rotation[:, 2, 2])).max():.1f} degrees off the optical axis.",
+    f"crop centres up to {np.degrees(np.arccos(rotation[:, 2, 2])).max():.1f} degrees "
+    "off the optical axis.",
     "Simulated prediction: crop-frame ground truth x 0.92 + N(0, 25 mm) per coordinate.",
     "",
   ]
@@ -155,7 +163,10 @@ def _stage(title: str, command: list[str]) -> None:
 
 
 def _synthetic_test_frame(test_set: pathlib.Path) -> tuple[pathlib.Path, str]:
-  """The first frame of TS1 and the box around its annotated 2D joints (as a detector would give)."""
+  """The first frame of TS1.
+
+  Returns its path and the box around its annotated 2D joints (as a detector would give).
+  """
   with h5py.File(test_set / "TS1" / "annot_data.mat", "r") as f:
     joints = np.asarray(f["annot2"][0, 0])
   lo, hi = joints.min(0), joints.max(0)
@@ -273,15 +284,16 @@ def main(argv):
     f"\nArtefacts under {out}:\n"
     f"  data/                 synthetic native datasets; synthetic_*.png contact sheets\n"
     f"  tfrecords/            shards, manifests, dead letters\n"
-    f"  runs/pretrain2d, runs/full   checkpoints and TensorBoard logs (tensorboard --logdir {runs})\n"
+    f"  runs/pretrain2d, runs/full   checkpoints and TensorBoard logs "
+    f"(tensorboard --logdir {runs})\n"
     f"  evaluation/           results.md, results.json, pck_curve.png (synthetic 3DHP test set)\n"
     f"  export/wild3d/{version}/      SavedModel for TF Serving (serving/README.md)\n"
     f"  predictions/          astronaut.json/.png and {test_frame.stem}.json/.png\n"
     f"  report.md, results.json, pck_curves.png, skeleton.png   metrics on real motion\n"
-    "The tiny model trains for about a minute on synthetic capsule people: its numbers show the pipeline "
-    "works, not what the full model reaches on real data."
+    "The tiny model trains for about a minute on synthetic capsule people: "
+    "its numbers show the pipeline works, not what the full model reaches on real data."
   )
 
 
 if __name__ == "__main__":
-  app.run(main)
+  cli.run(main)

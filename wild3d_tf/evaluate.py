@@ -13,14 +13,23 @@ correction, with H3.6M's lens distortion at the crop centre), made
 root-relative, and compared with the ground truth:
 
 * MPI-INF-3DHP test set: ``univ_annot3`` (the universal skeleton), pelvis
-  centred, valid frames only (the converter keeps only those by default);
-  PCK (< 150 mm) and AUC over the joints of ``--joint_groups`` (variant A of
-  skeletons.JOINT_GROUPS_3DHP: the 14 joints of the official script's
-  groups) for GS / NoGS / Outdoor / All, pooled over frames so sequences
-  weigh by their valid frames, plus per-activity, per-sequence and
-  per-joint-group tables.
+  centred, valid frames only: records carry ``frame/valid`` and the frames
+  a ``--novalid_only`` conversion keeps outside ``valid_frame`` are read but
+  not scored (results.json counts both); PCK (< 150 mm) and AUC over the
+  joints of ``--joint_groups`` (variant A of skeletons.JOINT_GROUPS_3DHP:
+  all 17 joints, the root included, in the official script's groups;
+  variant B: 14, without spine, head and pelvis) for GS / NoGS / Outdoor /
+  All, pooled over frames so sequences weigh by their valid frames, plus
+  per-activity, per-sequence and per-joint-group tables.
 * H3.6M (S9, S11 at the converter's frame stride): per-action MPJPE
-  (protocol 1) and PA-MPJPE (protocol 2).
+  (protocol 1) and PA-MPJPE (protocol 2), and their average both pooled
+  over frames (``subsets.All``) and as the mean of the per-action values
+  (``mean_over_action``, the average peers' tables give).
+
+Every shard read is checked against its manifest: its record count as it is
+read (a short or corrupt shard is an error naming the file and the record,
+never a smaller table) and, unless ``--noverify_shard_digests``, its SHA-256
+first.
 
 All three protocols (unscaled, scaled, Procrustes; ``metrics``) are computed.
 Writes ``OUT/results.json``, ``OUT/results.md``, ``OUT/pck_curve.png`` and
@@ -28,6 +37,10 @@ Writes ``OUT/results.json``, ``OUT/results.md``, ``OUT/pck_curve.png`` and
 """
 
 from __future__ import annotations
+
+from wild3d_tf import cli  # first: quiets TensorFlow's start-up before it is imported
+
+# isort: split
 
 import json
 import pathlib
@@ -37,7 +50,17 @@ import numpy as np
 import tensorflow as tf
 from tqdm import tqdm
 
-from wild3d_tf import data, geometry, inference, lifting, metrics, schema, visualize
+from wild3d_tf import (
+  data,
+  geometry,
+  inference,
+  lifting,
+  metrics,
+  preprocess,
+  schema,
+  shards,
+  visualize,
+)
 from wild3d_tf.config import DataConfig
 
 FLAGS = flags.FLAGS
@@ -63,6 +86,11 @@ def define_flags():
   flags.DEFINE_bool("flip_test", False, "Average with the prediction on the mirrored crop.")
   flags.DEFINE_integer("batch_size", 16, "Crops per inference call.")
   flags.DEFINE_integer("max_examples", 0, "Evaluate only the first N records (0: all).")
+  flags.DEFINE_bool(
+    "verify_shard_digests",
+    True,
+    "Check each test shard's SHA-256 against its manifest before evaluating (a full read).",
+  )
   flags.DEFINE_enum(
     "joint_groups", "A", ["A", "B"], "3DHP joint-group variant for PCK/AUC (docs/metrics.md)."
   )
@@ -77,33 +105,49 @@ def define_flags():
   )
 
 
-METADATA = ("key", "sequence", "action", "subject")
+METADATA = (schema.KEY, schema.SEQUENCE, schema.ACTION, schema.SUBJECT)  # record keys, kept
+VALID = "valid"  # (N,) bool: the frame's frame/valid; only these are scored
 
 
 def test_batches(
-  data_dir: str, dataset: str, input_size: int, batch_size: int, max_examples: int = 0
+  data_dir: str,
+  dataset: str,
+  input_size: int,
+  batch_size: int,
+  max_examples: int = 0,
+  verify_digests: bool = True,
 ):
-  """Prepared test crops with the original-camera labels, the 2D labels in crop pixels and metadata, in shard order."""
-  files = data.shard_files(data_dir, dataset, "test")
+  """Prepared test crops with the original-camera labels, the 2D labels in crop pixels, the
+  ``frame/valid`` flag (``VALID``) and metadata, in shard order.
+
+  Shards are checked against the manifest: the file list and, with
+  ``verify_digests``, each SHA-256 here (ValueError naming the file), each
+  record count as it is read (InvalidArgumentError naming the file, the
+  counts and the record: ``shards.checked_records``).
+  """
+  files = data.shard_files(data_dir, dataset, "test", check_digests=verify_digests)
   if not files:
     raise FileNotFoundError(f"{data_dir}: no test split of {dataset} (convert it first)")
-  config = DataConfig(data_dir=data_dir, input_size=input_size, batch_size=batch_size)
+  config = DataConfig(data_dir=data_dir, batch_size=batch_size)
 
   def one(serialized):
     record = schema.parse(serialized)
-    prepared = data.prepare(record, tf.constant(0, tf.int64), config, training=False)
+    prepared = data.prepare(
+      record, tf.constant(0, tf.int64), config, False, input_size, heatmap_size=None
+    )
     root_relative = lambda joints: joints - joints[:1]
     return {
-      "image": prepared["image"],
-      "crop_rotation": prepared["crop_rotation"],
-      "joints2d_input": prepared["joints2d"],
-      "joints2d_visible": prepared["joints2d_visible"],
-      "joints3d_camera": root_relative(record["joints3d"]),
-      "joints3d_univ_camera": root_relative(record["joints3d/univ"]),
+      preprocess.IMAGE: prepared[preprocess.IMAGE],
+      preprocess.CAMERA_FROM_VIRTUAL: prepared[preprocess.CAMERA_FROM_VIRTUAL],
+      preprocess.JOINTS2D_INPUT_PX: prepared[preprocess.JOINTS2D_INPUT_PX],
+      preprocess.JOINTS2D_VISIBLE: prepared[preprocess.JOINTS2D_VISIBLE],
+      "joints3d_camera": root_relative(record[schema.JOINTS3D_CAMERA_MM]),
+      "joints3d_univ_camera": root_relative(record[schema.JOINTS3D_UNIV_CAMERA_MM]),
+      VALID: record[schema.FRAME_VALID] > 0,
       **{name: record[name] for name in METADATA},
     }
 
-  ds = tf.data.TFRecordDataset(files)
+  ds = shards.read_checked(files)
   if max_examples:
     ds = ds.take(max_examples)
   return ds.map(one, num_parallel_calls=tf.data.AUTOTUNE).batch(batch_size).prefetch(2)
@@ -118,7 +162,8 @@ def crop_predictor(checkpoint: str | None, saved_model: str | None, flip: bool):
     return predictor.input_size, tf.function(lambda crops: predictor.on_crops(crops)["pose3d_crop"])
   signature = tf.saved_model.load(saved_model).signatures["serve_crops"]
   size = int(signature.structured_input_signature[1]["crops"].shape[1])
-  # The crop's intrinsics only steer the rotated ``pose3d``; evaluation rotates ``pose3d_crop`` itself.
+  # The crop's intrinsics only steer the rotated ``pose3d``; evaluation rotates
+  # ``pose3d_crop`` itself.
   eye = tf.constant([[size, 0.0, (size - 1) / 2], [0.0, size, (size - 1) / 2], [0.0, 0.0, 1.0]])
 
   def run(crops):
@@ -128,7 +173,9 @@ def crop_predictor(checkpoint: str | None, saved_model: str | None, flip: bool):
     if flip:
       pose = (
         pose
-        + inference.unflip_pose(signature(crops=crops[:, :, ::-1], intrinsics=k)["pose3d_crop"])
+        + preprocess.mirror_pose3d(
+          signature(crops=preprocess.mirror_image(crops), intrinsics=k)["pose3d_crop"]
+        )
       ) / 2
     return pose
 
@@ -137,18 +184,27 @@ def crop_predictor(checkpoint: str | None, saved_model: str | None, flip: bool):
 
 def collect(batches, predict) -> dict:
   """Runs ``predict(batch)`` -> crop-camera poses over all batches; returns camera-frame arrays."""
-  out = {name: [] for name in ("pred", "gt_annot3", "gt_univ", *METADATA)}
+  out = {name: [] for name in ("pred", "gt_annot3", "gt_univ", VALID, *METADATA)}
   for batch in tqdm(batches, desc="evaluating", unit="batch"):
     pose_crop = np.asarray(predict(batch), np.float64)
-    pose = geometry.virtual_to_camera(pose_crop, batch["crop_rotation"].numpy())
+    pose = geometry.virtual_to_camera(pose_crop, batch[preprocess.CAMERA_FROM_VIRTUAL].numpy())
     out["pred"].append(pose - pose[:, :1])
     out["gt_annot3"].append(batch["joints3d_camera"].numpy())
     out["gt_univ"].append(batch["joints3d_univ_camera"].numpy())
+    out[VALID].append(batch[VALID].numpy())
     for name in METADATA:
       out[name].append(np.char.decode(batch[name].numpy().astype(bytes), "utf-8"))
   if not out["pred"]:
     raise ValueError("the test split has no records")
   return {name: np.concatenate(values) for name, values in out.items()}
+
+
+def scored(arrays: dict) -> dict:
+  """``arrays`` (``collect``'s) of the frames the protocol scores: the ``VALID`` ones."""
+  if VALID not in arrays:
+    return arrays
+  keep = np.asarray(arrays[VALID], bool)
+  return {name: values[keep] for name, values in arrays.items()}
 
 
 def report_for(
@@ -158,6 +214,11 @@ def report_for(
   joint_groups: str = "A",
   scale_method: str = "lstsq",
 ) -> metrics.Report:
+  """The report over the ``scored`` frames of ``arrays``; ValueError when none is valid."""
+  read = len(arrays["pred"])
+  arrays = scored(arrays)
+  if not len(arrays["pred"]):
+    raise ValueError(f"none of the {read} test frames read is valid (frame/valid is 0 in all)")
   if dataset == "mpi_inf_3dhp_test":
     gt = arrays["gt_univ"] if ground_truth == "univ" else arrays["gt_annot3"]
     return metrics.Report.from_poses(
@@ -174,21 +235,30 @@ def report_for(
     labels={"action": arrays["action"], "subject": arrays["subject"]},
     joint_group_variant=joint_groups,
     scale_method=scale_method,
+    average_over="action",
   )
 
 
 def write_outputs(report: metrics.Report, arrays: dict, output_dir: str, header: dict) -> dict:
   out = pathlib.Path(output_dir)
   out.mkdir(parents=True, exist_ok=True)
-  results = {**header, "frames": int(len(arrays["pred"])), **report.to_json()}
+  read, frames = len(arrays["pred"]), len(scored(arrays)["pred"])
+  results = {
+    **header,
+    "frames": frames,  # scored
+    "frames_read": read,
+    "frames_skipped_invalid": read - frames,  # frame/valid 0: outside the protocol
+    **report.to_json(),
+  }
   (out / "results.json").write_text(json.dumps(results, indent=1, sort_keys=True))
   lines = [
-    f"# {header['dataset']}: {results['frames']} poses",
+    f"# {header['dataset']}: {frames} poses scored ({read - frames} invalid frames skipped)",
     "",
     "".join(f"- {k}: {v}\n" for k, v in header.items()),
     "PCK (< 150 mm) and AUC over the joints "
     + ", ".join(report.pck_joints)
-    + "; MPJPE over all 17. Rows: unscaled (protocol 1), scaled (one least-squares scale per pose), "
+    + "; MPJPE over all 17. "
+    "Rows: unscaled (protocol 1), scaled (one least-squares scale per pose), "
     "Procrustes (protocol 2). Tables below: unscaled, with PA-MPJPE.",
     "",
     report.to_markdown(),
@@ -220,7 +290,14 @@ def main(argv):
     size, predict_crops = lifting.crop_predictor(FLAGS.checkpoint, FLAGS.lifter, FLAGS.flip_test)
   else:
     size, predict_crops = crop_predictor(FLAGS.checkpoint, FLAGS.saved_model, FLAGS.flip_test)
-  batches = test_batches(FLAGS.data_dir, FLAGS.dataset, size, FLAGS.batch_size, FLAGS.max_examples)
+  batches = test_batches(
+    FLAGS.data_dir,
+    FLAGS.dataset,
+    size,
+    FLAGS.batch_size,
+    FLAGS.max_examples,
+    FLAGS.verify_shard_digests,
+  )
   arrays = collect(batches, lambda batch: predict_crops(batch["image"]))
   report = report_for(
     FLAGS.dataset, arrays, FLAGS.ground_truth, FLAGS.joint_groups, FLAGS.scale_method
@@ -233,16 +310,18 @@ def main(argv):
     "ground_truth": FLAGS.ground_truth if FLAGS.dataset != "h36m" else "annot3",
     "joint_groups": FLAGS.joint_groups,
     "scale_method": FLAGS.scale_method,
+    "shard_digests_verified": FLAGS.verify_shard_digests,
   }
   results = write_outputs(report, arrays, FLAGS.output_dir, header)
   print(report.to_markdown().split("\n\n")[0])
   summary = results["protocols"]["unscaled"]["subsets"]["All"]
   print(
     f"{results['frames']} poses: PCK {summary['pck']:.1f}, AUC {summary['auc']:.1f}, "
-    f"MPJPE {summary['mpjpe']:.1f} mm; results in {FLAGS.output_dir}/results.{{json,md}}, pck_curve.png"
+    f"MPJPE {summary['mpjpe']:.1f} mm; "
+    f"results in {FLAGS.output_dir}/results.{{json,md}}, pck_curve.png"
   )
 
 
 if __name__ == "__main__":
   define_flags()
-  app.run(main)
+  cli.run(main)

@@ -6,23 +6,42 @@ writes ``BASE/wild3d/<version>/`` (TF Serving's versioned layout; the next
 free integer unless ``--version``), float32 whatever the training precision,
 with the signatures of ``serving_module`` and, in ``assets.extra/``, warm-up
 requests (``tf_serving_warmup_requests``) and ``wild3d.json`` (joint names,
-bones, input size, limits). The version folder is written under a temporary
+bones, input size, the crop setting, limits). The version folder is written under a temporary
 name and renamed when complete, because TF Serving polls BASE/wild3d and
 would otherwise try to load a half-written version.
+
+Options are checked before the network loads: a ``--version`` TF Serving would
+ignore (not a positive 64-bit integer) or that exists, and limits that refuse
+every request or that no gRPC message can carry, are one ``error:`` line naming
+the flag (``ExportOptionError``). The ``docker run`` line printed at the end
+pins the image, publishes on loopback only and sets the gRPC message cap to the
+largest request the limits allow (``grpc_request_bytes``).
 """
 
 from __future__ import annotations
+
+from wild3d_tf import cli  # first: quiets TensorFlow's start-up before it is imported
+
+# isort: split
 
 import json
 import os
 import pathlib
 import shutil
 
-from absl import app, flags
+from absl import flags
 import numpy as np
 import tensorflow as tf
 
-from wild3d_tf import image_guard, inference, serving_module, skeletons
+from wild3d_tf import (
+  cameras,
+  checkpoints,
+  image_guard,
+  inference,
+  preprocess,
+  serving_module,
+  skeletons,
+)
 
 FLAGS = flags.FLAGS
 
@@ -57,6 +76,86 @@ def define_flags():
 
 WARMUP_FILE = "tf_serving_warmup_requests"
 
+# The model server image the printed and documented commands pin: the TF Serving release built
+# against the TensorFlow this package exports with (setup.py's tensorflow==2.21.*;
+# tensorflow-serving-api 2.21.0 is the matching API release).
+SERVING_IMAGE = "tensorflow/serving:2.21.0"
+# TF Serving reads a version folder's name with safe_strto64 and skips names that do not parse
+# (file_system_storage_path_source.cc): a version must be a positive int64 so its folder is all
+# digits (0 is excluded: here and in serving/client.py no version means the newest).
+MAX_VERSION = 2**63 - 1
+# The smallest file the image guard can accept: a 1 x 1 grey PNG (8-byte signature, 25-byte IHDR,
+# 22-byte IDAT holding 10 bytes of zlib data, 12-byte IEND). Any JPEG is larger.
+MIN_IMAGE_BYTES = 67
+# gRPC's own ceiling on a message (a signed 32-bit length); TF Serving reads the value of
+# --grpc_channel_arguments as an int32 (model_servers/main.cc), larger values are ignored.
+GRPC_MAX_MESSAGE_BYTES = 2**31 - 1
+
+
+class ExportOptionError(ValueError):
+  """An export option TF Serving would ignore, or limits that refuse every request (or that no
+  gRPC message can carry); the message names the flag."""
+
+
+def check_version(version: int | None) -> None:
+  """Raises ExportOptionError naming --version unless it is None or in 1..MAX_VERSION."""
+  if version is not None and not 1 <= version <= MAX_VERSION:
+    raise ExportOptionError(
+      f"--version={version}: TF Serving loads only version folders named by a positive 64-bit "
+      f"integer (1 to {MAX_VERSION}); it would ignore this one"
+    )
+
+
+def grpc_request_bytes(limits: image_guard.Limits) -> int:
+  """An upper bound, in bytes, of a serialized ``serving_default`` PredictRequest within ``limits``.
+
+  Each image is one ``string_val`` of at most ``max_bytes`` bytes plus a 1-byte tag and an up
+  to 5-byte length; its box and intrinsics rows are 16 bytes each (``tensor_content``); 4 KiB
+  covers the model spec, signature, input names, dtypes and shapes. ``serving/client.py``
+  computes the same bound for its channel (tests/test_client.py checks they agree).
+  """
+  return limits.max_batch * (limits.max_bytes + 6 + 2 * 16) + 4096
+
+
+def check_limits(limits: image_guard.Limits, input_size: int | None = None) -> None:
+  """Raises ExportOptionError naming the flag when ``limits`` would refuse every request:
+  --max_batch below 1, --max_image_bytes below the smallest valid image (MIN_IMAGE_BYTES),
+  --max_image_side below 1 or below the network's ``input_size`` (every accepted image would be
+  upsampled into the crop: a misconfiguration, not a limit); or when the largest request they
+  allow exceeds what one gRPC message can carry (GRPC_MAX_MESSAGE_BYTES)."""
+  if limits.max_batch < 1:
+    raise ExportOptionError(
+      f"--max_batch={limits.max_batch}: must be at least 1 (0 refuses every request)"
+    )
+  if limits.max_bytes < MIN_IMAGE_BYTES:
+    raise ExportOptionError(
+      f"--max_image_bytes={limits.max_bytes}: below {MIN_IMAGE_BYTES} bytes, the smallest valid "
+      "PNG, so every image would be refused"
+    )
+  smallest_side = max(1, input_size or 1)
+  if limits.max_side < smallest_side:
+    raise ExportOptionError(
+      f"--max_image_side={limits.max_side}: below the network's input of {smallest_side} pixels"
+    )
+  if limits.max_pixels < 1:
+    raise ExportOptionError(f"max_pixels={limits.max_pixels}: refuses every image")
+  if grpc_request_bytes(limits) > GRPC_MAX_MESSAGE_BYTES:
+    raise ExportOptionError(
+      f"--max_batch={limits.max_batch} x --max_image_bytes={limits.max_bytes}: a request of up to "
+      f"{grpc_request_bytes(limits)} bytes exceeds gRPC's message limit of "
+      f"{GRPC_MAX_MESSAGE_BYTES} bytes"
+    )
+
+
+def serve_command(model_base: pathlib.Path, model_name: str, limits: image_guard.Limits) -> str:
+  """The ``docker run`` line that serves ``model_base`` (the folder of numbered versions) with
+  the pinned image, published on loopback only, the gRPC message cap sized by ``limits``."""
+  return (
+    f"docker run --rm -p 127.0.0.1:8500:8500 -p 127.0.0.1:8501:8501 "
+    f"-v {model_base.resolve()}:/models/{model_name} -e MODEL_NAME={model_name} {SERVING_IMAGE} "
+    f"--grpc_channel_arguments=grpc.max_receive_message_length={grpc_request_bytes(limits)}"
+  )
+
 
 def next_version(model_base: pathlib.Path) -> int:
   versions = [int(p.name) for p in model_base.glob("*") if p.is_dir() and p.name.isdigit()]
@@ -64,7 +163,8 @@ def next_version(model_base: pathlib.Path) -> int:
 
 
 def _warmup_requests(model_name: str, input_size: int):
-  """PredictionLog records: one per signature, batch 1, a grey image (TF Serving replays them at load)."""
+  """PredictionLog records: one per signature, batch 1, a grey image (TF Serving replays them
+  at load)."""
   from tensorflow_serving.apis import model_pb2, predict_pb2, prediction_log_pb2  # export-time only
 
   grey = tf.io.encode_jpeg(tf.fill([input_size, input_size, 3], tf.constant(128, tf.uint8))).numpy()
@@ -101,20 +201,28 @@ def export_saved_model(
   model_name: str = "wild3d",
   version: int | None = None,
   flip: bool = False,
-  limits: image_guard.Limits = image_guard.Limits(),
+  limits: image_guard.Limits = image_guard.DEFAULT_LIMITS,
   source: str = "",
   xla: bool = False,
 ) -> pathlib.Path:
-  """Writes ``export_dir/model_name/version`` and returns its path."""
+  """Writes ``export_dir/model_name/version`` and returns its path.
+
+  Raises ExportOptionError naming the flag for a version TF Serving would ignore
+  (``check_version``), limits that refuse every request (``check_limits``) or a version
+  folder that exists already.
+  """
+  check_version(version)
+  check_limits(limits)
   base = pathlib.Path(export_dir) / model_name
   base.mkdir(parents=True, exist_ok=True)
-  version = version or next_version(base)
+  version = version if version is not None else next_version(base)
   final = base / str(version)
   if final.exists():
-    raise FileExistsError(f"{final} exists; pass another --version or remove it")
+    raise ExportOptionError(f"--version={version}: {final} exists; pass another or remove it")
   staging = base / f".staging-{version}-{os.getpid()}"
   shutil.rmtree(staging, ignore_errors=True)
   module = serving_module.ServingModule(network, flip, limits, xla)
+  check_limits(limits, module.input_size)
   tf.saved_model.save(module, str(staging), signatures=module.signatures())
   extra = staging / "assets.extra"
   extra.mkdir()
@@ -128,8 +236,10 @@ def export_saved_model(
         "input_size": module.input_size,
         "flip_test": flip,
         "xla": xla,
-        "default_fov_degrees": inference.DEFAULT_FOV_DEGREES,
-        "box_margin": inference.BOX_MARGIN,
+        # The crop setting training used (preprocess's), for clients that crop themselves.
+        "default_fov_degrees": cameras.DEFAULT_FOV_DEGREES,
+        "box_margin": preprocess.BOX_MARGIN,
+        "min_box_side": preprocess.MIN_BOX_SIDE,
         "limits": limits.__dict__,
         "joints_3d": list(skeletons.POSE3D.joints),
         "bones_3d": [list(b) for b in skeletons.POSE3D.bones],
@@ -149,10 +259,15 @@ def export_saved_model(
 
 def main(argv):
   del argv
-  network = inference.load_network(FLAGS.checkpoint)
   limits = image_guard.Limits(
     max_batch=FLAGS.max_batch, max_bytes=FLAGS.max_image_bytes, max_side=FLAGS.max_image_side
   )
+  check_version(FLAGS.version)  # before the network loads: a bad flag fails in a second
+  check_limits(limits)
+  try:
+    network = inference.load_network(FLAGS.checkpoint)
+  except (FileNotFoundError, ValueError) as error:  # load_network's documented refusals
+    raise ExportOptionError(f"--checkpoint={FLAGS.checkpoint}: {error}") from error
   path = export_saved_model(
     network,
     FLAGS.export_dir,
@@ -160,16 +275,14 @@ def main(argv):
     FLAGS.version,
     FLAGS.flip_test,
     limits,
-    source=tf.train.latest_checkpoint(FLAGS.checkpoint),
+    source=checkpoints.find_latest_complete(FLAGS.checkpoint),  # the one load_network read
     xla=FLAGS.xla,
   )
   print(f"exported {path} (signatures serving_default, serve_images_only, serve_crops)")
-  print(
-    f"serve it: docker run -p 8501:8501 -v {path.parent.resolve()}:/models/{FLAGS.model_name} "
-    f"-e MODEL_NAME={FLAGS.model_name} tensorflow/serving"
-  )
+  command = serve_command(path.parent, FLAGS.model_name, limits)
+  print(f"serve it (on loopback; see serving/README.md): {command}")
 
 
 if __name__ == "__main__":
   define_flags()
-  app.run(main)
+  cli.run(main)

@@ -17,7 +17,8 @@ from wild3d_tf import skeletons
 def crop_box(
   joints2d: np.ndarray,
   visible: np.ndarray | None = None,
-  margin: float = 0.2,
+  *,
+  margin: float,
   min_side: float = 16.0,
 ) -> np.ndarray:
   """The square box around the visible joints, enlarged by ``margin``.
@@ -29,7 +30,8 @@ def crop_box(
     joints2d: (..., J, 2) pixels.
     visible: (..., J) bool; all joints when None. A pose with no visible joint
       raises, naming how many there are.
-    margin: fraction of the larger extent added on each side.
+    margin: fraction of the larger extent added on each side (no default: the
+      network's crop uses ``preprocess.BOX_MARGIN``, the converter its own).
     min_side: lower bound on the side in pixels (a single joint gives 0).
   Returns:
     (..., 3) boxes (cx, cy, side).
@@ -79,7 +81,7 @@ def crop_intrinsics(intrinsics: np.ndarray, crop_from_image: np.ndarray) -> np.n
 
 
 # --------------------------------------------------------------------------
-# Perspective correction (datasets.md section 7).
+# Perspective correction (docs/datasets.md, perspective correction).
 
 
 def virtual_camera_rotation(normalized_center: np.ndarray) -> np.ndarray:

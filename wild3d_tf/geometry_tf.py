@@ -62,8 +62,9 @@ def virtual_to_camera(points_virt, rotation):
   return ops.matmul(points_virt, ops.swapaxes(rotation, -1, -2))
 
 
-def crop_box(joints2d, visible, margin=0.2, min_side=16.0):
-  """(..., 3) square boxes (cx, cy, side) around the visible joints.
+def crop_box(joints2d, visible, margin, min_side=16.0):
+  """(..., 3) square boxes (cx, cy, side) around the visible joints; ``margin`` as in
+  ``geometry.crop_box`` (the network's crop: ``preprocess.box_around_joints``).
 
   A pose with no visible joint gets a box of ``min_side`` at the origin (the
   graph cannot raise per element; callers mask such samples).
@@ -110,7 +111,9 @@ def flip_joints(joints, flip_permutation, image_width=None):
 
 
 def undistort_h36m(xy, distortion, iterations: int = 10):
-  """Inverse of H3.6M's distortion for (..., 2) normalised points; ``distortion`` (..., 5) = k1, k2, k3, p1, p2.
+  """Inverse of H3.6M's distortion for (..., 2) normalised points.
+
+  ``distortion`` is (..., 5) = k1, k2, k3, p1, p2.
 
   Newton's method with the analytic Jacobian, a fixed number of steps (the
   graph cannot stop early); ten reach float64 precision for H3.6M's lenses.

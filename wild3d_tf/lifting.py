@@ -1,4 +1,6 @@
-"""A 2D-to-3D lifting baseline in the style of Martinez et al. (ICCV 2017), fed the network's own 2D.
+"""A 2D-to-3D lifting baseline in the style of Martinez et al. (ICCV 2017).
+
+It is fed the network's own 2D.
 
 The alternative users would otherwise pick: detect 2D joints, then lift them
 with a small residual MLP that never sees the image. Comparing it with the
@@ -21,6 +23,10 @@ regresses, so evaluation, perspective correction included, is shared.
 
 from __future__ import annotations
 
+from wild3d_tf import cli  # first: quiets TensorFlow's start-up before it is imported
+
+# isort: split
+
 import json
 import pathlib
 
@@ -30,8 +36,8 @@ import numpy as np
 import tensorflow as tf
 from tqdm import tqdm
 
-from wild3d_tf import data, inference, skeletons
-from wild3d_tf.config import DataConfig
+from wild3d_tf import config, data, inference, preprocess, skeletons
+from wild3d_tf.config import DATASETS_3D, DataConfig
 
 FLAGS = flags.FLAGS
 MODEL_FILE = "lifter.keras"
@@ -79,14 +85,24 @@ def build_lifter(width: int = 1024, blocks: int = 2, dropout: float = 0.5) -> ke
 
 
 def training_pairs(
-  data_dir: str, input_size: int, count: int, seed: int, predict_2d=None, batch_size: int = 64
+  data_dir: str,
+  input_size: int,
+  count: int,
+  seed: int,
+  predict_2d=None,
+  batch_size: int = 64,
+  datasets_3d: tuple = DATASETS_3D,
 ):
-  """(count, 14, 2) input-crop 2D joints and (count, 17, 3) crop-camera 3D poses from augmented 3D crops.
+  """(count, 14, 2) input-crop 2D joints and (count, 17, 3) crop-camera 3D poses from
+  augmented 3D crops of ``datasets_3d`` (the CLI: those the checkpoint's run trained on).
 
   ``predict_2d(images) -> (B, 14, 2)`` replaces the labelled 2D joints with predictions.
   """
-  config = DataConfig(data_dir=data_dir, input_size=input_size, seed=seed)
-  stream = data.mixed_examples(config, config.datasets_3d, seed).batch(batch_size).prefetch(2)
+  data_config = DataConfig(data_dir=data_dir, seed=seed, datasets_3d=datasets_3d)
+  stream = data.mixed_examples(
+    data_config, datasets_3d, seed, input_size=input_size, heatmap_size=None
+  )
+  stream = stream.batch(batch_size).prefetch(2)
   inputs, targets = [], []
   for batch in tqdm(
     stream.take(-(-count // batch_size)),
@@ -94,9 +110,10 @@ def training_pairs(
     desc="lifting pairs",
     unit="batch",
   ):
-    joints = predict_2d(tf.cast(batch["image"], tf.float32)) if predict_2d else batch["joints2d"]
+    image = tf.cast(batch[preprocess.IMAGE], tf.float32)
+    joints = predict_2d(image) if predict_2d else batch[preprocess.JOINTS2D_INPUT_PX]
     inputs.append(np.asarray(joints, np.float32))
-    targets.append(batch["joints3d"].numpy())
+    targets.append(batch[preprocess.JOINTS3D_VIRTUAL_MM].numpy())
   return np.concatenate(inputs)[:count], np.concatenate(targets)[:count]
 
 
@@ -200,15 +217,17 @@ def main(argv):
   del argv
   if not (FLAGS.checkpoint and FLAGS.data_dir and FLAGS.output_dir):
     raise app.UsageError("--checkpoint, --data_dir and --output_dir are required")
+  run_config = config.load(FLAGS.checkpoint)  # the run's crop side and 3D datasets
   predictor = inference.Predictor(inference.load_network(FLAGS.checkpoint))
   predict_2d = tf.function(lambda images: predictor.on_crops(images)["joints2d_input"])
   joints2d, joints3d = training_pairs(
     FLAGS.data_dir,
-    predictor.input_size,
+    run_config.model.input_size,
     FLAGS.examples,
     FLAGS.seed,
     predict_2d if FLAGS.inputs == "predicted" else None,
     FLAGS.batch_size,
+    run_config.data.datasets_3d,
   )
   lifter = Lifter.fit(
     joints2d,
@@ -222,10 +241,11 @@ def main(argv):
   )
   lifter.save(FLAGS.output_dir)
   print(
-    f"lifter on {len(joints2d)} {FLAGS.inputs} 2D inputs of {FLAGS.checkpoint} -> {FLAGS.output_dir}"
+    f"lifter on {len(joints2d)} {FLAGS.inputs} 2D inputs of {FLAGS.checkpoint} "
+    f"-> {FLAGS.output_dir}"
   )
 
 
 if __name__ == "__main__":
   define_flags()
-  app.run(main)
+  cli.run(main)

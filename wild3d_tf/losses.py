@@ -8,18 +8,23 @@ errors in metres, 2D errors as a fraction of the crop side.
 ``total`` sums the weighted terms over the batch and divides by the *global*
 batch size, so under tf.distribute the per-replica losses add up to the
 single-device loss (no extra 1/num_replicas scaling is needed).
+
+A term is declared once, in ``TERMS``: its name, its per-sample function,
+the labels it reads and its default weight. ``LossWeights`` (the weights'
+fields), the trainer's trackers and logged scalars, and the label keys a
+training batch must carry all derive from that tuple.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+import dataclasses
+import math
 
 from keras import ops
 import numpy as np
-import tensorflow as tf
 
-from wild3d_tf import skeletons
-from wild3d_tf.config import LossWeights
+from wild3d_tf import preprocess, skeletons
 
 _MM_PER_M = 1000.0
 BONES_3D = np.array(skeletons.POSE3D.bones)  # (16, 2) child, parent
@@ -84,57 +89,190 @@ def projection_loss(pred2d, target2d, visible, input_size):
   return ops.sum(squared * _f32(visible), axis=-1)
 
 
-def per_sample_terms(outputs: Mapping, labels: Mapping, input_size: int) -> dict:
-  """Each loss term per sample, unweighted.
+@dataclasses.dataclass(frozen=True)
+class LossTerm:
+  """One loss term: ``fn(outputs, labels, input_size)`` -> (B,) float32, unweighted.
 
-  Labels: ``heatmaps`` (B, s, s, 14), ``joints2d`` (B, 14, 2) crop pixels,
-  ``joints2d_visible`` (B, 14), ``joints3d`` (B, 17, 3) mm root-relative in
-  the crop's camera frame, ``has_3d`` (B,), optionally ``joints3d_valid``
-  (B, 17), and ``reference_bone_lengths`` (B, 16) mm for 2D-only samples.
+  ``labels`` are the keys of the training batch ``fn`` reads (the trainer passes
+  exactly these, so a missing one is a KeyError naming it); ``optional_labels``
+  are passed when the batch has them. ``weight`` is the default weight (paper
+  supplement Sec. 1, Eq. 6).
   """
-  visible = labels["joints2d_visible"]
-  has_3d = _f32(labels["has_3d"])
-  valid = labels.get("joints3d_valid")
-  has_2d = ops.cast(ops.any(ops.cast(visible, "bool"), axis=-1), "float32")
-  terms = {
-    "heatmap": heatmap_loss(outputs["heatmaps"], labels["heatmaps"], visible),
-    "intermediate_heatmap": (
-      heatmap_loss(outputs["heatmaps_res4d"], labels["heatmaps"], visible)
-      + heatmap_loss(outputs["heatmaps_res5a"], labels["heatmaps"], visible)
+
+  name: str
+  fn: Callable
+  labels: tuple[str, ...]
+  weight: float
+  optional_labels: tuple[str, ...] = ()
+
+
+def _has_2d(labels):
+  visible = ops.cast(labels[preprocess.JOINTS2D_VISIBLE], "bool")
+  return ops.cast(ops.any(visible, axis=-1), "float32")
+
+
+def _both_heatmap_stages(outputs, labels):
+  return heatmap_loss(
+    outputs["heatmaps_res4d"], labels[preprocess.HEATMAPS], labels[preprocess.JOINTS2D_VISIBLE]
+  ) + heatmap_loss(
+    outputs["heatmaps_res5a"], labels[preprocess.HEATMAPS], labels[preprocess.JOINTS2D_VISIBLE]
+  )
+
+
+TERMS = (
+  LossTerm(
+    "heatmap",
+    lambda out, lab, size: heatmap_loss(
+      out["heatmaps"], lab[preprocess.HEATMAPS], lab[preprocess.JOINTS2D_VISIBLE]
     ),
-    "pose3d": pose3d_loss(outputs["pose3d"], labels["joints3d"], has_3d, valid),
-    "bone_3d": bone_vector_loss(outputs["pose3d"], labels["joints3d"], has_3d, valid),
-    "projection": projection_loss(outputs["pose2d"], labels["joints2d"], visible, input_size),
-  }
-  if "reference_bone_lengths" in labels:
-    terms["bone_2d"] = bone_length_loss(
-      outputs["pose3d"], labels["reference_bone_lengths"], (1.0 - has_3d) * has_2d
-    )
-  return terms
+    (preprocess.HEATMAPS, preprocess.JOINTS2D_VISIBLE),
+    0.1,
+  ),
+  LossTerm(
+    "intermediate_heatmap",
+    lambda out, lab, size: _both_heatmap_stages(out, lab),
+    (preprocess.HEATMAPS, preprocess.JOINTS2D_VISIBLE),
+    0.1,
+  ),
+  LossTerm(
+    "pose3d",
+    lambda out, lab, size: pose3d_loss(
+      out["pose3d"],
+      lab[preprocess.JOINTS3D_VIRTUAL_MM],
+      lab[preprocess.HAS_3D],
+      lab.get(preprocess.JOINTS3D_VALID),
+    ),
+    (preprocess.JOINTS3D_VIRTUAL_MM, preprocess.HAS_3D),
+    10.0,
+    optional_labels=(preprocess.JOINTS3D_VALID,),
+  ),
+  LossTerm(
+    "bone_3d",
+    lambda out, lab, size: bone_vector_loss(
+      out["pose3d"],
+      lab[preprocess.JOINTS3D_VIRTUAL_MM],
+      lab[preprocess.HAS_3D],
+      lab.get(preprocess.JOINTS3D_VALID),
+    ),
+    (preprocess.JOINTS3D_VIRTUAL_MM, preprocess.HAS_3D),
+    10.0,
+    optional_labels=(preprocess.JOINTS3D_VALID,),
+  ),
+  LossTerm(
+    # 2D-only samples with at least one visible joint: a random training subject's bones.
+    "bone_2d",
+    lambda out, lab, size: bone_length_loss(
+      out["pose3d"],
+      lab[preprocess.REFERENCE_BONE_LENGTHS_MM],
+      (1.0 - _f32(lab[preprocess.HAS_3D])) * _has_2d(lab),
+    ),
+    (preprocess.REFERENCE_BONE_LENGTHS_MM, preprocess.HAS_3D, preprocess.JOINTS2D_VISIBLE),
+    100.0,
+  ),
+  LossTerm(
+    "projection",
+    lambda out, lab, size: projection_loss(
+      out["pose2d"], lab[preprocess.JOINTS2D_INPUT_PX], lab[preprocess.JOINTS2D_VISIBLE], size
+    ),
+    (preprocess.JOINTS2D_INPUT_PX, preprocess.JOINTS2D_VISIBLE),
+    10.0,
+  ),
+)
 
 
-def total(
-  outputs: Mapping, labels: Mapping, weights: LossWeights, global_batch_size: int, input_size: int
-):
+def label_keys(terms=TERMS) -> tuple[tuple[str, ...], tuple[str, ...]]:
+  """(required, optional) label keys the terms read, each in declaration order, no repeats."""
+  required = tuple(dict.fromkeys(k for t in terms for k in t.labels))
+  optional = tuple(dict.fromkeys(k for t in terms for k in t.optional_labels if k not in required))
+  return required, optional
+
+
+def _validate_weights(self):
+  for field in dataclasses.fields(self):
+    value = getattr(self, field.name)
+    if not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
+      raise ValueError(f"loss weight {field.name} must be a finite number >= 0; got {value!r}")
+
+
+ABLATIONS = ("full", "no_latent_2d", "no_projection", "baseline")
+
+
+def _pretrain2d(cls):
+  """Stage 1 of the paper: 2D heatmaps only, with intermediate supervision."""
+  return cls(**{t.name: 0.0 for t in cls.TERMS if "heatmap" not in t.name})
+
+
+def _for_ablation(cls, name: str):
+  """``full``; ``no_latent_2d`` (no explicit 2D heatmap loss on F3D);
+  ``no_projection`` (no 3D-to-2D projection loss); ``baseline`` (neither:
+  direct 3D regression with the bone losses)."""
+  if name == "full":
+    return cls()
+  if name == "no_latent_2d":
+    return cls(heatmap=0.0, intermediate_heatmap=0.0)
+  if name == "no_projection":
+    return cls(projection=0.0)
+  if name == "baseline":
+    return cls(heatmap=0.0, intermediate_heatmap=0.0, projection=0.0)
+  raise ValueError(f"unknown ablation {name!r}; expected one of {ABLATIONS}")
+
+
+def weights_class(terms=TERMS) -> type:
+  """A frozen dataclass with one float field per term, defaulting to the term's weight.
+
+  ``TERMS`` (the class attribute) is the declaration it was made from, so
+  ``total`` and the trainer need nothing but an instance. Zero switches a
+  term off; negative or non-finite weights raise ValueError naming the term.
+  """
+  names = [t.name for t in terms]
+  if len(set(names)) != len(names):
+    raise ValueError(f"loss term names repeat: {names}")
+  return dataclasses.make_dataclass(
+    "LossWeights",
+    [(t.name, float, dataclasses.field(default=t.weight)) for t in terms],
+    frozen=True,
+    namespace={
+      "__doc__": "Weights of the total loss (supplement Sec. 1, Eq. 6), one field per term of "
+      "``losses.TERMS``. Zero switches a term off; the ablations of paper Table 5 are presets "
+      "of ``for_ablation``. Removing the 2D data is a data setting, not a weight.",
+      "__module__": __name__,
+      "__post_init__": _validate_weights,
+      "TERMS": tuple(terms),
+      "ABLATIONS": ABLATIONS,
+      "pretrain2d": classmethod(_pretrain2d),
+      "for_ablation": classmethod(_for_ablation),
+    },
+  )
+
+
+LossWeights = weights_class(TERMS)
+
+
+def per_sample_terms(outputs: Mapping, labels: Mapping, input_size: int, terms=TERMS) -> dict:
+  """Each loss term per sample, unweighted: {name: (B,) float32}, in declaration order.
+
+  Labels (keys ``preprocess``'s): ``HEATMAPS`` (B, s, s, 14),
+  ``JOINTS2D_INPUT_PX`` (B, 14, 2), ``JOINTS2D_VISIBLE`` (B, 14),
+  ``JOINTS3D_VIRTUAL_MM`` (B, 17, 3) root-relative in the crop's camera
+  frame, ``HAS_3D`` (B,), optionally ``JOINTS3D_VALID`` (B, 17), and
+  ``REFERENCE_BONE_LENGTHS_MM`` (B, 16) for 2D-only samples.
+  ``input_size`` is the crop side in pixels.
+  """
+  return {term.name: term.fn(outputs, labels, input_size) for term in terms}
+
+
+def total(outputs: Mapping, labels: Mapping, weights, global_batch_size: int, input_size: int):
   """(scalar total, {term: scalar}) with sums divided by ``global_batch_size``.
 
-  The per-term scalars are unweighted, for logging; the total is weighted.
+  ``weights`` is a ``LossWeights`` (or a ``weights_class(terms)`` instance):
+  its ``TERMS`` are the terms computed. The per-term scalars are unweighted,
+  for logging; the total is weighted, terms of weight zero left out.
   """
   terms = {
     name: ops.sum(value) / global_batch_size
-    for name, value in per_sample_terms(outputs, labels, input_size).items()
+    for name, value in per_sample_terms(outputs, labels, input_size, weights.TERMS).items()
   }
   loss = sum(
     getattr(weights, name) * value for name, value in terms.items() if getattr(weights, name) != 0
   )
   return loss, terms
-
-
-def sample_reference_bone_lengths(table, batch_size: int, seed):
-  """(batch, 16) rows of a (subjects, 16) bone-length table, one random subject per sample.
-
-  ``seed`` is a stateless seed pair, so a resumed run draws the same subjects.
-  """
-  table = tf.convert_to_tensor(table, tf.float32)
-  index = tf.random.stateless_uniform([batch_size], seed, 0, tf.shape(table)[0], dtype=tf.int32)
-  return tf.gather(table, index)

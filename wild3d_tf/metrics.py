@@ -163,6 +163,9 @@ class Report:
     joint_groups: group name -> joint names, for the per-group table.
     labels: label name (e.g. ``sequence``, ``activity``, ``action``) -> (N,) values.
     subsets: column name -> (N,) bool mask, for the headline table.
+    average_over: a label whose per-value scores are also averaged with equal weight per
+      value (``mean_over``; H3.6M: ``action``, the average peers' tables give), beside the
+      subsets' scores pooled over frames; None for none.
   """
 
   errors: Mapping[str, np.ndarray]
@@ -171,6 +174,7 @@ class Report:
   joint_groups: Mapping[str, tuple[str, ...]]
   labels: Mapping[str, np.ndarray] = dataclasses.field(default_factory=dict)
   subsets: Mapping[str, np.ndarray] = dataclasses.field(default_factory=dict)
+  average_over: str | None = None
 
   @classmethod
   def from_poses(
@@ -183,6 +187,7 @@ class Report:
     joint_group_variant: str = "A",
     joint_set: skeletons.JointSet = skeletons.POSE3D,
     scale_method: str = "lstsq",
+    average_over: str | None = None,
   ) -> Report:
     pred, gt = _check(pred, gt)
     groups = skeletons.JOINT_GROUPS_3DHP[joint_group_variant]
@@ -191,6 +196,8 @@ class Report:
     for name, values in labels.items():
       if len(values) != n:
         raise ValueError(f"label {name!r} has {len(values)} values for {n} poses")
+    if average_over is not None and average_over not in labels:
+      raise ValueError(f"average_over={average_over!r} is not one of the labels {sorted(labels)}")
     return cls(
       errors={
         p: joint_errors(pred, gt, p, scale_method=scale_method, joint_set=joint_set)
@@ -201,6 +208,7 @@ class Report:
       joint_groups=groups,
       labels=labels,
       subsets=dict(subsets) if subsets is not None else {"All": np.ones(n, dtype=bool)},
+      average_over=average_over,
     )
 
   def _columns(self, names):
@@ -225,6 +233,14 @@ class Report:
     values = self.labels[label]
     return {str(v): self.summary(protocol, values == v) for v in sorted(set(values.tolist()))}
 
+  def mean_over(self, label: str, protocol: str) -> dict[str, float]:
+    """PCK, AUC and MPJPE averaged over the values of ``label`` with equal weight per value
+    (each action counts once, whatever its frames), with ``frames`` and ``values`` counted.
+    ``summary`` pools over frames instead; the two differ when values have unequal frames."""
+    rows = list(self.by_label(label, protocol).values())
+    out = {name: float(np.mean([row[name] for row in rows])) for name in ("pck", "auc", "mpjpe")}
+    return {**out, "frames": int(sum(row["frames"] for row in rows)), "values": len(rows)}
+
   def by_joint_group(self, protocol: str, mask=None) -> dict[str, dict[str, float]]:
     return {g: self.summary(protocol, mask, joints=names) for g, names in self.joint_groups.items()}
 
@@ -234,7 +250,13 @@ class Report:
       "pck_threshold_mm": PCK_THRESHOLD_MM,
       "auc_thresholds_mm": AUC_THRESHOLDS_MM.tolist(),
       "pck_joints": list(self.pck_joints),
+      "averages": {"subsets": "pooled over frames: every frame's joints weigh the same"},
     }
+    if self.average_over:
+      out["averages"][f"mean_over_{self.average_over}"] = (
+        f"unweighted mean of the by_{self.average_over} values: each {self.average_over} "
+        "weighs the same, whatever its frames (the average peers report)"
+      )
     for protocol in PROTOCOLS:
       entry = {
         "subsets": {s: self.summary(protocol, m) for s, m in self.subsets.items()},
@@ -243,6 +265,8 @@ class Report:
       }
       for label in self.labels:
         entry[f"by_{label}"] = self.by_label(label, protocol)
+      if self.average_over:
+        entry[f"mean_over_{self.average_over}"] = self.mean_over(self.average_over, protocol)
       out["protocols"][protocol] = entry
     return out
 
@@ -263,6 +287,14 @@ class Report:
       )
     sections = ["\n".join(lines)]
     sections.append(_table("Joint group", self.by_joint_group("unscaled")))
+    if self.average_over:
+      label = self.average_over
+      last = self.subsets[names[-1]]
+      both = lambda protocol: {
+        f"{names[-1]}, pooled over frames": self.summary(protocol, last),
+        f"mean of the per-{label} values": self.mean_over(label, protocol),
+      }
+      sections.append(_table("Average", both("unscaled"), pa=both("procrustes")))
     for label in self.labels:
       sections.append(
         _table(

@@ -146,36 +146,30 @@ def _backbone(image, config: ModelConfig):
   return outputs["conv4_block4"], outputs["conv4_block6"]
 
 
-def build_model(
-  input_size: int = 256,
-  variant: str = "full",
-  config: ModelConfig | None = None,
-  imagenet_weights: str | None = None,
-) -> keras.Model:
+def build_model(config: ModelConfig, imagenet_weights: str | None = None) -> keras.Model:
   """Builds the functional model.
 
   Args:
-    input_size: square input side in pixels (multiple of 16).
-    variant: ``full`` (the paper's widths) or ``tiny`` (1/8 width, 128-wide
-      fully connected layers: the CPU variant for tests and the demo).
-    config: overrides ``input_size``/``variant`` when given.
+    config: the variant (``full``: the paper's widths; ``tiny``: 1/8 width,
+      128-wide fully connected layers, the CPU variant for tests and the
+      demo) and the input size (``ModelConfig.full(256)``, ``.tiny(128)``, or
+      a training run's ``config.load(model_dir).model``).
     imagenet_weights: path to Keras' ResNet-50 ImageNet file
       ``resnet50_weights_tf_dim_ordering_tf_kernels_notop.h5`` (full width
       only). Nothing is downloaded; without it the backbone starts random.
   Returns:
-    A ``keras.Model`` taking uint8 or float RGB images in [0, 255] of shape
-    (B, input_size, input_size, 3), with outputs ``heatmaps`` (B, s, s, 14),
-    ``f3d`` (B, s, s, 64), ``pose3d`` (B, 17, 3), ``camera`` (B, 4),
-    ``pose2d`` (B, 14, 2), ``heatmaps_res4d`` and ``heatmaps_res5a``
-    (B, s, s, 14), with s = input_size / 16.
+    A ``keras.Model`` named ``wild3d_<variant>_<input_size>`` taking uint8 or
+    float RGB images in [0, 255] of shape (B, input_size, input_size, 3), with
+    outputs ``heatmaps`` (B, s, s, 14), ``f3d`` (B, s, s, 64), ``pose3d``
+    (B, 17, 3) mm, ``camera`` (B, 4), ``pose2d`` (B, 14, 2) crop pixels,
+    ``heatmaps_res4d`` and ``heatmaps_res5a`` (B, s, s, 14), with
+    s = ``config.heatmap_size``.
+  Raises:
+    TypeError when ``config`` is not a ModelConfig; FileNotFoundError or
+    ValueError from ``load_imagenet_backbone``.
   """
-  if config is None:
-    if variant == "full":
-      config = ModelConfig.full(input_size)
-    elif variant == "tiny":
-      config = ModelConfig.tiny(input_size)
-    else:
-      raise ValueError(f"variant must be 'full' or 'tiny'; got {variant!r}")
+  if not isinstance(config, ModelConfig):
+    raise TypeError(f"build_model takes a ModelConfig; got {config!r}")
   c = config.channels
   image = keras.Input((config.input_size, config.input_size, 3), name="image")
   # Caffe-style ImageNet normalisation (RGB -> BGR, mean subtracted), as the
@@ -223,7 +217,7 @@ def build_model(
       "heatmaps_res4d": heatmaps_res4d,
       "heatmaps_res5a": heatmaps_res5a,
     },
-    name=f"wild3d_{variant}_{config.input_size}",
+    name=f"wild3d_{config.variant}_{config.input_size}",
   )
   if imagenet_weights is not None:
     load_imagenet_backbone(model, imagenet_weights)
@@ -246,10 +240,11 @@ def load_imagenet_backbone(model: keras.Model, weights_path: str) -> int:
   )
   loaded = 0
   folded = {}
+  names = {own.name for own in model.layers}
   for layer in reference.layers:
     if not layer.weights:
       continue
-    target = model.get_layer(layer.name) if layer.name in {l.name for l in model.layers} else None
+    target = model.get_layer(layer.name) if layer.name in names else None
     if target is None:
       continue  # conv5 of the reference: Res5a here is new and trained from scratch
     values = layer.get_weights()

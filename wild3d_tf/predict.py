@@ -1,7 +1,8 @@
 """3D pose of the person in your own photos.
 
     python -m wild3d_tf.predict IMAGE... --saved_model EXPORT/wild3d/1 [--output_dir OUT]
-    python -m wild3d_tf.predict IMAGE... --checkpoint MODEL_DIR [--box X0,Y0,X1,Y1] [--intrinsics FX,FY,CX,CY]
+    python -m wild3d_tf.predict IMAGE... --checkpoint MODEL_DIR [--box X0,Y0,X1,Y1]
+        [--intrinsics FX,FY,CX,CY]
 
 Runs the exported ``serving_default`` signature (or, with ``--checkpoint``, the
 same signature built in process), so the CLI, TF Serving and the tests share
@@ -9,12 +10,22 @@ one graph and one set of input checks. For each image it writes
 ``OUT/<name>.json`` (3D pose in mm in the camera frame, root-relative; 2D
 joints in image pixels with confidences; joint names; the crop and camera
 used) and ``OUT/<name>.png`` (the 2D skeleton over the image beside the 3D
-pose). Bad files are reported one line each and skipped; the exit status is
-1 when any failed.
+pose). Inputs that share a file name (``a/img.jpg`` and ``b/img.jpg``, or
+``img.jpg`` and ``img.png``) are written as ``<name>-<hash>``, the first 8 hex
+digits of the SHA-256 of the input's absolute path, so no input's outputs
+replace another's; the ``ok`` line names the files written. Bad or unreadable
+files are reported one ``FAILED <path>: <reason>`` line each and skipped; the
+exit status is 1 when any failed. A bad flag (--saved_model, --checkpoint,
+--output_dir) is one ``error:`` line naming it (the traceback with ``-v 1``).
 """
 
 from __future__ import annotations
 
+from wild3d_tf import cli  # first: quiets TensorFlow's start-up before it is imported
+
+# isort: split
+
+import hashlib
 import json
 import os
 import pathlib
@@ -41,18 +52,67 @@ def define_flags():
     "Person box x_min,y_min,x_max,y_max in pixels, for every image (default: whole image).",
   )
   flags.DEFINE_list(
-    "intrinsics", None, "fx,fy,cx,cy in pixels, for every image (default: 55 degree field of view)."
+    "intrinsics",
+    None,
+    "fx,fy,cx,cy in pixels, for every image "
+    f"(default: {inference.DEFAULT_FOV_DEGREES:g} degree field of view).",
   )
   flags.DEFINE_string("output_dir", "predictions", "Where the JSON and PNG files go.")
 
 
+class PredictError(ValueError):
+  """A flag's model or output folder cannot be used; the message names the flag and the path."""
+
+
 def load_signature(saved_model: str | None, checkpoint: str | None):
+  """(``serving_default`` function, its image_guard.Limits). Raises PredictError naming
+  --saved_model or --checkpoint when it cannot be loaded, ``checkpoints.CheckpointError``
+  when the checkpoint files are damaged."""
   if (saved_model is None) == (checkpoint is None):
     raise app.UsageError("give exactly one of --saved_model and --checkpoint")
   if saved_model:
-    return tf.saved_model.load(saved_model).signatures["serving_default"], image_guard.Limits()
-  module = serving_module.ServingModule(inference.load_network(checkpoint))
+    try:
+      signature = tf.saved_model.load(saved_model).signatures["serving_default"]
+    except (OSError, ValueError, KeyError) as error:
+      reason = "no serving_default signature" if isinstance(error, KeyError) else error
+      raise PredictError(f"--saved_model={saved_model}: {_first_line(reason)}") from error
+    return signature, image_guard.Limits()
+  try:
+    network = inference.load_network(checkpoint)
+  except (FileNotFoundError, ValueError) as error:  # load_network's documented refusals
+    raise PredictError(f"--checkpoint={checkpoint}: {_first_line(error)}") from error
+  module = serving_module.ServingModule(network)
   return module.serve_images, module.limits
+
+
+def _first_line(error) -> str:
+  text = (getattr(error, "message", None) or str(error)).strip()
+  return text.splitlines()[0] if text else type(error).__name__
+
+
+def output_names(paths: list[str]) -> list[str]:
+  """One output name per input (without extension), distinct across inputs.
+
+  An input whose file stem no other input shares (compared case-folded, for case-insensitive
+  file systems) keeps its stem; the others get ``<stem>-<first 8 hex digits of the SHA-256 of
+  the absolute path>``, and, should that still collide, ``-<position>`` after it. The same
+  path given twice maps to the same name (the same input, the same outputs).
+  """
+  absolute = [os.path.abspath(p) for p in paths]
+  stems = [pathlib.Path(p).stem for p in paths]
+  inputs_by_stem: dict[str, set[str]] = {}
+  for stem, path in zip(stems, absolute):
+    inputs_by_stem.setdefault(stem.casefold(), set()).add(path)
+  names, owner = [], {}
+  for index, (stem, path) in enumerate(zip(stems, absolute)):
+    name = stem
+    if len(inputs_by_stem[stem.casefold()]) > 1:
+      name = f"{stem}-{hashlib.sha256(path.encode('utf-8', 'surrogateescape')).hexdigest()[:8]}"
+    if owner.setdefault(name.casefold(), path) != path:
+      name = f"{name}-{index}"
+      owner[name.casefold()] = path
+    names.append(name)
+  return names
 
 
 def read_image_file(path: str, max_bytes: int) -> bytes:
@@ -67,7 +127,10 @@ def read_image_file(path: str, max_bytes: int) -> bytes:
     raise ValueError("empty file")
   if info.st_size > max_bytes:
     raise ValueError(f"{info.st_size} bytes exceed the limit of {max_bytes} bytes")
-  return pathlib.Path(path).read_bytes()
+  try:
+    return pathlib.Path(path).read_bytes()
+  except OSError as error:  # e.g. no read permission, or an I/O error on the medium
+    raise ValueError(f"cannot read: {error.strerror or error}") from None
 
 
 def _reason(error: tf.errors.InvalidArgumentError) -> str:
@@ -124,11 +187,17 @@ def figure(image: np.ndarray, outputs: dict, index: int, title: str):
 def predict_files(
   paths, signature, limits: image_guard.Limits, box, intrinsics, output_dir: str
 ) -> list[str]:
-  """Predicts each file alone, so one bad file costs only itself; returns the failures, one line each."""
+  """Predicts each file alone, so one bad file costs only itself; returns the failures, one line
+  each. Outputs are named by ``output_names``. Raises PredictError naming --output_dir when an
+  output cannot be written (every later one would fail the same way)."""
   out = pathlib.Path(output_dir)
-  out.mkdir(parents=True, exist_ok=True)
+  try:
+    out.mkdir(parents=True, exist_ok=True)
+  except OSError as error:
+    raise PredictError(f"--output_dir={output_dir}: {error.strerror or error}") from error
   failures = []
-  for path in paths:
+  names = output_names(list(paths))
+  for path, stem in zip(paths, names):
     try:
       encoded = read_image_file(path, limits.max_bytes)
       outputs = signature(
@@ -144,18 +213,24 @@ def predict_files(
       failures.append(f"{path}: {_reason(error)}")
       print(f"FAILED {failures[-1]}", flush=True)
       continue
-    stem = pathlib.Path(path).stem
-    (out / f"{stem}.json").write_text(json.dumps(to_json(outputs, 0, path), indent=1))
     image = tf.io.decode_image(encoded, channels=3, expand_animations=False).numpy()
     mean_confidence = float(np.mean(outputs["confidence"][0]))
-    (out / f"{stem}.png").write_bytes(
-      visualize.figure_to_png(
-        figure(
-          image, outputs, 0, f"{pathlib.Path(path).name} (mean confidence {mean_confidence:.2f})"
-        )
+    png = visualize.figure_to_png(
+      figure(
+        image, outputs, 0, f"{pathlib.Path(path).name} (mean confidence {mean_confidence:.2f})"
       )
     )
-    print(f"ok {path}: {out / stem}.json, {out / stem}.png", flush=True)
+    try:
+      (out / f"{stem}.json").write_text(json.dumps(to_json(outputs, 0, path), indent=1))
+      (out / f"{stem}.png").write_bytes(png)
+    except OSError as error:
+      raise PredictError(
+        f"--output_dir={output_dir}: cannot write {error.filename}: {error.strerror or error}"
+      ) from error
+    apart = (
+      "" if stem == pathlib.Path(path).stem else " (named apart: another input shares its name)"
+    )
+    print(f"ok {path}: {out / stem}.json, {out / stem}.png{apart}", flush=True)
   return failures
 
 
@@ -181,4 +256,4 @@ def main(argv):
 
 if __name__ == "__main__":
   define_flags()
-  app.run(main)
+  cli.run(main)

@@ -3,10 +3,11 @@
 ``serving_default`` (``serve_images``): a batch of encoded JPEG or PNG images,
     ``images`` string [B], ``boxes`` float32 [B, 4] (x_min, y_min, x_max, y_max
     pixels of the person; a row of zeros: the whole image) and ``intrinsics``
-    float32 [B, 4] (fx, fy, cx, cy pixels; a row of zeros: 55 degrees across
-    the longer side). TF Serving requires every signature input in every
-    request, so "optional" is a row of zeros; ``serve_images_only`` takes just
-    ``images`` for callers without boxes or intrinsics.
+    float32 [B, 4] (fx, fy, cx, cy pixels; a row of zeros:
+    ``cameras.DEFAULT_FOV_DEGREES`` across the longer side). TF Serving
+    requires every signature input in every request, so "optional" is a row
+    of zeros; ``serve_images_only`` takes just ``images`` for callers without
+    boxes or intrinsics.
 ``serve_crops``: float32 crops [B, S, S, 3] in [0, 255] and their own
     intrinsics [B, 3, 3], for batch pipelines that crop themselves.
 
@@ -17,14 +18,15 @@ root-relative; ``pose3d_crop`` the same in the crop's camera; ``pose2d``
 (cx, cy, side) that was cropped, ``intrinsics`` (B, 3, 3) the camera used,
 ``valid`` (B,) whether every output is finite, and ``joint_names_3d``
 (B, 17) / ``joint_names_2d`` (B, 14). Only core TF ops, validation first
-(``image_guard``), float32 throughout.
+(``image_guard``), float32 throughout. The crop of ``serving_default`` is
+``preprocess``'s (the box margin and resampling training used).
 """
 
 from __future__ import annotations
 
 import tensorflow as tf
 
-from wild3d_tf import image_guard, inference, skeletons
+from wild3d_tf import image_guard, inference, preprocess, skeletons
 
 
 def _shape_check(tensor, name: str, trailing=()):
@@ -52,7 +54,7 @@ class ServingModule(tf.Module):
     self,
     network,
     flip: bool = False,
-    limits: image_guard.Limits = image_guard.Limits(),
+    limits: image_guard.Limits = image_guard.DEFAULT_LIMITS,
     xla: bool = False,
   ):
     super().__init__(name="wild3d")
@@ -165,9 +167,10 @@ class ServingModule(tf.Module):
         [tf.stack([k[0], 0.0, k[2]]), tf.stack([0.0, k[1], k[3]]), tf.constant([0.0, 0.0, 1.0])]
       )
       camera = tf.where(k_given, given, inference.default_intrinsics(height, width))
-      square = inference.box_to_square(box, height, width)
-      crop, input_from_image = inference.crop(image, square, size)
-      return crop, tf.linalg.inv(input_from_image), camera, square
+      square = preprocess.box_around_person(box, height, width)
+      crop, input_from_image = preprocess.crop(image, square, size)
+      image_from_input = tf.cast(tf.linalg.inv(input_from_image), tf.float32)
+      return crop, image_from_input, camera, tf.cast(square, tf.float32)
 
     with tf.control_dependencies(checks):
       images = tf.identity(images)

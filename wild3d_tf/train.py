@@ -1,89 +1,227 @@
 """Trains wild3d: ``python -m wild3d_tf.train --flagfile configs/<name>.cfg [--flag=value ...]``.
 
-Stage ``pretrain2d`` trains the 2D heatmaps on MPII + LSP (+ LSPET) with intermediate
-supervision; stage ``full`` alternates 3D batches (H3.6M, MPI-INF-3DHP) and 2D-only
-batches under every loss of the paper. A flagfile sets defaults, the command line
-overrides them. Training resumes automatically from the newest checkpoint in
---model_dir; SIGTERM saves and exits. TensorBoard logs go to --model_dir/train.
+Stage ``pretrain2d`` trains the 2D heatmaps on the --datasets_2d (MPII, LSP, LSPET)
+with intermediate supervision and needs no 3D dataset; stage ``full`` alternates 3D
+batches of the --datasets_3d (H3.6M, MPI-INF-3DHP) and 2D-only batches under every loss
+of the paper. A flagfile sets defaults, the command line overrides them.
+``run_config_from_flags`` turns the flags into one ``config.RunConfig``, written to
+--model_dir/config.json, which evaluation, export and prediction read back. Training
+resumes automatically from the newest complete checkpoint in --model_dir, which one
+training at a time may use (``checkpoints``: its training.lock); SIGTERM saves and exits.
+TensorBoard logs go to --model_dir/train. ``--verbosity=1`` shows TensorFlow's start-up
+log lines (``wild3d_tf.cli``).
 """
 
 from __future__ import annotations
 
-import json
-import os
-import pathlib
+from wild3d_tf import cli  # first: quiets TensorFlow's start-up before it is imported
 
-from absl import app, flags, logging
+# isort: split
+
+import dataclasses
+import os
+import sys
+import types
+
+from absl import flags, logging
 import keras
 import numpy as np
 import tensorflow as tf
 
-from wild3d_tf import data, metrics, model, visualize
-from wild3d_tf.config import DataConfig, LossWeights, ModelConfig
-from wild3d_tf.trainer import Loop, LoopConfig, Trainer, make_optimizer
+from wild3d_tf import checkpoints, config, data, metrics, model, preprocess, visualize
+from wild3d_tf.config import DataConfig, LoopConfig, ModelConfig, OptimizerConfig, RunConfig
+from wild3d_tf.losses import LossWeights
+from wild3d_tf.trainer import Loop, Trainer, make_optimizer
 
 FLAGS = flags.FLAGS
-flags.DEFINE_string("data_dir", None, "The converter's output folder (shards and manifests).")
-flags.DEFINE_string("model_dir", None, "Checkpoints, TensorBoard logs and flags of this run.")
-flags.DEFINE_enum("stage", "full", ["pretrain2d", "full"], "Training stage.")
-flags.DEFINE_integer("max_steps", 1000, "Stop after this many global steps (batches).")
-flags.DEFINE_integer("checkpoint_every", 500, "Save a checkpoint every this many steps.")
-flags.DEFINE_integer(
-  "log_every", 10, "Progress line and TensorBoard scalars every this many steps."
-)
-flags.DEFINE_enum("variant", "full", ["full", "tiny"], "Model widths (tiny: the CPU variant).")
-flags.DEFINE_integer("input_size", 256, "Input crop side in pixels (multiple of 16).")
-flags.DEFINE_integer("batch_size", 10, "Global batch size.")
-flags.DEFINE_float("learning_rate", 0.05, "Adadelta learning rate.")
-flags.DEFINE_integer("decay_steps", 60000, "Exponential decay: steps per factor of --decay_rate.")
-flags.DEFINE_float("decay_rate", 0.1, "Exponential decay factor per --decay_steps.")
-flags.DEFINE_enum(
-  "mixed_precision", "none", ["none", "mixed_float16", "mixed_bfloat16"], "Keras dtype policy."
-)
-flags.DEFINE_bool("xla", False, "Compile the training step with XLA.")
-flags.DEFINE_enum(
-  "strategy",
-  "default",
-  ["default", "mirrored", "multiworker"],
-  "tf.distribute strategy; multiworker reads TF_CONFIG.",
-)
-flags.DEFINE_enum(
-  "ablation", "full", list(LossWeights.ABLATIONS), "Loss switches of paper Table 5."
-)
-flags.DEFINE_bool(
-  "use_2d_data",
-  True,
-  "Stage full: alternate with 2D-only batches (off: the 'no 2D data' ablation).",
-)
-flags.DEFINE_string(
-  "init_from", None, "A model_dir (e.g. of pretrain2d) whose latest network weights start this run."
-)
-flags.DEFINE_string(
-  "imagenet_weights", None, "Keras' ResNet-50 ImageNet weights file (full variant only)."
-)
-flags.DEFINE_integer("seed", 0, "Seed of weights, data order and augmentation.")
-flags.DEFINE_bool("deterministic", False, "Op determinism (tests, debugging; slower).")
-flags.DEFINE_integer("max_nonfinite", 20, "Stop after this many consecutive non-finite losses.")
-flags.DEFINE_integer(
-  "image_summaries_every", 100, "Write skeleton images to TensorBoard every this many steps."
-)
-flags.DEFINE_string(
-  "batch_digest_file", None, "Append one 'step sha256' line per batch here (resume checks)."
-)
-flags.DEFINE_float(
-  "pretrained_lr_multiplier",
-  1.0,
-  "Learning-rate factor of the ImageNet layers (stem to Res4f); "
-  "the paper uses 0.01 when H3.6M is the only 3D data.",
-)
-flags.DEFINE_integer(
-  "validate_every", 0, "Every this many steps, MPJPE / PCK / AUC on --validation_dataset (0: off)."
-)
-flags.DEFINE_string(
-  "validation_dataset", "mpi_inf_3dhp_test", "Converted dataset whose test split validates."
-)
-flags.DEFINE_integer("validation_batches", 20, "At most this many batches per validation.")
-flags.mark_flags_as_required(["data_dir", "model_dir"])
+_DATA, _LOOP, _OPT = DataConfig("."), LoopConfig(".", 0), OptimizerConfig()  # flag defaults
+
+
+def _known_datasets(names: list[str], allowed: tuple) -> bool:
+  return bool(names) and all(name in allowed for name in names) and len(set(names)) == len(names)
+
+
+def define_flags():
+  """Defines train's flags; called when run as a program (importing train defines none, so
+  other entry points and tests can share one process with it)."""
+  flags.DEFINE_string("data_dir", None, "The converter's output folder (shards and manifests).")
+  flags.DEFINE_string(
+    "model_dir", None, "Checkpoints, TensorBoard logs and config.json of this run."
+  )
+  flags.DEFINE_enum("stage", "full", list(config.STAGES), "Training stage.")
+  flags.DEFINE_integer("max_steps", 1000, "Stop after this many global steps (batches).")
+  flags.DEFINE_integer("checkpoint_every", 500, "Save a checkpoint every this many steps.")
+  flags.DEFINE_integer(
+    "keep_checkpoints", _LOOP.keep_checkpoints, "Keep this many newest checkpoints (older deleted)."
+  )
+  flags.DEFINE_integer(
+    "log_every", 10, "Progress line and TensorBoard scalars every this many steps."
+  )
+  flags.DEFINE_enum(
+    "variant", "full", list(config.VARIANTS), "Model widths (tiny: the CPU variant)."
+  )
+  flags.DEFINE_integer("input_size", 256, "Input crop side in pixels (multiple of 16).")
+  flags.DEFINE_integer("batch_size", _DATA.batch_size, "Global batch size.")
+  flags.DEFINE_list(
+    "datasets_2d",
+    list(config.DATASETS_2D),
+    f"2D (in-the-wild) training datasets, a comma list of {', '.join(config.DATASETS_2D)}.",
+  )
+  flags.DEFINE_list(
+    "datasets_3d",
+    list(config.DATASETS_3D),
+    f"3D (studio) training datasets, a comma list of {', '.join(config.DATASETS_3D)} "
+    "(stage full; --datasets_3d=h36m trains on H3.6M alone).",
+  )
+  flags.DEFINE_integer(
+    "shuffle_buffer", _DATA.shuffle_buffer, "Records in each dataset's shuffle buffer."
+  )
+  flags.DEFINE_float(
+    "scale_range", _DATA.scale_range, "Augmentation: crop scale factor in 1 +- this."
+  )
+  flags.DEFINE_float(
+    "rotation_degrees", _DATA.rotation_degrees, "Augmentation: in-plane rotation up to +- this."
+  )
+  flags.DEFINE_float(
+    "shift", _DATA.shift, "Augmentation: crop shift up to +- this fraction of the box side."
+  )
+  flags.DEFINE_bool("flip", _DATA.flip, "Augmentation: horizontal flip (left/right swapped).")
+  flags.DEFINE_bool("color", _DATA.color, "Augmentation: brightness, contrast, saturation jitter.")
+  flags.DEFINE_float(
+    "background_probability",
+    _DATA.background_probability,
+    "Augmentation: chance of a random background where the record has a foreground mask.",
+  )
+  flags.DEFINE_float("learning_rate", _OPT.learning_rate, "Adadelta learning rate.")
+  flags.DEFINE_integer(
+    "decay_steps", _OPT.decay_steps, "Exponential decay: steps per factor of --decay_rate."
+  )
+  flags.DEFINE_float("decay_rate", _OPT.decay_rate, "Exponential decay factor per --decay_steps.")
+  flags.DEFINE_enum(
+    "mixed_precision", "none", ["none", "mixed_float16", "mixed_bfloat16"], "Keras dtype policy."
+  )
+  flags.DEFINE_bool("xla", False, "Compile the training step with XLA (LoopConfig.jit_compile).")
+  flags.DEFINE_enum(
+    "strategy",
+    "default",
+    ["default", "mirrored", "multiworker"],
+    "tf.distribute strategy; multiworker reads TF_CONFIG.",
+  )
+  flags.DEFINE_enum(
+    "ablation", "full", list(LossWeights.ABLATIONS), "Loss switches of paper Table 5."
+  )
+  flags.DEFINE_bool(
+    "use_2d_data",
+    True,
+    "Stage full: alternate with 2D-only batches (off: the 'no 2D data' ablation).",
+  )
+  flags.DEFINE_string(
+    "init_from",
+    None,
+    "A model_dir (e.g. of pretrain2d) or checkpoint whose network weights start this run; it "
+    "must hold every weight of this network and variant.",
+  )
+  flags.DEFINE_string(
+    "imagenet_weights", None, "Keras' ResNet-50 ImageNet weights file (full variant only)."
+  )
+  flags.DEFINE_integer("seed", 0, "Seed of weights, data order and augmentation.")
+  flags.DEFINE_bool("deterministic", False, "Op determinism (tests, debugging; slower).")
+  flags.DEFINE_integer("max_nonfinite", 20, "Stop after this many consecutive non-finite losses.")
+  flags.DEFINE_integer(
+    "image_summaries_every", 100, "Write skeleton images to TensorBoard every this many steps."
+  )
+  flags.DEFINE_string(
+    "batch_digest_file", None, "Append one 'step sha256' line per batch here (resume checks)."
+  )
+  flags.DEFINE_float(
+    "pretrained_lr_multiplier",
+    1.0,
+    "Learning-rate factor of the ImageNet layers (stem to Res4f); "
+    "the paper uses 0.01 when H3.6M is the only 3D data.",
+  )
+  flags.DEFINE_integer(
+    "validate_every",
+    0,
+    "Every this many steps, MPJPE / PCK / AUC on --validation_dataset (0: off).",
+  )
+  flags.DEFINE_string(
+    "validation_dataset", "mpi_inf_3dhp_test", "Converted dataset whose test split validates."
+  )
+  flags.DEFINE_integer("validation_batches", 20, "At most this many batches per validation.")
+  flags.DEFINE_bool(
+    "verify_shards",
+    _DATA.verify_shard_digests,
+    "Check every training and validation shard's SHA-256 against its manifest before training "
+    "(a full read; record counts are always checked as shards are read).",
+  )
+  flags.mark_flags_as_required(["data_dir", "model_dir"])
+
+  flags.register_validator(
+    "datasets_2d",
+    lambda names: _known_datasets(names, config.DATASETS_2D),
+    f"--datasets_2d must list distinct names from {', '.join(config.DATASETS_2D)}",
+  )
+  flags.register_validator(
+    "datasets_3d",
+    lambda names: _known_datasets(names, config.DATASETS_3D),
+    f"--datasets_3d must list distinct names from {', '.join(config.DATASETS_3D)}",
+  )
+
+
+def run_config_from_flags(f=FLAGS) -> RunConfig:
+  """The run's whole configuration from the flags: the one place flags become settings.
+
+  Raises ValueError naming the setting when a value is out of range.
+  """
+  model_config = ModelConfig(variant=f.variant, input_size=f.input_size)
+  return RunConfig(
+    model=model_config,
+    data=DataConfig(
+      data_dir=f.data_dir,
+      batch_size=f.batch_size,
+      datasets_2d=tuple(f.datasets_2d),
+      datasets_3d=tuple(f.datasets_3d),
+      scale_range=f.scale_range,
+      rotation_degrees=f.rotation_degrees,
+      shift=f.shift,
+      flip=f.flip,
+      color=f.color,
+      background_probability=f.background_probability,
+      shuffle_buffer=f.shuffle_buffer,
+      seed=f.seed,
+      verify_shard_digests=f.verify_shards,
+    ),
+    loss=(
+      LossWeights.pretrain2d() if f.stage == "pretrain2d" else LossWeights.for_ablation(f.ablation)
+    ),
+    optimizer=OptimizerConfig(
+      learning_rate=f.learning_rate,
+      decay_steps=f.decay_steps,
+      decay_rate=f.decay_rate,
+      pretrained_lr_multiplier=f.pretrained_lr_multiplier,
+      mixed_precision=f.mixed_precision,
+    ),
+    loop=LoopConfig(
+      model_dir=f.model_dir,
+      max_steps=f.max_steps,
+      checkpoint_every=f.checkpoint_every,
+      log_every=f.log_every,
+      max_nonfinite=f.max_nonfinite,
+      keep_checkpoints=f.keep_checkpoints,
+      batch_digest_file=f.batch_digest_file,
+      jit_compile=f.xla,
+    ),
+    stage=f.stage,
+    use_2d_data=f.use_2d_data,
+    strategy=f.strategy,
+    deterministic=f.deterministic,
+    init_from=f.init_from,
+    imagenet_weights=f.imagenet_weights,
+    validate_every=f.validate_every,
+    validation_dataset=f.validation_dataset,
+    validation_batches=f.validation_batches,
+    image_summaries_every=f.image_summaries_every,
+  )
 
 
 def make_strategy(name: str) -> tf.distribute.Strategy:
@@ -126,15 +264,15 @@ def summary_hook(writer, trainer: Trainer, optimizer, every_images: int):
 
 def _skeleton_images(network, batch, count: int = 4) -> np.ndarray:
   """Predicted (projected) 2D skeletons in red/blue over the inputs, ground truth in white."""
-  images = batch["image"][:count]
+  images = batch[preprocess.IMAGE][:count]
   outputs = network(images, training=False)
   pictures = []
   for i in range(len(images)):
     fig = visualize.plt.figure(figsize=(2.5, 2.5))
     ax = fig.add_axes([0, 0, 1, 1])
     ax.imshow(images[i].numpy())
-    visible = batch["joints2d_visible"][i].numpy() > 0
-    ax.scatter(*batch["joints2d"][i].numpy()[visible].T, s=10, c="white")
+    visible = batch[preprocess.JOINTS2D_VISIBLE][i].numpy() > 0
+    ax.scatter(*batch[preprocess.JOINTS2D_INPUT_PX][i].numpy()[visible].T, s=10, c="white")
     visualize.draw_skeleton_2d(ax, outputs["pose2d"][i].numpy())
     ax.axis("off")
     pictures.append(tf.io.decode_png(visualize.figure_to_png(fig)).numpy()[..., :3])
@@ -149,9 +287,14 @@ def validation_hook(network, data_config: DataConfig, dataset: str, batches: int
   the true-scale joints (annot3 for 3DHP); ``wild3d_tf.evaluate`` is the tool for
   the paper's protocol on the universal skeleton.
   """
-  files = data.shard_files(data_config.data_dir, dataset, "test")
+  input_size = network.input_shape[1]  # the crops this network was built for
+  files = data.shard_files(
+    data_config.data_dir, dataset, "test", check_digests=data_config.verify_shard_digests
+  )
   examples = (
-    data.examples(files, data_config, training=False, seed=0)
+    data.examples(
+      files, data_config, training=False, seed=0, input_size=input_size, heatmap_size=None
+    )
     .batch(data_config.batch_size)
     .take(batches)
   )
@@ -160,8 +303,8 @@ def validation_hook(network, data_config: DataConfig, dataset: str, batches: int
   def hook(step):
     predictions, truths = [], []
     for batch in examples:
-      predictions.append(predict(batch["image"]).numpy())
-      truths.append(batch["joints3d"].numpy())
+      predictions.append(predict(batch[preprocess.IMAGE]).numpy())
+      truths.append(batch[preprocess.JOINTS3D_VIRTUAL_MM].numpy())
     prediction = np.concatenate(predictions).astype(np.float64)
     report = metrics.Report.from_poses(
       prediction - prediction[:, :1], np.concatenate(truths).astype(np.float64)
@@ -173,7 +316,8 @@ def validation_hook(network, data_config: DataConfig, dataset: str, batches: int
           tf.summary.scalar(f"validation_{protocol}/{name}", summary[name])
     summary = report.summary("unscaled")
     print(
-      f"validation at step {step} on {dataset} ({summary['frames']} poses): MPJPE {summary['mpjpe']:.1f} mm, "
+      f"validation at step {step} on {dataset} ({summary['frames']} poses): "
+      f"MPJPE {summary['mpjpe']:.1f} mm, "
       f"PCK {summary['pck']:.1f}, AUC {summary['auc']:.1f}",
       flush=True,
     )
@@ -181,111 +325,106 @@ def validation_hook(network, data_config: DataConfig, dataset: str, batches: int
   return hook
 
 
-def run(flags_values=FLAGS) -> dict:
-  f = flags_values
-  keras.utils.set_random_seed(f.seed)
-  if f.deterministic:
+def _worker_dir(model_dir: str, task_id: int) -> str:
+  """Where a non-chief worker of a multi-worker run saves (only the chief's copy is the run's)."""
+  return os.path.join(model_dir, f"worker_{task_id}")
+
+
+def _own_dir(run_config: RunConfig) -> str:
+  """The folder this process saves checkpoints to: the model_dir, or a worker's own."""
+  if run_config.strategy == "multiworker":
+    resolver = tf.distribute.cluster_resolver.TFConfigClusterResolver()  # reads TF_CONFIG
+    if not _is_chief(types.SimpleNamespace(cluster_resolver=resolver)):
+      return _worker_dir(run_config.loop.model_dir, resolver.task_id)
+  return run_config.loop.model_dir
+
+
+def run(run_config: RunConfig, flags_text: str | None = None) -> dict:
+  """``_train`` holding the lock of the folder it saves to (``checkpoints.ModelDirLock``).
+
+  Raises ``checkpoints.ModelDirInUse`` naming the model_dir and the lock, before anything
+  is written there, when another training holds it.
+  """
+  with checkpoints.ModelDirLock(_own_dir(run_config)):
+    return _train(run_config, flags_text)
+
+
+def _train(run_config: RunConfig, flags_text: str | None = None) -> dict:
+  """Trains as ``run_config`` says; returns ``Loop.run``'s summary (step, skipped, seconds...).
+
+  Writes ``config.json`` (and ``flags.txt`` when ``flags_text`` is given) into
+  the model_dir first, then resumes from its newest checkpoint if there is one.
+  """
+  rc = run_config
+  keras.utils.set_random_seed(rc.data.seed)
+  if rc.deterministic:
     tf.config.experimental.enable_op_determinism()
-  if f.mixed_precision != "none":
-    keras.config.set_dtype_policy(f.mixed_precision)
-  os.makedirs(f.model_dir, exist_ok=True)
-  pathlib.Path(f.model_dir, "flags.txt").write_text(f.flags_into_string())
-  strategy = make_strategy(f.strategy)
-  model_config = (
-    ModelConfig.tiny(f.input_size) if f.variant == "tiny" else ModelConfig.full(f.input_size)
-  )
-  data_config = DataConfig(
-    data_dir=f.data_dir,
-    input_size=f.input_size,
-    batch_size=f.batch_size,
-    seed=f.seed,
-    shuffle_buffer=64 if f.variant == "tiny" else 1000,
-  )
-  weights = (
-    LossWeights.pretrain2d() if f.stage == "pretrain2d" else LossWeights.for_ablation(f.ablation)
-  )
-  pathlib.Path(f.model_dir, "config.json").write_text(
-    json.dumps(
-      {
-        "model": model_config.__dict__,
-        "data": data_config.__dict__,
-        "loss_weights": weights.__dict__,
-        "stage": f.stage,
-        "variant": f.variant,
-      },
-      indent=1,
-      default=str,
-    )
-  )
-  if f.batch_size % strategy.num_replicas_in_sync:
+  if rc.optimizer.mixed_precision != "none":
+    keras.config.set_dtype_policy(rc.optimizer.mixed_precision)
+  strategy = make_strategy(rc.strategy)
+  batch_size = rc.data.batch_size
+  if batch_size % strategy.num_replicas_in_sync:
     raise ValueError(
-      f"--batch_size {f.batch_size} does not split over {strategy.num_replicas_in_sync} replicas"
+      f"--batch_size {batch_size} does not split over {strategy.num_replicas_in_sync} replicas"
     )
   dataset = data.training_dataset(
-    data_config,
-    "full"
-    if f.stage == "full" and f.use_2d_data
-    else ("pretrain2d" if f.stage == "pretrain2d" else "full3d"),
-    f.batch_size,
+    rc.data, rc.data_stage, input_size=rc.model.input_size, heatmap_size=rc.model.heatmap_size
   )
+  model_dir = rc.loop.model_dir
+  rc.save(model_dir)  # once the data is found, so a wrong --data_dir leaves no run folder
+  if flags_text is not None:
+    with tf.io.gfile.GFile(f"{model_dir.rstrip('/')}/flags.txt", "w") as f:
+      f.write(flags_text)
   with strategy.scope():
     global_step = tf.Variable(0, dtype=tf.int64, trainable=False, name="global_step")
-    network = model.build_model(
-      config=model_config, variant=f.variant, imagenet_weights=f.imagenet_weights
-    )
-    if f.init_from:
-      latest = tf.train.latest_checkpoint(f.init_from)
-      if latest is None:
-        raise FileNotFoundError(f"--init_from {f.init_from}: no checkpoint there")
-      tf.train.Checkpoint(network=network).restore(latest).expect_partial()
+    network = model.build_model(rc.model, imagenet_weights=rc.imagenet_weights)
+    if rc.init_from:
+      # Every weight or an error naming the checkpoint and the mismatch: never a partial start.
+      latest = checkpoints.init_network(network, rc.init_from, rc.model.variant)
       logging.info("initialised the network from %s", latest)
-    trainer = Trainer(network, weights, f.batch_size)
+    trainer = Trainer(network, rc.loss, batch_size, rc.model.input_size)
     optimizer = make_optimizer(
-      f.learning_rate,
-      f.decay_steps,
-      f.decay_rate,
+      rc.optimizer.learning_rate,
+      rc.optimizer.decay_steps,
+      rc.optimizer.decay_rate,
       global_step,
-      f.mixed_precision == "mixed_float16",
-      f.pretrained_lr_multiplier,
+      rc.optimizer.mixed_precision == "mixed_float16",
+      rc.optimizer.pretrained_lr_multiplier,
     )
-    trainer.compile(optimizer=optimizer, jit_compile=f.xla)
-  model_dir = f.model_dir
-  if f.strategy == "multiworker" and not _is_chief(strategy):
+    trainer.compile(optimizer=optimizer)
+  loop_config = rc.loop
+  if rc.strategy == "multiworker" and not _is_chief(strategy):
     # Every worker takes part in saving; only the chief's copy is the run's.
-    model_dir = os.path.join(f.model_dir, f"worker_{strategy.cluster_resolver.task_id}")
-  writer = tf.summary.create_file_writer(os.path.join(model_dir, "train"))
+    worker_dir = _worker_dir(model_dir, strategy.cluster_resolver.task_id)
+    loop_config = dataclasses.replace(loop_config, model_dir=worker_dir)
+  writer = tf.summary.create_file_writer(os.path.join(loop_config.model_dir, "train"))
+  periodic = []
+  if rc.validate_every:
+    hook = validation_hook(network, rc.data, rc.validation_dataset, rc.validation_batches, writer)
+    periodic.append((rc.validate_every, hook))
   loop = Loop(
     strategy,
     trainer,
     dataset,
-    LoopConfig(
-      model_dir,
-      f.max_steps,
-      f.checkpoint_every,
-      f.log_every,
-      f.max_nonfinite,
-      batch_digest_file=f.batch_digest_file,
-    ),
+    loop_config,
     global_step,
-    summary_hook(writer, trainer, optimizer, f.image_summaries_every),
-    periodic=[
-      (
-        f.validate_every,
-        validation_hook(network, data_config, f.validation_dataset, f.validation_batches, writer),
-      )
-    ]
-    if f.validate_every
-    else [],
+    summary_hook(writer, trainer, optimizer, rc.image_summaries_every),
+    periodic=periodic,
   )
-  if f.xla:
-    loop._step_fn = tf.function(loop._distributed_step, jit_compile=True)
   loop.restore()
   return loop.run()
 
 
 def main(argv):
   del argv
-  result = run()
+  try:  # bad settings and a wrong --data_dir: one line, no traceback
+    run_config = run_config_from_flags(FLAGS)
+    data.require_manifests(
+      run_config.data.data_dir, data.stage_datasets(run_config.data, run_config.data_stage)
+    )
+  except (ValueError, FileNotFoundError) as error:
+    sys.exit(f"error: {error}")
+  result = run(run_config, FLAGS.flags_into_string())
   print(
     f"done: step {result['step']}, {result['skipped']} skipped, {result['seconds']:.0f} s; "
     f"checkpoints in {FLAGS.model_dir}"
@@ -293,4 +432,5 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  app.run(main)
+  define_flags()
+  cli.run(main)

@@ -3,7 +3,7 @@ and the custom ``strategy.run`` loop around it.
 
 Why a custom loop rather than ``Model.fit``: with Keras 3.15 on TF 2.21, ``fit``
 fails under MultiWorkerMirroredStrategy, and a distributed iterator cannot be
-checkpointed (reliability.md 0.1). The loop therefore keeps one plain,
+checkpointed (docs/reliability.md, "Training: exact resume"). The loop keeps one plain,
 checkpointed tf.data iterator of global batches on the host and gives each
 replica its slice with ``experimental_distribute_values_from_function``; the
 same code runs on one device, MirroredStrategy and MultiWorkerMirroredStrategy.
@@ -17,7 +17,6 @@ training with an error naming the step range.
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import logging
 import signal
@@ -26,18 +25,9 @@ import time
 import keras
 import tensorflow as tf
 
-from wild3d_tf import losses
-from wild3d_tf.config import LossWeights
-
-LABEL_KEYS = (
-  "heatmaps",
-  "joints2d",
-  "joints2d_visible",
-  "joints3d",
-  "has_3d",
-  "reference_bone_lengths",
-)
-TERMS = ("heatmap", "intermediate_heatmap", "pose3d", "bone_3d", "bone_2d", "projection")
+from wild3d_tf import checkpoints, losses, preprocess
+from wild3d_tf.config import LoopConfig
+from wild3d_tf.losses import LossWeights
 
 
 class NonFiniteLossError(RuntimeError):
@@ -47,30 +37,64 @@ class NonFiniteLossError(RuntimeError):
 class Trainer(keras.Model):
   """Owns the functional network; ``train_step`` takes a per-replica batch dict.
 
+  ``weights`` (a ``losses.LossWeights``) brings its term declaration
+  (``weights.TERMS``): the loss computed, the labels read from the batch and
+  the trackers logged all follow from it. ``global_batch_size`` divides the
+  summed losses (``losses.total``); ``input_size`` is the crop side in pixels
+  (``ModelConfig.input_size``) that normalises the projection loss.
+
   Loss values are reported through ``keras.metrics.Mean`` trackers (listed in
   ``metrics`` so they reset), since raw tensors returned from a replica read
   as 0.0 under MirroredStrategy.
   """
 
-  def __init__(self, network: keras.Model, weights: LossWeights, global_batch_size: int, **kwargs):
+  def __init__(
+    self,
+    network: keras.Model,
+    weights: LossWeights,
+    global_batch_size: int,
+    input_size: int,
+    **kwargs,
+  ):
     super().__init__(**kwargs)
     self.network = network
     self.loss_weights = weights
     self.global_batch_size = global_batch_size
-    self.input_size = network.input_shape[1]
-    self.trackers = {name: keras.metrics.Mean(name=name) for name in ("loss",) + TERMS}
+    self.input_size = input_size
+    self.label_keys, self.optional_label_keys = losses.label_keys(weights.TERMS)
+    names = ("loss",) + tuple(term.name for term in weights.TERMS)
+    self.trackers = {name: keras.metrics.Mean(name=name) for name in names}
 
   @property
   def metrics(self):
     return list(self.trackers.values())
 
+  def compile(self, optimizer, jit_compile=None, **kwargs):
+    """Sets the optimizer. XLA is a setting of the loop that runs the step
+    (``LoopConfig.jit_compile``): Keras' ``jit_compile`` only reaches
+    ``fit``, which this trainer does not use, so asking for it here raises."""
+    if jit_compile:
+      raise ValueError(
+        "Trainer.compile(jit_compile=...) has no effect on the custom loop; "
+        "use LoopConfig(jit_compile=True) (train.py --xla)"
+      )
+    super().compile(optimizer=optimizer, jit_compile=False, **kwargs)
+
+  def labels(self, batch: dict) -> dict:
+    """The labels the loss terms read: each required key (KeyError naming it when absent)
+    and the optional ones the batch has."""
+    missing = [k for k in self.label_keys if k not in batch]
+    if missing:
+      raise KeyError(f"the training batch has no {missing}, which the loss terms read")
+    return {k: batch[k] for k in self.label_keys + self.optional_label_keys if k in batch}
+
   def call(self, images, training=False):
     return self.network(images, training=training)
 
   def train_step(self, batch):
-    labels = {k: batch[k] for k in LABEL_KEYS}
+    labels = self.labels(batch)
     with tf.GradientTape() as tape:
-      outputs = self.network(batch["image"], training=True)
+      outputs = self.network(batch[preprocess.IMAGE], training=True)
       loss, terms = losses.total(
         outputs, labels, self.loss_weights, self.global_batch_size, self.input_size
       )
@@ -101,7 +125,9 @@ class Trainer(keras.Model):
 
 
 def is_pretrained(variable) -> bool:
-  """Variables of the ImageNet part (stem to Res4f, Keras' ``conv*`` names); Res5a and the heads are new."""
+  """Variables of the ImageNet part (stem to Res4f, Keras' ``conv*`` names).
+
+  Res5a and the heads are new."""
   return variable.path.startswith("conv")
 
 
@@ -140,19 +166,6 @@ def make_optimizer(
   )
 
 
-@dataclasses.dataclass
-class LoopConfig:
-  model_dir: str
-  max_steps: int
-  checkpoint_every: int = 1000
-  log_every: int = 10
-  max_nonfinite: int = 20
-  keep_checkpoints: int = 3
-  batch_digest_file: str | None = (
-    None  # one "step sha256" line per batch, to check resumed data order
-  )
-
-
 class Loop:
   """Runs ``Trainer.train_step`` under a strategy with checkpoints, progress and summaries."""
 
@@ -184,18 +197,23 @@ class Loop:
       consecutive_bad=self.consecutive_bad,
       iterator=self.iterator,
     )
-    self.manager = tf.train.CheckpointManager(
-      self.checkpoint, config.model_dir, max_to_keep=config.keep_checkpoints
-    )
+    self.manager = self._manager()
     self.summary_hook = summary_hook
     self.periodic = list(periodic)  # (every, fn(step)) pairs, e.g. validation
     self.history = []  # logs per log interval: {"step": ..., "loss": ..., term: ...}
     self._stop_requested = False
-    self._step_fn = tf.function(self._distributed_step)
+    self._compiled_step = tf.function(self._distributed_step, jit_compile=config.jit_compile)
+
+  def step(self, batch: dict):
+    """One training step on a global batch (a dict of (global_batch, ...) tensors), compiled
+    with XLA when ``LoopConfig.jit_compile``; returns a bool tensor, False when the loss was
+    not finite on some replica and the update was skipped. Does not advance ``global_step``
+    (``run`` does), so benchmarks may time it alone."""
+    return self._compiled_step(batch)
 
   def _distributed_step(self, batch):
     replicas = self.strategy.num_replicas_in_sync
-    per_replica = batch["image"].shape[0] // replicas
+    per_replica = batch[preprocess.IMAGE].shape[0] // replicas
 
     def slice_for(context):
       start = context.replica_id_in_sync_group * per_replica
@@ -205,10 +223,28 @@ class Loop:
     finite = self.strategy.run(self.trainer.train_step, args=(distributed,))
     return self.strategy.experimental_local_results(finite)[0]
 
+  def _manager(self) -> tf.train.CheckpointManager:
+    return tf.train.CheckpointManager(
+      self.checkpoint,
+      self.config.model_dir,
+      max_to_keep=self.config.keep_checkpoints,
+      checkpoint_name=checkpoints.CHECKPOINT_NAME,
+    )
+
   def restore(self) -> bool:
-    latest = self.manager.latest_checkpoint
+    """Resumes from the newest complete, readable checkpoint in model_dir (see ``checkpoints``).
+
+    Leftovers of interrupted saves are removed first; a damaged newest checkpoint is named
+    in a warning and the one before it restored. Returns False when model_dir holds no
+    checkpoint; raises ``checkpoints.CheckpointError`` naming the file when ckpt-* files are
+    there but none can be restored, or when they hold another network.
+    """
+    model_dir = self.config.model_dir
+    checkpoints.clean_temporaries(model_dir)
+    latest = checkpoints.restore_with_fallback(self.checkpoint, model_dir)
     if latest:
-      self.checkpoint.restore(latest).assert_existing_objects_matched()
+      # The state file may just have been rewritten: the manager reads it only when created.
+      self.manager = self._manager()
       logging.info("resumed from %s at step %d", latest, int(self.global_step.numpy()))
     return bool(latest)
 
@@ -234,11 +270,12 @@ class Loop:
       fetch = time.perf_counter()
       batch = next(self.iterator)
       wait += time.perf_counter() - fetch
-      finite = bool(self._step_fn(batch).numpy())
+      finite = bool(self.step(batch).numpy())
       step = int(self.global_step.assign_add(1).numpy())
       if config.batch_digest_file:
         digest = hashlib.sha256(
-          batch["image"].numpy().tobytes() + batch["joints2d"].numpy().tobytes()
+          batch[preprocess.IMAGE].numpy().tobytes()
+          + batch[preprocess.JOINTS2D_INPUT_PX].numpy().tobytes()
         ).hexdigest()
         with open(config.batch_digest_file, "a") as f:
           f.write(f"{step} {digest}\n")
@@ -255,8 +292,8 @@ class Loop:
         if int(self.consecutive_bad.numpy()) >= config.max_nonfinite:
           first = step - int(self.consecutive_bad.numpy()) + 1
           raise NonFiniteLossError(
-            f"loss non-finite for {config.max_nonfinite} consecutive steps ({first}..{step}); last good "
-            f"checkpoint: {self.manager.latest_checkpoint}"
+            f"loss non-finite for {config.max_nonfinite} consecutive steps ({first}..{step}); "
+            f"last good checkpoint: {self.manager.latest_checkpoint}"
           )
       if step % config.log_every == 0 or step == config.max_steps:
         now = time.perf_counter()

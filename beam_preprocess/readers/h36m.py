@@ -1,38 +1,44 @@
-"""Human3.6M: CDF poses, the VideoPose3D-style camera JSON and MP4 videos (datasets.md 1)."""
+"""Human3.6M as released: CDF poses, MP4 videos and the camera parameters of metadata.xml.
+
+Reads, under --input_dir (the folder holding S1 ... S11 as the release's archives unpack):
+``S*/MyPoseFeatures/D3_Positions_mono/<take>.<camera>.cdf`` (camera-frame 3D, mm),
+``S*/MyPoseFeatures/D2_Positions/<take>.<camera>.cdf`` (pixels), ``S*/Videos/<take>.<camera>.mp4``
+and one camera file (``readers.h36m_cameras``: metadata.xml, cameras.h5 or a JSON of VideoPose3D's
+values). Takes outside the 15 protocol actions (``_ALL``) and the one video the release lacks are
+set aside and counted (``wild3d_tf.h36m_protocol``). Formats: docs/datasets.md, Human3.6M.
+"""
 
 from __future__ import annotations
 
-import json
 import pathlib
-import re
 
 import cdflib
 import numpy as np
 
 from beam_preprocess import media
+from beam_preprocess.readers import h36m_cameras
 from beam_preprocess.records import (
   BadRecord,
+  CanonicalRecord,
+  Discovery,
   Options,
   check_finite,
   inside_image,
   relative,
   safe_path,
 )
-from wild3d_tf import cameras, skeletons
+from wild3d_tf import h36m_protocol, skeletons
 
 DATASET = "h36m"
-TEST_SUBJECTS = ("S9", "S11")
-CANONICAL_ACTIONS = {
-  "TakingPhoto": "Photo",
-  "WalkingDog": "WalkDog",
-  "WalkingTogether": "WalkTogether",
-}
+# What --input_dir must hold, as globs each matching at least one path (convert checks it first).
+EXPECTED_LAYOUT = ("S*/MyPoseFeatures/D3_Positions_mono/*.cdf", "S*/Videos/*.mp4")
+TEST_SUBJECTS = h36m_protocol.TEST_SUBJECTS
 
 
-def action_of(take: str) -> str:
-  """'Directions 1' -> 'Directions'; S1's 'TakingPhoto' -> 'Photo'."""
-  name = re.sub(r"\s+\d+$", "", take)
-  return CANONICAL_ACTIONS.get(name, name)
+def action_of(take: str) -> str | None:
+  """The protocol action of a take ('Directions 1' -> 'Directions', S1's 'TakingPhoto' ->
+  'Photo'), None for a take outside the protocol ('_ALL 1')."""
+  return h36m_protocol.action_of(take)
 
 
 def _cdf(path: pathlib.Path, width: int, file: str) -> np.ndarray:
@@ -46,30 +52,94 @@ def _cdf(path: pathlib.Path, width: int, file: str) -> np.ndarray:
   return pose[0]
 
 
+def check_input(root: pathlib.Path, options: Options) -> None:
+  """Raises h36m_cameras.CameraFileError unless a camera file is found (``options.h36m_cameras``
+  or one of ``h36m_cameras.SEARCHED`` in ``root``) and decodes."""
+  h36m_cameras.load(root, options.h36m_cameras, options.max_mat_bytes)
+
+
+def _pose_frames(path: pathlib.Path) -> int | None:
+  """Frames a pose CDF declares (its header, no data read), None if it cannot be read."""
+  try:
+    return int(cdflib.CDF(str(path)).varinq("Pose").Dim_Sizes[0])
+  except Exception:  # cdflib raises many kinds for broken files
+    return None
+
+
+def _reason_to_skip(subject: str, take: str, camera: str, video: pathlib.Path | None) -> str:
+  """Why a take is set aside ("" to convert it): see wild3d_tf.h36m_protocol."""
+  if h36m_protocol.action_of(take) is None:
+    return h36m_protocol.SKIP_NOT_PROTOCOL
+  if h36m_protocol.split_of(subject) is None:
+    return h36m_protocol.SKIP_NOT_PROTOCOL_SUBJECT
+  if video is None and (subject, take, camera) in h36m_protocol.MISSING_VIDEOS:
+    return h36m_protocol.SKIP_MISSING_VIDEO
+  return ""
+
+
 def work_items(root: pathlib.Path, options: Options):
-  """One item per (subject, take, camera) and range of frames; bad rows for unreadable files."""
-  items, bad = [], []
-  for mono in sorted(root.glob("S*/MyPoseFeatures/D3_Positions_mono/*.cdf")):
-    subject = mono.parts[-4]
-    take, camera = mono.stem.rsplit(".", 1)
+  """One item per (subject, take, camera) and range of ``options.frames_per_item`` frames.
+
+  Returns a records.Discovery: (items, bad) and ``skipped``. Each item has
+  the ``records`` it yields and its ``split``. ``bad``: BadRecords counting
+  the records a take loses (an unreadable pose file; a protocol take's video
+  without its pose file).
+  ``skipped``: reason -> {"records": r, "videos": n} for the takes set aside
+  (outside the protocol's actions or subjects, the video the release lacks),
+  r counting the frames they hold at the split's stride. Raises
+  h36m_cameras.CameraFileError when no camera file is found or it cannot be
+  decoded (every record would be lost).
+  """
+  root = pathlib.Path(root)
+  check_input(root, options)  # no camera file: every record would be lost
+  monos = {
+    (p.parts[-4], *p.stem.rsplit(".", 1)): p
+    for p in root.glob("S*/MyPoseFeatures/D3_Positions_mono/*.*.cdf")
+  }
+  videos = {(p.parts[-3], *p.stem.rsplit(".", 1)): p for p in root.glob("S*/Videos/*.*.mp4")}
+  items, bad, skipped = [], [], {}
+  for key in sorted(set(monos) | set(videos)):
+    subject, take, camera = key
+    mono, video = monos.get(key), videos.get(key)
+    split = h36m_protocol.split_of(subject)
+    stride = options.test_frame_stride if split == "test" else options.frame_stride
+    reason = _reason_to_skip(subject, take, camera, video)
+    if reason:
+      frames = (_pose_frames(mono) if mono else None) or (
+        media.video_frame_count(video) if video else None
+      )
+      entry = skipped.setdefault(reason, {"records": 0, "videos": 0})
+      entry["records"] += len(range(0, frames or 0, stride))
+      entry["videos"] += 1
+      continue
+    if mono is None:  # a protocol take's video without poses: its records are lost
+      lost = len(range(0, media.video_frame_count(video) or 0, stride))
+      pose_file = f"{subject}/MyPoseFeatures/D3_Positions_mono/{take}.{camera}.cdf"
+      bad.append(
+        BadRecord(
+          relative(video, root), "-", "D3_Positions_mono", f"missing file {pose_file}", lost, split
+        )
+      )
+      continue
     file = relative(mono, root)
     try:
       count = len(_cdf(mono, 96, file))
-    except BadRecord as error:
-      bad.append(error)
+    except BadRecord as error:  # the take's records are lost: as many as its video's frames
+      lost = len(range(0, (media.video_frame_count(video) if video else 0) or 0, stride))
+      bad.append(error.counting(lost, split))
       continue
-    stride = options.test_frame_stride if subject in TEST_SUBJECTS else options.frame_stride
-    frames = list(range(0, count, stride))
-    for start in range(0, len(frames), options.frames_per_item):
+    for frames in media.frame_ranges(count, stride, options.frames_per_item):
       items.append(
         {
           "subject": subject,
           "take": take,
           "camera": camera,
-          "frames": frames[start : start + options.frames_per_item],
+          "frames": frames,
+          "records": len(frames),  # what the item yields, so that a lost item counts them all
+          "split": split,
         }
       )
-  return items, bad
+  return Discovery(items, bad, skipped)
 
 
 def raw_records(root: pathlib.Path, item: dict, options: Options):
@@ -80,15 +150,16 @@ def raw_records(root: pathlib.Path, item: dict, options: Options):
   d2_file = f"{subject}/MyPoseFeatures/D2_Positions/{take}.{camera}.cdf"
   d2 = _cdf(safe_path(root, d2_file, d2_file, "-"), 64, d2_file)
   try:
-    calibration = json.loads(safe_path(root, "cameras.json", "cameras.json", "-").read_text())
-    intrinsic, extrinsic = (
-      calibration["intrinsic"][camera],
-      calibration["extrinsic"][subject][camera],
-    )
-  except (KeyError, ValueError) as error:
+    camera_file, all_cameras = h36m_cameras.load(root, options.h36m_cameras, options.max_mat_bytes)
+  except h36m_cameras.CameraFileError as error:
+    raise BadRecord("-", f"{subject}/{camera}", "camera", str(error)) from None
+  if (subject, camera) not in all_cameras:
     raise BadRecord(
-      "cameras.json", f"{subject}/{camera}", "camera", f"missing or malformed: {error}"
-    ) from None
+      camera_file.name,
+      f"{subject}/{camera}",
+      "camera",
+      "no calibration for this subject and camera",
+    )
   video_file = f"{subject}/Videos/{take}.{camera}.mp4"
   video = safe_path(root, video_file, video_file, "-")
   frames = [f for f in item["frames"] if f < min(len(mono), len(d2))]
@@ -104,45 +175,36 @@ def raw_records(root: pathlib.Path, item: dict, options: Options):
       "image": image,
       "mono": mono[frame],
       "d2": d2[frame],
-      "intrinsic": intrinsic,
-      "extrinsic": extrinsic,
+      "camera_model": all_cameras[(subject, camera)],
       "file": mono_file,
     }
 
 
-def to_record(raw: dict) -> dict:
+def to_record(raw: dict) -> CanonicalRecord:
   """Native H3.6M values of one frame -> canonical record."""
   record_id = f"frame {raw['frame']}"
   joints3d = check_finite(raw["mono"], raw["file"], record_id, "D3_Positions_mono").reshape(32, 3)
   joints2d = check_finite(raw["d2"], raw["file"], record_id, "D2_Positions").reshape(32, 2)
-  camera = cameras.h36m_json_to_camera(raw["intrinsic"], raw["extrinsic"], raw["camera"])
+  camera = raw["camera_model"]  # checked when its file was decoded (h36m_cameras)
   k = camera.intrinsics
-  if not (k[0, 0] > 0 and k[1, 1] > 0):
-    raise BadRecord(
-      "cameras.json",
-      raw["camera"],
-      "focal_length",
-      f"non-positive focal length {k[0, 0]}, {k[1, 1]}",
-    )
   pose2d = skeletons.convert(joints2d, skeletons.H36M_32, skeletons.POSE2D)
   inside = inside_image(pose2d, raw["image"])
-  test = raw["subject"] in TEST_SUBJECTS
-  return {
-    "key": f"{DATASET}/{raw['subject']}/{raw['take']}/{raw['camera']}/{raw['frame']:06d}",
-    "dataset": DATASET,
-    "split": "test" if test else "train",
-    "subject": raw["subject"],
-    "sequence": raw["take"],
-    "action": action_of(raw["take"]),
-    "camera": raw["camera"],
-    "frame": raw["frame"],
-    "image": raw["image"],
-    "mask": None,
-    "intrinsics": k,
-    "distortion": np.array([*camera.radial, *camera.tangential]),
-    "joints2d": pose2d,
-    "labelled": np.ones(14, bool),
-    "visible": inside,
-    "joints3d": skeletons.convert(joints3d, skeletons.H36M_32, skeletons.POSE3D),
-    "joints3d_univ": None,
-  }
+  return CanonicalRecord(
+    key=f"{DATASET}/{raw['subject']}/{raw['take']}/{raw['camera']}/{raw['frame']:06d}",
+    dataset=DATASET,
+    split=h36m_protocol.split_of(raw["subject"]),
+    subject=raw["subject"],
+    sequence=raw["take"],
+    action=action_of(raw["take"]),
+    camera=raw["camera"],
+    frame=raw["frame"],
+    image=raw["image"],
+    mask=None,
+    camera_intrinsics_image_px=k,
+    camera_distortion=np.array([*camera.radial, *camera.tangential]),
+    joints2d_image_px=pose2d,
+    joints2d_labelled=np.ones(14, bool),
+    joints2d_visible=inside,
+    joints3d_camera_mm=skeletons.convert(joints3d, skeletons.H36M_32, skeletons.POSE3D),
+    joints3d_univ_camera_mm=None,
+  )

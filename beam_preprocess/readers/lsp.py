@@ -1,4 +1,4 @@
-"""LSP and LSP-extended: joints.mat and images (datasets.md 4).
+"""LSP and LSP-extended: joints.mat and images (docs/datasets.md, LSP and LSP-extended).
 
 LSP stores 3 x 14 x N with flag 1 = occluded (inverted); LSPET 14 x 3 x N with
 flag 1 = visible and negative coordinates for unlabelled joints. Both are
@@ -11,25 +11,28 @@ from __future__ import annotations
 import pathlib
 
 import numpy as np
-import scipy.io
 
-from beam_preprocess import media
-from beam_preprocess.records import BadRecord, Options, check_finite, safe_path
+from beam_preprocess import matfile, media
+from beam_preprocess.records import BadRecord, CanonicalRecord, Options, check_finite, safe_path
 
+# What --input_dir must hold, as globs each matching at least one path (convert checks it first).
+EXPECTED_LAYOUT = ("joints.mat", "images/im*.jpg")
 LAYOUTS = {"lsp": ((3, 14), "im{:04d}.jpg"), "lspet": ((14, 3), "im{:05d}.jpg")}
 
 
-def load_joints(root: pathlib.Path, dataset: str) -> np.ndarray:
-  """(N, 14, 3) joints as x, y (1-based), flag, whatever the file's layout."""
+def load_joints(
+  root: pathlib.Path, dataset: str, max_bytes: int = matfile.MAX_MAT_BYTES
+) -> np.ndarray:
+  """(N, 14, 3) joints as x, y (1-based), flag, whatever the file's layout; BadRecord naming
+  joints.mat when it is missing, unreadable, of another layout or declares over ``max_bytes``."""
   shape, _ = LAYOUTS[dataset]
-  try:
-    mat = scipy.io.loadmat(
-      safe_path(root, "joints.mat", "joints.mat", "-"), variable_names=["joints"]
-    )
-  except BadRecord:
-    raise
-  except Exception as error:  # scipy raises several types for corrupt files
-    raise BadRecord("joints.mat", "-", "joints", f"unreadable MAT file: {error}") from None
+  mat = matfile.load_mat(
+    safe_path(root, "joints.mat", "joints.mat", "-"),
+    "joints.mat",
+    ["joints"],
+    max_bytes,
+    field="joints",
+  )
   if "joints" not in mat:
     raise BadRecord("joints.mat", "-", "joints", "missing variable")
   joints = np.asarray(mat["joints"], np.float64)
@@ -40,14 +43,28 @@ def load_joints(root: pathlib.Path, dataset: str) -> np.ndarray:
   return joints.transpose(2, 1, 0) if dataset == "lsp" else joints.transpose(2, 0, 1)
 
 
+def split_of(dataset: str, index: int, count: int) -> str:
+  """LSP: the first half of its ``count`` images is "train", the rest "test"; LSPET: "train"."""
+  return "train" if dataset != "lsp" or index < count // 2 else "test"
+
+
 def work_items(root: pathlib.Path, options: Options, dataset: str):
+  """One item per image (``records`` 1, its ``split``); an unreadable joints.mat is one dead
+  letter standing for every image in images/."""
   try:
-    joints = load_joints(root, dataset)
+    joints = load_joints(root, dataset, options.max_mat_bytes)
   except BadRecord as error:
-    return [], [error]
+    return [], [error.counting(len(list(root.glob("images/im*.jpg"))), "")]
   _, pattern = LAYOUTS[dataset]
   return [
-    {"index": i, "image": pattern.format(i + 1), "joints": joints[i].tolist(), "count": len(joints)}
+    {
+      "index": i,
+      "image": pattern.format(i + 1),
+      "joints": joints[i].tolist(),
+      "count": len(joints),
+      "records": 1,
+      "split": split_of(dataset, i, len(joints)),
+    }
     for i in range(len(joints))
   ], []
 
@@ -58,41 +75,40 @@ def raw_records(root: pathlib.Path, item: dict, options: Options):
     safe_path(root, f"images/{item['image']}", "joints.mat", record),
     f"images/{item['image']}",
     record,
+    options.max_image_bytes,
   )
   yield {**item, "image_name": item["image"], "image": image}
 
 
-def to_record(raw: dict, dataset: str) -> dict:
+def to_record(raw: dict, dataset: str) -> CanonicalRecord:
   record_id = f"image {raw['index'] + 1}"
   joints = check_finite(raw["joints"], "joints.mat", record_id, "joints")
   xy, flag = joints[:, :2] - 1.0, joints[:, 2]
   if dataset == "lsp":
     labelled = np.ones(14, bool)
     visible = flag == 0  # LSP's flag marks occlusion
-    split = "train" if raw["index"] < raw["count"] // 2 else "test"
   else:
     labelled = (joints[:, :2] > 0).all(-1)
     visible = (flag == 1) & labelled
-    split = "train"
   if labelled.sum() < 2:
     raise BadRecord("joints.mat", record_id, "joints", f"{labelled.sum()} labelled joints, need 2")
   xy[~labelled] = np.nan
-  return {
-    "key": f"{dataset}/{raw['image_name']}",
-    "dataset": dataset,
-    "split": split,
-    "subject": "",
-    "sequence": raw["image_name"],
-    "action": "",
-    "camera": "",
-    "frame": raw["index"],
-    "image": raw["image"],
-    "mask": None,
-    "intrinsics": None,
-    "distortion": np.zeros(5),
-    "joints2d": xy,
-    "labelled": labelled,
-    "visible": visible,
-    "joints3d": None,
-    "joints3d_univ": None,
-  }
+  return CanonicalRecord(
+    key=f"{dataset}/{raw['image_name']}",
+    dataset=dataset,
+    split=split_of(dataset, raw["index"], raw["count"]),
+    subject="",
+    sequence=raw["image_name"],
+    action="",
+    camera="",
+    frame=raw["index"],
+    image=raw["image"],
+    mask=None,
+    camera_intrinsics_image_px=None,
+    camera_distortion=np.zeros(5),
+    joints2d_image_px=xy,
+    joints2d_labelled=labelled,
+    joints2d_visible=visible,
+    joints3d_camera_mm=None,
+    joints3d_univ_camera_mm=None,
+  )

@@ -1,15 +1,18 @@
-"""MPI-INF-3DHP training set: annot.mat, camera.calibration, AVI videos and FG masks (datasets.md 2.1-2.6)."""
+"""MPI-INF-3DHP training set: annot.mat, camera.calibration, AVI videos and FG masks.
+
+Formats: docs/datasets.md, MPI-INF-3DHP training set.
+"""
 
 from __future__ import annotations
 
 import pathlib
 
 import numpy as np
-import scipy.io
 
-from beam_preprocess import media
+from beam_preprocess import matfile, media
 from beam_preprocess.records import (
   BadRecord,
+  CanonicalRecord,
   Options,
   check_finite,
   inside_image,
@@ -19,7 +22,37 @@ from beam_preprocess.records import (
 from wild3d_tf import skeletons
 
 DATASET = "mpi_inf_3dhp"
+# What --input_dir must hold, as globs each matching at least one path (convert checks it first).
+EXPECTED_LAYOUT = (
+  "S*/Seq*/annot.mat",
+  "S*/Seq*/camera.calibration",
+  "S*/Seq*/imageSequence/video_*.avi",
+)
 NUM_CAMERAS = 14
+# Frames per video of each training sequence (the official util/mpii_get_sequence_info.m). The
+# dataset's README: a few sequences have annotation rows past the last video frame, so read only
+# the first F rows of annot.mat.
+SEQUENCE_FRAMES = {
+  ("S1", "Seq1"): 6416,
+  ("S1", "Seq2"): 12430,
+  ("S2", "Seq1"): 6502,
+  ("S2", "Seq2"): 6081,
+  ("S3", "Seq1"): 12488,
+  ("S3", "Seq2"): 12283,
+  ("S4", "Seq1"): 6171,
+  ("S4", "Seq2"): 6675,
+  ("S5", "Seq1"): 12820,
+  ("S5", "Seq2"): 12312,
+  ("S6", "Seq1"): 6188,
+  ("S6", "Seq2"): 6145,
+  ("S7", "Seq1"): 6239,
+  ("S7", "Seq2"): 6320,
+  ("S8", "Seq1"): 6468,
+  ("S8", "Seq2"): 6054,
+}
+# Videos shorter than their sequence: S6/Seq2's camera 2 has 3911 frames (isarandi/metrabs,
+# src/data/mpi_inf_3dhp.py: "This video is shorter for some reason").
+SHORT_VIDEOS = {("S6", "Seq2", 2): 3911}
 CAMERA_SETS = {
   "vnect": (0, 1, 2, 4, 5, 6, 7, 8),
   "all": tuple(range(14)),
@@ -62,12 +95,12 @@ def parse_calibration(text: str, file: str) -> dict[int, dict]:
   return out
 
 
-def load_annotations(path: pathlib.Path, file: str) -> dict:
-  """annot.mat checked field by field: cells of (F, 56) / (F, 84) for 14 cameras."""
-  try:
-    mat = scipy.io.loadmat(path, variable_names=["annot2", "annot3", "univ_annot3", "frames"])
-  except Exception as error:  # scipy raises several types for corrupt files
-    raise BadRecord(file, "-", "annot.mat", f"unreadable MAT file: {error}") from None
+def load_annotations(path: pathlib.Path, file: str, max_bytes: int = matfile.MAX_MAT_BYTES) -> dict:
+  """annot.mat checked field by field: cells of (F, 56) / (F, 84) for 14 cameras; BadRecord
+  naming ``file`` for a broken one or one whose variables declare over ``max_bytes``."""
+  mat = matfile.load_mat(
+    path, file, ["annot2", "annot3", "univ_annot3", "frames"], max_bytes, field="annot.mat"
+  )
   out = {}
   for field, width in (("annot2", 56), ("annot3", 84), ("univ_annot3", 84)):
     if field not in mat:
@@ -83,6 +116,14 @@ def load_annotations(path: pathlib.Path, file: str) -> dict:
   return out
 
 
+def annotated_frames(subject: str, sequence: str, rows: int, camera: int | None = None) -> int:
+  """Frames of a camera's video that have annotations: the first ``rows`` rows of annot.mat, at
+  most the sequence's ``SEQUENCE_FRAMES`` and the camera's ``SHORT_VIDEOS`` length (rows past
+  them have no frame, so they are neither records nor losses)."""
+  frames = min(rows, SEQUENCE_FRAMES.get((subject, sequence), rows))
+  return min(frames, SHORT_VIDEOS.get((subject, sequence, camera), frames))
+
+
 def _cameras(option: str, folder: pathlib.Path) -> list[int]:
   if option == "available":
     return sorted(int(p.stem.split("_")[1]) for p in (folder / "imageSequence").glob("video_*.avi"))
@@ -91,33 +132,76 @@ def _cameras(option: str, folder: pathlib.Path) -> list[int]:
   return [int(c) for c in option.split(",")]
 
 
+def _video_file(base: str, camera: int, folder: str = "imageSequence") -> str:
+  return f"{base}/{folder}/video_{camera}.avi"
+
+
+def _header_records(root: pathlib.Path, base: str, camera: int, stride: int) -> int:
+  """Records a camera's video would give by its header's frame count (0 if unreadable)."""
+  return len(range(0, media.video_frame_count(root / _video_file(base, camera)) or 0, stride))
+
+
 def work_items(root: pathlib.Path, options: Options):
-  """One item per (sequence, camera); a sequence whose annot.mat or calibration is broken is
-  one dead letter (checked here once rather than once per camera)."""
+  """Items of (sequence, camera, frame range of ``options.frames_per_item`` frames).
+
+  Each item carries ``records`` (the records it yields) and ``split``, so a lost
+  item is counted in records. A sequence whose annot.mat or calibration is broken
+  is one dead letter (checked here once rather than once per item) standing for
+  the frames its videos' headers declare.
+  """
   items, bad = [], []
   for annot in sorted(root.glob("S*/Seq*/annot.mat")):
     folder = annot.parent
     subject, seq = folder.parts[-2], folder.parts[-1]
+    base = f"{subject}/{seq}"
+    cameras = _cameras(options.cameras, folder)
     try:
-      load_annotations(annot, relative(annot, root))
+      annotations = load_annotations(annot, relative(annot, root), options.max_mat_bytes)
       calibration = folder / "camera.calibration"
       parse_calibration(
         safe_path(root, relative(calibration, root), relative(calibration, root), "-").read_text(),
         relative(calibration, root),
       )
     except BadRecord as error:
-      bad.append(error)
+      lost = sum(_header_records(root, base, c, options.frame_stride) for c in cameras)
+      bad.append(error.counting(lost, "train"))
       continue
-    for camera in _cameras(options.cameras, folder):
-      items.append({"subject": subject, "sequence": seq, "camera": camera})
+    for camera in cameras:
+      if not 0 <= camera < NUM_CAMERAS:
+        lost = _header_records(root, base, camera, options.frame_stride)
+        reason = f"no such camera (annot.mat has 0-{NUM_CAMERAS - 1})"
+        error = BadRecord(f"{base}/annot.mat", f"camera {camera}", "cameras", reason)
+        bad.append(error.counting(lost, "train"))
+        continue
+      count = annotated_frames(subject, seq, len(annotations["annot2"][camera]), camera)
+      for frames in media.frame_ranges(count, options.frame_stride, options.frames_per_item):
+        items.append(
+          {
+            "subject": subject,
+            "sequence": seq,
+            "camera": camera,
+            "frames": frames,
+            "records": len(frames),
+            "split": "train",
+          }
+        )
   return items, bad
 
 
 def raw_records(root: pathlib.Path, item: dict, options: Options):
+  """Raw values of the item's frames (``item["frames"]``; without it every
+  ``options.frame_stride``-th frame of the camera's video).
+
+  The image and the FG-mask video are decoded in step, one frame each at a
+  time, and only the item's rows of annot.mat are kept, so memory does not grow
+  with the video's length. Yields a BadRecord per frame the video lacks.
+  """
   subject, seq, camera = item["subject"], item["sequence"], item["camera"]
   base = f"{subject}/{seq}"
   annot = load_annotations(
-    safe_path(root, f"{base}/annot.mat", f"{base}/annot.mat", "-"), f"{base}/annot.mat"
+    safe_path(root, f"{base}/annot.mat", f"{base}/annot.mat", "-"),
+    f"{base}/annot.mat",
+    options.max_mat_bytes,
   )
   calibration_file = f"{base}/camera.calibration"
   calibration = parse_calibration(
@@ -127,35 +211,46 @@ def raw_records(root: pathlib.Path, item: dict, options: Options):
     raise BadRecord(
       calibration_file, f"camera {camera}", "intrinsic", "camera not in calibration file"
     )
-  video_file = f"{base}/imageSequence/video_{camera}.avi"
+  video_file = _video_file(base, camera)
   video = safe_path(root, video_file, video_file, f"camera {camera}")
-  mask_file = f"{base}/FGmasks/video_{camera}.avi"
-  count = len(annot["annot2"][camera])
-  frames = list(range(0, count, options.frame_stride))
-  mask_frames = {}
+  mask_file = _video_file(base, camera, "FGmasks")
+  count = annotated_frames(subject, seq, len(annot["annot2"][camera]), camera)
+  frames = item.get("frames")
+  frames = list(range(0, count, options.frame_stride)) if frames is None else frames
+  frames = [f for f in frames if f < count]  # a shorter annotation: the rest count as lost
+  rows = {name: annot[name][camera][frames] for name in ("annot2", "annot3", "univ_annot3")}
+  del annot  # the other 13 cameras and frames: released before any frame is decoded
+  masks = None
   if (root / mask_file).is_file():
-    for frame, image in media.read_video_frames(root / mask_file, frames, mask_file):
-      mask_frames[frame] = None if isinstance(image, BadRecord) else image
-  for frame, image in media.read_video_frames(video, frames, video_file):
-    if isinstance(image, BadRecord):
-      yield image
-      continue
-    yield {
-      "subject": subject,
-      "sequence": seq,
-      "camera": camera,
-      "frame": frame,
-      "image": image,
-      "mask": mask_frames.get(frame),
-      "annot2": annot["annot2"][camera][frame],
-      "annot3": annot["annot3"][camera][frame],
-      "univ": annot["univ_annot3"][camera][frame],
-      "intrinsics": calibration[camera]["intrinsics"],
-      "file": f"{base}/annot.mat",
-    }
+    masks = media.read_video_frames(root / mask_file, frames, mask_file)
+  try:
+    for index, (frame, image) in enumerate(media.read_video_frames(video, frames, video_file)):
+      mask = None
+      if masks is not None:  # one entry per requested frame, in order: advanced in step
+        _, mask = next(masks)
+        mask = None if isinstance(mask, BadRecord) else mask
+      if isinstance(image, BadRecord):
+        yield image
+        continue
+      yield {
+        "subject": subject,
+        "sequence": seq,
+        "camera": camera,
+        "frame": frame,
+        "image": image,
+        "mask": mask,
+        "annot2": rows["annot2"][index],
+        "annot3": rows["annot3"][index],
+        "univ": rows["univ_annot3"][index],
+        "intrinsics": calibration[camera]["intrinsics"],
+        "file": f"{base}/annot.mat",
+      }
+  finally:
+    if masks is not None:
+      masks.close()
 
 
-def to_record(raw: dict) -> dict:
+def to_record(raw: dict) -> CanonicalRecord:
   record_id = f"camera {raw['camera']} frame {raw['frame']}"
   joints2d = check_finite(raw["annot2"], raw["file"], record_id, "annot2").reshape(28, 2)
   joints3d = check_finite(raw["annot3"], raw["file"], record_id, "annot3").reshape(28, 3)
@@ -165,22 +260,22 @@ def to_record(raw: dict) -> dict:
   mask = (
     None if raw["mask"] is None else (raw["mask"][..., 0] > 127).astype(np.uint8) * 255
   )  # R channel
-  return {
-    "key": f"{DATASET}/{raw['subject']}/{raw['sequence']}/{raw['camera']}/{raw['frame']:06d}",
-    "dataset": DATASET,
-    "split": "train",
-    "subject": raw["subject"],
-    "sequence": raw["sequence"],
-    "action": "",
-    "camera": str(raw["camera"]),
-    "frame": raw["frame"],
-    "image": raw["image"],
-    "mask": mask,
-    "intrinsics": raw["intrinsics"],
-    "distortion": np.zeros(5),
-    "joints2d": pose2d,
-    "labelled": np.ones(14, bool),
-    "visible": inside,
-    "joints3d": skeletons.convert(joints3d, skeletons.MPI_INF_3DHP_28, skeletons.POSE3D),
-    "joints3d_univ": skeletons.convert(univ, skeletons.MPI_INF_3DHP_28, skeletons.POSE3D),
-  }
+  return CanonicalRecord(
+    key=f"{DATASET}/{raw['subject']}/{raw['sequence']}/{raw['camera']}/{raw['frame']:06d}",
+    dataset=DATASET,
+    split="train",
+    subject=raw["subject"],
+    sequence=raw["sequence"],
+    action="",
+    camera=str(raw["camera"]),
+    frame=raw["frame"],
+    image=raw["image"],
+    mask=mask,
+    camera_intrinsics_image_px=raw["intrinsics"],
+    camera_distortion=np.zeros(5),
+    joints2d_image_px=pose2d,
+    joints2d_labelled=np.ones(14, bool),
+    joints2d_visible=inside,
+    joints3d_camera_mm=skeletons.convert(joints3d, skeletons.MPI_INF_3DHP_28, skeletons.POSE3D),
+    joints3d_univ_camera_mm=skeletons.convert(univ, skeletons.MPI_INF_3DHP_28, skeletons.POSE3D),
+  )

@@ -1,4 +1,6 @@
-"""The MPI-INF-3DHP test set: HDF5 annot_data.mat and JPEG frames (datasets.md 2.7-2.8).
+"""The MPI-INF-3DHP test set: HDF5 annot_data.mat and JPEG frames.
+
+Formats: docs/datasets.md, MPI-INF-3DHP test set.
 
 The test set ships no calibration; each sequence's pinhole intrinsics are fitted
 by least squares to u Z = fx X + cx Z and v Z = fy Y + cy Z over its frames (as MMPose does).
@@ -8,14 +10,22 @@ from __future__ import annotations
 
 import pathlib
 
-import h5py
 import numpy as np
 
-from beam_preprocess import media
-from beam_preprocess.records import BadRecord, Options, check_finite, inside_image, safe_path
+from beam_preprocess import matfile, media
+from beam_preprocess.records import (
+  BadRecord,
+  CanonicalRecord,
+  Options,
+  check_finite,
+  inside_image,
+  safe_path,
+)
 from wild3d_tf import cameras, skeletons
 
 DATASET = "mpi_inf_3dhp_test"
+# What --input_dir must hold, as globs each matching at least one path (convert checks it first).
+EXPECTED_LAYOUT = ("TS*/annot_data.mat", "TS*/imageSequence/img_*.jpg")
 ACTIVITIES = {
   1: "Standing/Walking",
   2: "Exercising",
@@ -28,23 +38,10 @@ ACTIVITIES = {
 _FIELDS = {"annot2": (17, 2), "annot3": (17, 3), "univ_annot3": (17, 3)}
 
 
-def load_annotations(path: pathlib.Path, file: str) -> dict:
-  """Reads annot_data.mat with h5py, refusing external links and external storage."""
-  try:
-    with h5py.File(path, "r") as f:
-      out = {}
-      for name in (*_FIELDS, "valid_frame", "activity_annotation"):
-        link = f.get(name, getlink=True)
-        if link is None:
-          raise BadRecord(file, "-", name, "missing field")
-        if not isinstance(link, h5py.HardLink):
-          raise BadRecord(file, "-", name, "links outside the file are refused")
-        dataset = f[name]
-        if dataset.external:
-          raise BadRecord(file, "-", name, "external storage is refused")
-        out[name] = np.asarray(dataset[()], np.float64)
-  except OSError as error:
-    raise BadRecord(file, "-", "annot_data.mat", f"unreadable HDF5 file: {error}") from None
+def load_annotations(path: pathlib.Path, file: str, max_bytes: int = matfile.MAX_MAT_BYTES) -> dict:
+  """Reads annot_data.mat (HDF5) through ``matfile.read_hdf5``: external links, external
+  storage and datasets declaring over ``max_bytes`` in all are refused before reading."""
+  out = matfile.read_hdf5(path, file, [*_FIELDS, "valid_frame", "activity_annotation"], max_bytes)
   frames = len(out["annot2"])
   for name, shape in _FIELDS.items():
     if out[name].shape != (frames, 1, *shape):
@@ -71,13 +68,29 @@ def fit_intrinsics(annot2: np.ndarray, annot3: np.ndarray) -> np.ndarray:
 
 
 def work_items(root: pathlib.Path, options: Options):
-  return [{"sequence": p.parent.name} for p in sorted(root.glob("TS*/annot_data.mat"))], []
+  """One item per sequence (JPEG frames: memory does not grow with its length), with the
+  ``records`` it yields (its valid frames; all with ``valid_only`` False) and its ``split``.
+
+  An unreadable annot_data.mat is a dead letter standing for the sequence's JPEG frames.
+  """
+  items, bad = [], []
+  for path in sorted(root.glob("TS*/annot_data.mat")):
+    sequence = path.parent.name
+    try:
+      annot = load_annotations(path, f"{sequence}/annot_data.mat", options.max_mat_bytes)
+      valid = annot["valid_frame"] > 0
+    except BadRecord as error:
+      bad.append(error.counting(len(list(path.parent.glob("imageSequence/img_*.jpg"))), "test"))
+      continue
+    records = int(valid.sum()) if options.valid_only else len(valid)
+    items.append({"sequence": sequence, "records": records, "split": "test"})
+  return items, bad
 
 
 def raw_records(root: pathlib.Path, item: dict, options: Options):
   sequence = item["sequence"]
   file = f"{sequence}/annot_data.mat"
-  annot = load_annotations(safe_path(root, file, file, "-"), file)
+  annot = load_annotations(safe_path(root, file, file, "-"), file, options.max_mat_bytes)
   valid = annot["valid_frame"] > 0
   usable = (
     valid & np.isfinite(annot["annot2"]).all((1, 2)) & np.isfinite(annot["annot3"]).all((1, 2))
@@ -91,7 +104,10 @@ def raw_records(root: pathlib.Path, item: dict, options: Options):
     image_file = f"{sequence}/imageSequence/img_{frame + 1:06d}.jpg"
     try:
       image = media.read_image(
-        safe_path(root, image_file, image_file, f"frame {frame}"), image_file, f"frame {frame}"
+        safe_path(root, image_file, image_file, f"frame {frame}"),
+        image_file,
+        f"frame {frame}",
+        options.max_image_bytes,
       )
     except BadRecord as error:
       yield error
@@ -110,29 +126,30 @@ def raw_records(root: pathlib.Path, item: dict, options: Options):
     }
 
 
-def to_record(raw: dict) -> dict:
+def to_record(raw: dict) -> CanonicalRecord:
   record_id = f"frame {raw['frame']}"
   joints2d = check_finite(raw["annot2"], raw["file"], record_id, "annot2")
   joints3d = check_finite(raw["annot3"], raw["file"], record_id, "annot3")
   univ = check_finite(raw["univ"], raw["file"], record_id, "univ_annot3")
   pose2d = skeletons.convert(joints2d, skeletons.MPI_INF_3DHP_17, skeletons.POSE2D)
   inside = inside_image(pose2d, raw["image"])
-  return {
-    "key": f"{DATASET}/{raw['sequence']}/{raw['frame']:06d}",
-    "dataset": DATASET,
-    "split": "test",
-    "subject": raw["sequence"],
-    "sequence": raw["sequence"],
-    "action": ACTIVITIES.get(raw["activity"], str(raw["activity"])),
-    "camera": raw["sequence"],
-    "frame": raw["frame"],
-    "image": raw["image"],
-    "mask": None,
-    "intrinsics": raw["intrinsics"],
-    "distortion": np.zeros(5),
-    "joints2d": pose2d,
-    "labelled": np.ones(14, bool),
-    "visible": inside,
-    "joints3d": skeletons.convert(joints3d, skeletons.MPI_INF_3DHP_17, skeletons.POSE3D),
-    "joints3d_univ": skeletons.convert(univ, skeletons.MPI_INF_3DHP_17, skeletons.POSE3D),
-  }
+  return CanonicalRecord(
+    key=f"{DATASET}/{raw['sequence']}/{raw['frame']:06d}",
+    dataset=DATASET,
+    split="test",
+    subject=raw["sequence"],
+    sequence=raw["sequence"],
+    action=ACTIVITIES.get(raw["activity"], str(raw["activity"])),
+    camera=raw["sequence"],
+    frame=raw["frame"],
+    image=raw["image"],
+    mask=None,
+    camera_intrinsics_image_px=raw["intrinsics"],
+    camera_distortion=np.zeros(5),
+    joints2d_image_px=pose2d,
+    joints2d_labelled=np.ones(14, bool),
+    joints2d_visible=inside,
+    joints3d_camera_mm=skeletons.convert(joints3d, skeletons.MPI_INF_3DHP_17, skeletons.POSE3D),
+    joints3d_univ_camera_mm=skeletons.convert(univ, skeletons.MPI_INF_3DHP_17, skeletons.POSE3D),
+    frame_valid=raw["valid"],  # False only for frames --novalid_only keeps; evaluation skips them
+  )

@@ -1,4 +1,6 @@
-"""MPII Human Pose: the RELEASE struct with its quirks, and the images (datasets.md 3).
+"""MPII Human Pose: the RELEASE struct with its quirks, and the images.
+
+Formats: docs/datasets.md, MPII Human Pose.
 
 Read as the community does, ``loadmat(struct_as_record=False, squeeze_me=True)``,
 then normalised: a squeezed single struct becomes a list of one, an empty or
@@ -13,14 +15,23 @@ from __future__ import annotations
 import pathlib
 
 import numpy as np
-import scipy.io
 
-from beam_preprocess import media
-from beam_preprocess.records import BadRecord, Options, check_finite, safe_path
+from beam_preprocess import matfile, media
+from beam_preprocess.records import BadRecord, CanonicalRecord, Options, check_finite, safe_path
 from wild3d_tf import skeletons
 
 DATASET = "mpii"
 ANNOTATION_FILE = "mpii_human_pose_v1_u12_1.mat"
+# The annotation zip (mpii_human_pose_v1_u12_2.zip) unpacks into a folder of its own name; users
+# also move the .mat next to images/. Searched in this order (docs/datasets.md, MPII Human Pose).
+ANNOTATION_PATHS = (f"mpii_human_pose_v1_u12_2/{ANNOTATION_FILE}", ANNOTATION_FILE)
+# What --input_dir must hold, as globs each matching at least one path (convert checks it first).
+EXPECTED_LAYOUT = ("mpii_human_pose_v1_u12_*", "images/*.jpg")
+
+
+def annotation_path(root: pathlib.Path) -> str:
+  """The first of ``ANNOTATION_PATHS`` present under ``root`` (relative), else the first."""
+  return next((p for p in ANNOTATION_PATHS if (root / p).is_file()), ANNOTATION_PATHS[0])
 
 
 def _list(value) -> list:
@@ -40,7 +51,10 @@ def _visible(flag) -> int:
 
 
 def people_of(entry, record: str) -> list[dict]:
-  """Annotated people of one annolist entry as {"joints": (16, 2) 0-based px with NaN, "visible": (16,)}."""
+  """Annotated people of one annolist entry.
+
+  Each person is {"joints": (16, 2) 0-based px with NaN, "visible": (16,)}.
+  """
   people = []
   for r, rect in enumerate(_list(getattr(entry, "annorect", None))):
     if not hasattr(rect, "annopoints") or isinstance(rect.annopoints, np.ndarray):
@@ -71,18 +85,21 @@ def people_of(entry, record: str) -> list[dict]:
 
 
 def work_items(root: pathlib.Path, options: Options):
-  file = ANNOTATION_FILE
+  file = annotation_path(root)
   try:
-    release = scipy.io.loadmat(
+    release = matfile.load_mat(
       safe_path(root, file, file, "-"),
+      file,
+      ["RELEASE"],
+      options.max_mat_bytes,
+      field="RELEASE",
       struct_as_record=False,
       squeeze_me=True,
-      variable_names=["RELEASE"],
     )["RELEASE"]
   except BadRecord as error:
     return [], [error]
-  except Exception as error:  # scipy raises several types for corrupt files
-    return [], [BadRecord(file, "-", "RELEASE", f"unreadable MAT file: {error}")]
+  except KeyError:
+    return [], [BadRecord(file, "-", "RELEASE", "missing variable")]
   for field in ("annolist", "img_train"):
     if field not in release._fieldnames:
       return [], [BadRecord(file, "-", field, "missing field")]
@@ -95,14 +112,16 @@ def work_items(root: pathlib.Path, options: Options):
     try:
       name = str(entry.image.name)
       people = people_of(entry, record)
-    except BadRecord as error:
-      bad.append(error)
+    except BadRecord as error:  # one training image (its people not known: counted as 1)
+      bad.append(error.counting(1, "train"))
       continue
     except AttributeError as error:
-      bad.append(BadRecord(file, record, "image.name", f"missing field: {error}"))
+      bad.append(BadRecord(file, record, "image.name", f"missing field: {error}", 1, "train"))
       continue
     if people:
-      items.append({"index": index, "image": name, "people": people})
+      items.append(
+        {"index": index, "image": name, "people": people, "records": len(people), "split": "train"}
+      )
   return items, bad
 
 
@@ -112,12 +131,13 @@ def raw_records(root: pathlib.Path, item: dict, options: Options):
     safe_path(root, f"images/{item['image']}", ANNOTATION_FILE, record),
     f"images/{item['image']}",
     record,
+    options.max_image_bytes,
   )
   for person in item["people"]:
     yield {"image_name": item["image"], "index": item["index"], "image": image, **person}
 
 
-def to_record(raw: dict) -> dict:
+def to_record(raw: dict) -> CanonicalRecord:
   record_id = f"annolist({raw['index'] + 1}).annorect({raw['rect'] + 1})"
   joints = np.asarray(raw["joints"], np.float64)
   labelled16 = np.isfinite(joints).all(-1)
@@ -135,22 +155,22 @@ def to_record(raw: dict) -> dict:
     skeletons.convert(visible16[:, None].astype(float), skeletons.MPII_16, skeletons.POSE2D)[:, 0]
     > 0
   )
-  return {
-    "key": f"{DATASET}/{raw['image_name']}/{raw['rect']}",
-    "dataset": DATASET,
-    "split": "train",
-    "subject": "",
-    "sequence": raw["image_name"],
-    "action": "",
-    "camera": "",
-    "frame": raw["index"],
-    "image": raw["image"],
-    "mask": None,
-    "intrinsics": None,
-    "distortion": np.zeros(5),
-    "joints2d": skeletons.convert(joints, skeletons.MPII_16, skeletons.POSE2D),
-    "labelled": labelled,
-    "visible": visible & labelled,
-    "joints3d": None,
-    "joints3d_univ": None,
-  }
+  return CanonicalRecord(
+    key=f"{DATASET}/{raw['image_name']}/{raw['rect']}",
+    dataset=DATASET,
+    split="train",
+    subject="",
+    sequence=raw["image_name"],
+    action="",
+    camera="",
+    frame=raw["index"],
+    image=raw["image"],
+    mask=None,
+    camera_intrinsics_image_px=None,
+    camera_distortion=np.zeros(5),
+    joints2d_image_px=skeletons.convert(joints, skeletons.MPII_16, skeletons.POSE2D),
+    joints2d_labelled=labelled,
+    joints2d_visible=visible & labelled,
+    joints3d_camera_mm=None,
+    joints3d_univ_camera_mm=None,
+  )

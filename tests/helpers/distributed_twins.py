@@ -24,24 +24,27 @@ import keras  # noqa: E402
 import numpy as np  # noqa: E402
 
 from wild3d_tf import data, model  # noqa: E402
-from wild3d_tf.config import DataConfig, LossWeights, ModelConfig  # noqa: E402
-from wild3d_tf.trainer import Loop, LoopConfig, Trainer  # noqa: E402
+from wild3d_tf.config import DataConfig, LoopConfig, ModelConfig  # noqa: E402
+from wild3d_tf.losses import LossWeights  # noqa: E402
+from wild3d_tf.trainer import Loop, Trainer  # noqa: E402
 
 
 def make(strategy, dataset, work_dir):
   keras.utils.set_random_seed(0)
   with strategy.scope():
     step = tf.Variable(0, dtype=tf.int64, trainable=False)
-    network = model.build_model(config=ModelConfig.tiny(64), variant="tiny")
-    trainer = Trainer(network, LossWeights(), 8)
+    network = model.build_model(ModelConfig.tiny(64))
+    trainer = Trainer(network, LossWeights(), 8, 64)
     trainer.compile(
       optimizer=keras.optimizers.LossScaleOptimizer(keras.optimizers.SGD(1e-5), initial_scale=1.0)
     )
   return Loop(strategy, trainer, dataset, LoopConfig(work_dir, 0), step)
 
 
-config = DataConfig(data_dir=sys.argv[1], input_size=64, batch_size=8, shuffle_buffer=16)
-dataset = data.training_dataset(config, "full")
+config = DataConfig(data_dir=sys.argv[1], batch_size=8, shuffle_buffer=16)
+dataset = data.training_dataset(
+  config, "full", input_size=64, heatmap_size=ModelConfig.tiny(64).heatmap_size
+)
 single = make(tf.distribute.get_strategy(), dataset, sys.argv[2] + "/single")
 mirrored = make(
   tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"]), dataset, sys.argv[2] + "/mirrored"
@@ -51,8 +54,8 @@ for batch in dataset.take(4):  # two 3D and two 2D-only batches
   for mine, theirs in zip(mirrored.trainer.network.weights, single.trainer.network.weights):
     mine.assign(theirs.numpy())
   before = [v.numpy() for v in single.trainer.network.trainable_variables]
-  single._step_fn(batch)
-  mirrored._step_fn(batch)
+  single.step(batch)
+  mirrored.step(batch)
   for start, a, b in zip(
     before, single.trainer.network.trainable_variables, mirrored.trainer.network.trainable_variables
   ):

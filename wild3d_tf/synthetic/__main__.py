@@ -6,7 +6,11 @@ Folders under --out: h36m/, mpi_inf_3dhp/, mpi_inf_3dhp_test_set/, mpii/, lsp/, 
 (docs/synthetic.md describes each). The same preset and seed give byte-identical files.
 """
 
-from absl import app, flags, logging
+from wild3d_tf import cli  # first: quiets TensorFlow's start-up before it is imported
+
+# isort: split
+
+from absl import flags, logging
 
 from wild3d_tf.synthetic import generate
 from wild3d_tf.synthetic.presets import PRESETS
@@ -26,9 +30,10 @@ def main(argv):
     _OUT.value, _PRESET.value, _SEED.value, _DATASETS.value, _WORKERS.value, _SHEETS.value
   )
   print(
-    f"wrote {', '.join(sorted(seconds))} under {_OUT.value} in {sum(seconds.values()):.1f} s of work"
+    f"wrote {', '.join(sorted(seconds))} under {_OUT.value} "
+    f"in {sum(seconds.values()):.1f} s of work"
   )
 
 
 if __name__ == "__main__":
-  app.run(main)
+  cli.run(main)

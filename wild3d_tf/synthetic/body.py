@@ -415,7 +415,10 @@ _POINT_TABLES = {
 
 
 def native_joints(pose: np.ndarray, joint_set: skeletons.JointSet) -> np.ndarray:
-  """(..., J, 3) joints of a native ``joint_set`` for POSE3D ``pose``, as the dataset defines them."""
+  """(..., J, 3) joints of a native ``joint_set`` for POSE3D ``pose``.
+
+  The joints are as the dataset defines them.
+  """
   points = named_points(pose)
   table = _POINT_TABLES[joint_set.name]
   return np.stack([points[table[name]] for name in joint_set.joints], axis=-2)

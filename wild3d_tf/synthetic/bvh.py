@@ -48,7 +48,7 @@ def read(path: str | os.PathLike) -> Motion:
   stack, pending = [], None
   with open(path, encoding="utf-8") as f:
     lines = iter(enumerate(f, 1))
-    for number, line in lines:
+    for _number, line in lines:
       tokens = line.split()
       if not tokens:
         continue

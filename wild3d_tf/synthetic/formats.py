@@ -102,3 +102,52 @@ class VideoWriter:
 
   def __exit__(self, *exc):
     self.close()
+
+
+def write_h36m_metadata(path: os.PathLike, w0: np.ndarray, camera_ids: tuple[str, ...]) -> None:
+  """The camera block of Human3.6M's ``metadata.xml``: element ``w0`` holding the 300 numbers in
+  brackets, separated by single spaces (as the release writes it; ``cameras.H36M_W0_LENGTH``
+  gives the layout), and ``dbcameras/index2id`` listing the camera ids in w0's order.
+
+  Numbers are written with Python's shortest round-trip form, so parsing them gives the same
+  float64 values back.
+  """
+  w0 = np.asarray(w0, np.float64).reshape(-1)
+  path = pathlib.Path(path)
+  path.parent.mkdir(parents=True, exist_ok=True)
+  numbers = " ".join(repr(float(v)) for v in w0)
+  ids = "".join(f"<item>{camera_id}</item>" for camera_id in camera_ids)
+  path.write_text(
+    '<?xml version="1.0" encoding="UTF-8"?>\n'
+    "<metadata>\n"
+    f"  <w0>[{numbers}]</w0>\n"
+    f"  <dbcameras><index2id>{ids}</index2id></dbcameras>\n"
+    "</metadata>\n"
+  )
+
+
+def write_h36m_cameras_h5(path: os.PathLike, cams: dict) -> None:
+  """3d-pose-baseline's ``cameras.h5``: ``subject<s>/camera<c>/{R, T, f, c, k, p, Name}``.
+
+  ``cams`` maps (subject number 1..11, camera number 1..4) to a ``cameras.Camera``. As the file
+  was written from MATLAB, R is stored transposed; T (3, 1) is the camera centre in mm; f, c
+  (2, 1) pixels; k (3, 1); p (2, 1) as (p1, p2); Name (8, 1) the camera id's character codes.
+  """
+  path = pathlib.Path(path)
+  path.parent.mkdir(parents=True, exist_ok=True)
+  with h5py.File(path, "w", track_order=False) as f:
+    for (subject, number), camera in sorted(cams.items()):
+      k = camera.intrinsics
+      group = f.create_group(f"subject{subject}/camera{number}", track_order=False)
+      values = {
+        "R": camera.rotation.T,
+        "T": (-camera.rotation.T @ camera.translation).reshape(3, 1),
+        "f": np.array([[k[0, 0]], [k[1, 1]]]),
+        "c": np.array([[k[0, 2]], [k[1, 2]]]),
+        "k": np.reshape(camera.radial, (3, 1)),
+        "p": np.reshape(camera.tangential, (2, 1)),
+      }
+      for name, value in values.items():
+        group.create_dataset(name, data=np.asarray(value, np.float64), track_times=False)
+      name = np.array([[ord(ch)] for ch in camera.name], np.uint16)
+      group.create_dataset("Name", data=name, track_times=False)

@@ -36,7 +36,9 @@ CONVERTER_INPUTS = {
 def conversion_commands(
   native_dir, output_dir, python: str = sys.executable
 ) -> dict[str, list[str]]:
-  """Converter dataset -> the command that converts its folder under ``native_dir`` into ``output_dir``.
+  """Converter dataset -> its conversion command.
+
+  The command converts the dataset's folder under ``native_dir`` into ``output_dir``.
 
   In-memory DirectRunner: synthetic sets are small, where the multi-processing
   runner's worker start-up dominates (docs/benchmarks.md).

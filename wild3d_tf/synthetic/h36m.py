@@ -1,34 +1,35 @@
-"""Human3.6M in its native layout (datasets.md section 1).
+"""Human3.6M in its native layout, as the release unpacks (docs/datasets.md, Human3.6M).
 
-    h36m/cameras.json                                   (VideoPose3D conventions, see below)
+    h36m/metadata.xml                                   camera block of the release's metadata.xml
     h36m/S<k>/MyPoseFeatures/D3_Positions/<take>.cdf            world, 32 joints, mm
     h36m/S<k>/MyPoseFeatures/D3_Positions_mono/<take>.<cam>.cdf camera frame, mm
     h36m/S<k>/MyPoseFeatures/D2_Positions/<take>.<cam>.cdf      pixels, through the lens model
     h36m/S<k>/Videos/<take>.<cam>.mp4                           50 Hz
 
-``cameras.json`` holds ``intrinsic`` (per camera id: center, focal_length,
-radial_distortion, tangential_distortion listed as (p2, p1), res_w, res_h)
-and ``extrinsic`` (per subject and camera id: orientation, the camera-to-world
-quaternion (w, x, y, z), and translation, the camera centre in mm), the
-"published camera json" of VideoPose3D; ``wild3d_tf.cameras.h36m_json_to_camera``
-reads an entry. D2 pixels are 0-based. Takes are named like the real files,
-quirks included: S1 says ``TakingPhoto`` and ``WalkingDog``, and S1's second
-sub-action has no number (``Eating``); cameras 2 and 4 record one frame less.
+The release has no camera file beside the poses: its parameters are the ``w0``
+vector of ``metadata.xml`` (shipped with the release's code), which users copy
+into the data folder. The generator writes that file (``formats.write_h36m_metadata``:
+Euler angles and camera centre per subject and camera, then f, c, k, p per
+camera; ``wild3d_tf.cameras.camera_from_h36m_w0`` gives the layout) and renders
+with the cameras decoded from the very numbers it writes, so reading the file
+gives back exactly the cameras of the data. D2 pixels are 0-based. Takes are
+named like the real files, quirks included: S1 says ``TakingPhoto`` and
+``WalkingDog``, and S1's second sub-action has no number (``Eating``); cameras
+2 and 4 record one frame less.
 """
 
 from __future__ import annotations
 
-import json
 import pathlib
 import zlib
 
 import numpy as np
 
-from wild3d_tf import cameras, skeletons
+from wild3d_tf import cameras, h36m_protocol, skeletons
 from wild3d_tf.synthetic import body, formats, render, scene
 from wild3d_tf.synthetic.presets import Preset
 
-CAMERA_IDS = ("54138969", "55011271", "58860488", "60457274")
+CAMERA_IDS = cameras.H36M_CAMERA_IDS
 FPS = 50.0
 _S1_NAMES = {"Photo": "TakingPhoto", "WalkDog": "WalkingDog"}
 
@@ -73,11 +74,11 @@ def write(root: pathlib.Path, preset: Preset, seed: int, samples: list | None = 
   out = pathlib.Path(root) / "h36m"
   rng = np.random.default_rng([seed, zlib.crc32(b"h36m")])
   base = make_cameras(rng)
-  intrinsic, extrinsic = {}, {}
+  w0 = np.zeros(cameras.H36M_W0_LENGTH)
   for subject_name in preset.h36m_subjects:
     subject = body.Subject.random(subject_name, rng)
     palette = render.Palette.random(rng, wild=False)
-    extrinsic[subject_name] = {}
+    number = h36m_protocol.subject_number(subject_name)
     cams = {}
     for (
       cam_id,
@@ -87,10 +88,14 @@ def write(root: pathlib.Path, preset: Preset, seed: int, samples: list | None = 
         -cam.rotation.T @ cam.translation + rng.normal(0, 5, 3),
         -cam.rotation.T @ cam.translation + cam.rotation[2] * 5000 + rng.normal(0, 10, 3),
       )
-      cams[cam_id] = cameras.Camera(
-        cam.intrinsics, *jitter, cam.radial, cam.tangential, cam.size, cam_id
+      index = CAMERA_IDS.index(cam_id)
+      extrinsic, intrinsic = cameras.h36m_w0_entry(
+        cameras.Camera(cam.intrinsics, *jitter, cam.radial, cam.tangential, cam.size, cam_id)
       )
-      intrinsic[cam_id], extrinsic[subject_name][cam_id] = cameras.camera_to_h36m_json(cams[cam_id])
+      ext, intr = cameras.h36m_w0_offsets(number, index)
+      w0[ext : ext + 6], w0[intr : intr + 9] = extrinsic, intrinsic
+      # The data are made with the camera decoded from the numbers metadata.xml holds.
+      cams[cam_id] = cameras.camera_from_h36m_w0(w0, number, index, cam.size)
     backgrounds = {
       cam_id: render.background("studio", *cam.size, rng) for cam_id, cam in cams.items()
     }
@@ -139,6 +144,4 @@ def write(root: pathlib.Path, preset: Preset, seed: int, samples: list | None = 
                     cam.project(skeletons.convert(pose_cam[t], skeletons.POSE3D, skeletons.POSE2D)),
                   )
                 )
-  (out / "cameras.json").write_text(
-    json.dumps({"intrinsic": intrinsic, "extrinsic": extrinsic}, indent=1, sort_keys=True)
-  )
+  formats.write_h36m_metadata(out / "metadata.xml", w0, CAMERA_IDS)

@@ -1,4 +1,4 @@
-"""LSP and LSP-extended in their native layouts (datasets.md section 4).
+"""LSP and LSP-extended in their native layouts (docs/datasets.md, LSP and LSP-extended).
 
 lsp/joints.mat     ``joints`` 3 x 14 x N: x, y (1-based), flag 1 = occluded (LSP's inverted flag)
 lsp/images/im%04d.jpg          person-centred, the person about 150 px tall

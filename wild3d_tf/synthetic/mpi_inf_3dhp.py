@@ -1,4 +1,4 @@
-"""MPI-INF-3DHP in its native layouts (datasets.md section 2).
+"""MPI-INF-3DHP in its native layouts (docs/datasets.md, MPI-INF-3DHP).
 
 Training set, ``mpi_inf_3dhp/S<s>/Seq<q>/``: ``annot.mat`` (MATLAB v5; cells
 annot2 (F x 56 px), annot3 and univ_annot3 (F x 84 mm) for all 14 cameras,

@@ -1,6 +1,7 @@
-"""MPII Human Pose in its native layout (datasets.md section 3).
+"""MPII Human Pose in its native layout (docs/datasets.md, MPII Human Pose).
 
-    mpii/mpii_human_pose_v1_u12_1.mat   the RELEASE struct (annolist, img_train, version,
+    mpii/mpii_human_pose_v1_u12_2/mpii_human_pose_v1_u12_1.mat
+                                        the RELEASE struct (annolist, img_train, version,
                                         single_person, act, video_list)
     mpii/images/<9 digits>.jpg          frames of 1280 x 720 (times the preset's scale)
 
@@ -25,6 +26,7 @@ from wild3d_tf.synthetic.presets import Preset
 
 MPII = skeletons.MPII_16
 ANNOTATION_FILE = "mpii_human_pose_v1_u12_1.mat"
+ANNOTATION_FOLDER = "mpii_human_pose_v1_u12_2"
 
 
 def _struct_array(records: list[dict], fields: tuple) -> np.ndarray:
@@ -154,4 +156,6 @@ def write(root: pathlib.Path, preset: Preset, seed: int, samples: list | None = 
     ],
     ("annolist", "img_train", "version", "single_person", "act", "video_list"),
   )
-  formats.savemat(out / ANNOTATION_FILE, {"RELEASE": release})
+  # Where the release's annotation zip unpacks it (its own folder beside images/).
+  (out / ANNOTATION_FOLDER).mkdir(parents=True, exist_ok=True)
+  formats.savemat(out / ANNOTATION_FOLDER / ANNOTATION_FILE, {"RELEASE": release})
