@@ -31,3 +31,12 @@ def test_other_errors_keep_their_traceback():
     cli.report_known_failures(_fails(KeyError("bug")), ["/x/train.py"])([])
   assert not cli.known_failure(RuntimeError("a plain RuntimeError is not a CheckpointError"))
   assert cli.known_failure(checkpoints.CheckpointError("x"))
+
+
+def test_ctrl_c_outside_training_is_one_line_and_status_130(capsys):
+  with pytest.raises(SystemExit) as done:
+    cli.report_known_failures(_fails(KeyboardInterrupt()), ["/x/evaluate.py"])([])
+  assert done.value.code == 130
+  assert capsys.readouterr().err == "evaluate.py: interrupted\n"
+  with pytest.raises(KeyboardInterrupt):  # verbose: the traceback
+    cli.report_known_failures(_fails(KeyboardInterrupt()), ["/x/evaluate.py", "-v", "1"])([])

@@ -152,6 +152,63 @@ def test_a_persistent_nan_stops_with_the_step_range(converted_tiny, tmp_path):
     loop.run()
 
 
+def test_updates_dropped_by_the_loss_scaler_are_counted_and_shown(converted_tiny, tmp_path, capsys):
+  folder, _ = converted_tiny
+  loop = _loop(folder, tmp_path, 3, log_every=1)
+  # A scale no float can carry: every scaled gradient overflows, so the scaler drops each
+  # update (halving the scale) although every loss is finite.
+  loop.trainer.optimizer.dynamic_scale.assign(3e38)
+  before = {v.path: v.numpy().copy() for v in loop.trainer.network.trainable_variables}
+  result = loop.run()
+  assert result["loss_scale_skipped"] == 3 and result["skipped"] == 0 and result["step"] == 3
+  for v in loop.trainer.network.trainable_variables:
+    np.testing.assert_array_equal(v.numpy(), before[v.path])
+  lines = re.findall(r"^step \d+/3 .*$", capsys.readouterr().out, re.M)
+  assert [
+    re.search(r"skipped (\d+) non-finite, (\d+) loss-scale", line).groups() for line in lines
+  ] == [
+    ("0", "1"),
+    ("0", "2"),
+    ("0", "3"),
+  ]
+
+
+def test_ctrl_c_saves_and_stops_after_the_current_step(converted_tiny, tmp_path):
+  folder, _ = converted_tiny
+  loop = _loop(folder, tmp_path, 50)
+  original = loop.step
+
+  def interrupt_at_step_2(batch):
+    if int(loop.global_step.numpy()) == 1:  # the second step
+      os.kill(os.getpid(), signal.SIGINT)
+    return original(batch)
+
+  loop.step = interrupt_at_step_2
+  result = loop.run()
+  assert result["stopped_by"] == "SIGINT" and result["step"] == 2
+  assert tf.train.latest_checkpoint(str(tmp_path)).endswith("ckpt-2")
+  assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # handler given back
+
+
+@pytest.mark.slow
+def test_sigterm_saves_and_exits_with_a_distinct_status(converted_tiny, tmp_path):
+  folder, _ = converted_tiny
+  command = _train_command(folder, tmp_path / "run", 400, tmp_path / "digests.txt")
+  process = subprocess.Popen(
+    [*command, "--log_every=1"], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True
+  )
+  for line in process.stdout:  # the first progress line: training is under way
+    if line.startswith("step "):
+      break
+  process.send_signal(signal.SIGTERM)
+  rest = process.stdout.read()
+  assert process.wait(timeout=120) == 128 + signal.SIGTERM, rest
+  stopped = re.search(r"stopped by SIGTERM at step (\d+); checkpoint saved", rest)
+  assert stopped and "done:" not in rest, rest
+  saved = tf.train.latest_checkpoint(str(tmp_path / "run"))
+  assert saved.endswith(f"ckpt-{stopped.group(1)}") and int(stopped.group(1)) < 400
+
+
 def _train_command(folder, model_dir, steps, digests):
   return [
     sys.executable,

@@ -26,6 +26,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import signal
 import sys
 
 HELP_FLAGS = ("--help", "-h", "-?", "--helpshort", "--helpfull", "--helpxml")
@@ -163,6 +164,11 @@ def report_known_failures(main, argv: list[str]):
   def guarded(args):
     try:
       return main(args)
+    except KeyboardInterrupt:  # Ctrl-C outside training's own handler (which saves first)
+      if verbosity(argv) >= 1:
+        raise
+      print(f"{program}: interrupted", file=sys.stderr, flush=True)
+      raise SystemExit(128 + signal.SIGINT) from None
     except Exception as error:
       if not known_failure(error) or verbosity(argv) >= 1:
         raise

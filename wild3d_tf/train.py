@@ -7,7 +7,8 @@ of the paper. A flagfile sets defaults, the command line overrides them.
 ``run_config_from_flags`` turns the flags into one ``config.RunConfig``, written to
 --model_dir/config.json, which evaluation, export and prediction read back. Training
 resumes automatically from the newest complete checkpoint in --model_dir, which one
-training at a time may use (``checkpoints``: its training.lock); SIGTERM saves and exits.
+training at a time may use (``checkpoints``: its training.lock); SIGTERM or Ctrl-C saves and
+exits with status 143 or 130 (``EXIT_STATUS_STOPPED``).
 TensorBoard logs go to --model_dir/train. ``--verbosity=1`` shows TensorFlow's start-up
 log lines (``wild3d_tf.cli``).
 """
@@ -35,6 +36,11 @@ from wild3d_tf.trainer import Loop, Trainer, make_optimizer
 
 FLAGS = flags.FLAGS
 _DATA, _LOOP, _OPT = DataConfig("."), LoopConfig(".", 0), OptimizerConfig()  # flag defaults
+
+
+# Exit status of a run stopped by a signal after saving (128 + the signal number, the shell's
+# convention): distinct from success (0), errors (1) and usage errors.
+EXIT_STATUS_STOPPED = {"SIGTERM": 128 + 15, "SIGINT": 128 + 2}
 
 
 def _known_datasets(names: list[str], allowed: tuple) -> bool:
@@ -240,10 +246,12 @@ def _is_chief(strategy) -> bool:
 
 
 def summary_hook(writer, trainer: Trainer, optimizer, every_images: int):
-  def hook(step, logs, rate, wait_fraction, batch):
+  def hook(step, logs, rate, wait_fraction, batch, skips):
     with writer.as_default(step=step):
       for name, value in logs.items():
         tf.summary.scalar(f"loss/{name}", value)
+      for name, count in skips.items():  # steps without an update, by cause
+        tf.summary.scalar(f"train/skipped_steps_{name}", count)
       tf.summary.scalar("train/steps_per_second", rate)
       tf.summary.scalar("train/input_wait_fraction", wait_fraction)
       inner = getattr(optimizer, "inner_optimizer", optimizer)
@@ -425,8 +433,18 @@ def main(argv):
   except (ValueError, FileNotFoundError) as error:
     sys.exit(f"error: {error}")
   result = run(run_config, FLAGS.flags_into_string())
+  if result["stopped_by"]:
+    # A pre-empted run is not a finished one: job systems must see a failure and rerun it,
+    # which resumes from the checkpoint just saved. 128 + the signal, as a shell reports it.
+    print(
+      f"stopped by {result['stopped_by']} at step {result['step']}; checkpoint saved in "
+      f"{FLAGS.model_dir}: run the same command to resume",
+      flush=True,
+    )
+    sys.exit(EXIT_STATUS_STOPPED[result["stopped_by"]])
   print(
-    f"done: step {result['step']}, {result['skipped']} skipped, {result['seconds']:.0f} s; "
+    f"done: step {result['step']}, {result['skipped']} skipped (non-finite loss), "
+    f"{result['loss_scale_skipped']} dropped by the loss scaler, {result['seconds']:.0f} s; "
     f"checkpoints in {FLAGS.model_dir}"
   )
 

@@ -12,7 +12,13 @@ Steps are counted by our own ``global_step``, which advances on every batch:
 ``optimizer.iterations`` does not advance when the loss scaler skips an
 overflowed float16 step. A step whose loss is not finite on any replica is
 skipped (no update) and counted; ``max_nonfinite`` consecutive ones stop
-training with an error naming the step range.
+training with an error naming the step range. A step whose loss is finite but
+whose update the loss scaler drops (float16 gradients overflowed) is counted
+apart; both counts are in the progress line and TensorBoard.
+
+SIGTERM (a scheduler's pre-emption) and SIGINT (Ctrl-C) both save a checkpoint
+after the current step and stop; ``run``'s result names the signal
+(``stopped_by``) so the entry point can exit with a non-zero status.
 """
 
 from __future__ import annotations
@@ -185,6 +191,11 @@ class Loop:
     self.consecutive_bad = tf.Variable(
       0, dtype=tf.int64, trainable=False, name="consecutive_nonfinite"
     )
+    # Steps whose loss was finite but whose update the loss scaler dropped (float16
+    # gradients overflowed at the current scale): honest counts of what did not train.
+    self.loss_scale_skipped = tf.Variable(
+      0, dtype=tf.int64, trainable=False, name="loss_scale_skipped_steps"
+    )
     self.iterator = iter(dataset)
     optimizer = trainer.optimizer
     with strategy.scope():
@@ -195,14 +206,24 @@ class Loop:
       global_step=global_step,
       skipped=self.skipped,
       consecutive_bad=self.consecutive_bad,
+      loss_scale_skipped=self.loss_scale_skipped,
       iterator=self.iterator,
     )
     self.manager = self._manager()
     self.summary_hook = summary_hook
     self.periodic = list(periodic)  # (every, fn(step)) pairs, e.g. validation
     self.history = []  # logs per log interval: {"step": ..., "loss": ..., term: ...}
-    self._stop_requested = False
+    self._stop_requested = None  # the signal number that asked us to save and stop
     self._compiled_step = tf.function(self._distributed_step, jit_compile=config.jit_compile)
+
+  def skip_counts(self) -> dict:
+    """Steps without an update since the run began (checkpointed, so across resumes):
+    ``nonfinite`` (the loss was not finite) and ``loss_scale`` (the loss was finite but the
+    loss scaler dropped the update because scaled gradients overflowed)."""
+    return {
+      "nonfinite": int(self.skipped.numpy()),
+      "loss_scale": int(self.loss_scale_skipped.numpy()),
+    }
 
   def step(self, batch: dict):
     """One training step on a global batch (a dict of (global_batch, ...) tensors), compiled
@@ -248,16 +269,22 @@ class Loop:
       logging.info("resumed from %s at step %d", latest, int(self.global_step.numpy()))
     return bool(latest)
 
-  def _on_sigterm(self, signum, frame):
-    del signum, frame
-    self._stop_requested = True
+  def _on_stop_signal(self, signum, frame):
+    del frame
+    self._stop_requested = signum
+
+  STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
 
   def run(self) -> dict:
-    previous = signal.signal(signal.SIGTERM, self._on_sigterm)
+    """Trains to ``max_steps`` or until SIGTERM/SIGINT; returns the summary: ``step``,
+    ``skipped``, ``loss_scale_skipped``, ``seconds``, ``history``, the last logged losses and
+    ``stopped_by`` (the signal's name, or None when training reached ``max_steps``)."""
+    previous = {s: signal.signal(s, self._on_stop_signal) for s in self.STOP_SIGNALS}
     try:
       return self._run()
     finally:
-      signal.signal(signal.SIGTERM, previous)
+      for s, handler in previous.items():
+        signal.signal(s, handler)
 
   def _run(self) -> dict:
     config = self.config
@@ -270,8 +297,18 @@ class Loop:
       fetch = time.perf_counter()
       batch = next(self.iterator)
       wait += time.perf_counter() - fetch
+      # The optimizer counts the updates it applies: a finite step that leaves the count
+      # unchanged was dropped by the loss scaler.
+      updates_before = int(self.trainer.optimizer.iterations.numpy())
       finite = bool(self.step(batch).numpy())
       step = int(self.global_step.assign_add(1).numpy())
+      if finite and int(self.trainer.optimizer.iterations.numpy()) == updates_before:
+        self.loss_scale_skipped.assign_add(1)
+        logging.info(
+          "step %d: gradients overflowed at the current loss scale, update dropped (%d so far)",
+          step,
+          int(self.loss_scale_skipped.numpy()),
+        )
       if config.batch_digest_file:
         digest = hashlib.sha256(
           batch[preprocess.IMAGE].numpy().tobytes()
@@ -301,13 +338,16 @@ class Loop:
         logs = {name: float(m.result().numpy()) for name, m in self.trainer.trackers.items()}
         self.history.append({"step": step, **logs})
         eta = (config.max_steps - step) / max(rate, 1e-9)
+        skips = self.skip_counts()
         print(
           f"step {step}/{config.max_steps}  loss {logs['loss']:.4f}  {rate:.2f} steps/s  "
-          f"input wait {100 * wait / max(now - last_log, 1e-9):.0f}%  ETA {eta:.0f} s",
+          f"input wait {100 * wait / max(now - last_log, 1e-9):.0f}%  "
+          f"skipped {skips['nonfinite']} non-finite, {skips['loss_scale']} loss-scale  "
+          f"ETA {eta:.0f} s",
           flush=True,
         )
         if self.summary_hook:
-          self.summary_hook(step, logs, rate, wait / max(now - last_log, 1e-9), batch)
+          self.summary_hook(step, logs, rate, wait / max(now - last_log, 1e-9), batch, skips)
         for tracker in self.trainer.trackers.values():
           tracker.reset_state()
         last_log, last_log_step, wait = now, step, 0.0
@@ -317,7 +357,8 @@ class Loop:
       if step % config.checkpoint_every == 0 or self._stop_requested:
         self.manager.save(checkpoint_number=step)
         if self._stop_requested:
-          logging.info("SIGTERM: saved step %d and stopping", step)
+          name = signal.Signals(self._stop_requested).name
+          logging.warning("%s: saved step %d and stopping", name, step)
           break
     step = int(self.global_step.numpy())
     latest = self.manager.latest_checkpoint
@@ -326,6 +367,8 @@ class Loop:
     return {
       "step": int(self.global_step.numpy()),
       "skipped": int(self.skipped.numpy()),
+      "loss_scale_skipped": int(self.loss_scale_skipped.numpy()),
+      "stopped_by": signal.Signals(self._stop_requested).name if self._stop_requested else None,
       "seconds": time.perf_counter() - started,
       "history": self.history,
       **logs,
