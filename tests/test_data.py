@@ -129,7 +129,7 @@ def test_heatmaps_decode_to_the_joints(converted_tiny):
   record = _records(folder, "lspet", "train")[0]
   heatmap_size = ModelConfig.tiny(128).heatmap_size
   out = data.prepare(record, tf.constant(1, tf.int64), config, True, 128, heatmap_size=heatmap_size)
-  decoded, _ = heatmaps.decode(out[preprocess.HEATMAPS][None])
+  decoded, _ = heatmaps.decode(out[preprocess.HEATMAPS][None], stride=128 // heatmap_size)
   visible = out[preprocess.JOINTS2D_VISIBLE].numpy() > 0
   np.testing.assert_allclose(
     decoded.numpy()[0][visible], out[preprocess.JOINTS2D_INPUT_PX].numpy()[visible], atol=0.05

@@ -22,7 +22,7 @@ def _labels(rng, has_3d=(1, 1, 0, 0)):
   pose = rng.normal(size=(B, 17, 3)).astype(np.float32) * 300
   pose -= pose[:, :1]
   return {
-    "heatmaps": np.asarray(heatmaps.encode(joints2d, visible, size=SIZE // 16)),
+    "heatmaps": np.asarray(heatmaps.encode(joints2d, visible, size=SIZE // 16, stride=16)),
     preprocess.JOINTS2D_INPUT_PX: joints2d,
     "joints2d_visible": visible,
     preprocess.JOINTS3D_VIRTUAL_MM: pose,

@@ -151,10 +151,10 @@ def test_mirror_functions_swap_left_and_right_and_are_involutions():
 def test_mirrored_heatmaps_are_the_heatmaps_of_mirrored_joints():
   joints = np.random.default_rng(1).uniform(0, 255, (14, 2)).astype(np.float32)
   visible = np.ones(14, np.float32)
-  maps = heatmaps.encode(joints, visible, 16)
+  maps = heatmaps.encode(joints, visible, 16, stride=16)
   np.testing.assert_allclose(
     preprocess.mirror_heatmaps(maps),
-    heatmaps.encode(preprocess.mirror_joints2d(joints, 256), visible, 16),
+    heatmaps.encode(preprocess.mirror_joints2d(joints, 256), visible, 16, stride=16),
     atol=1e-5,
   )
 

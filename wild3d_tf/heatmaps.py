@@ -21,7 +21,7 @@ def cells_to_pixels(cells, stride: int):
   return cells * stride + (stride - 1) / 2
 
 
-def encode(joints2d, visible, size: int, stride: int = 16, sigma: float = DEFAULT_SIGMA):
+def encode(joints2d, visible, size: int, stride: int, sigma: float = DEFAULT_SIGMA):
   """(..., K, 2) pixel joints -> (..., size, size, K) Gaussians; invisible joints give zeros."""
   cells = pixels_to_cells(ops.cast(joints2d, "float32"), stride)
   grid = ops.cast(ops.arange(size), "float32")
@@ -35,7 +35,7 @@ def encode(joints2d, visible, size: int, stride: int = 16, sigma: float = DEFAUL
   return ops.transpose(maps, list(range(rank - 3)) + [rank - 2, rank - 1, rank - 3])
 
 
-def decode(heatmaps, stride: int = 16, sigma: float = DEFAULT_SIGMA, eps: float = 1e-6):
+def decode(heatmaps, stride: int, sigma: float = DEFAULT_SIGMA, eps: float = 1e-6):
   """(B, H, W, K) heatmaps -> ((B, K, 2) pixel joints, (B, K) peak values).
 
   Inside the map a parabola through the log of the peak and both neighbours
