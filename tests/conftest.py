@@ -1,5 +1,7 @@
 """Shared fixtures: the synthetic tiny datasets, generated once per test process."""
 
+import struct
+
 import pytest
 
 from wild3d_tf.synthetic import generate
@@ -86,3 +88,12 @@ def tiny_export(tiny_checkpoint, tmp_path_factory):
 
   base = tmp_path_factory.mktemp("export")
   return export.export_saved_model(inference.load_network(str(tiny_checkpoint[0])), str(base))
+
+
+def record_ends(blob: bytes) -> list[int]:
+  """Where each TFRecord ends: 8-byte little-endian length, 4-byte CRC, payload, 4-byte CRC."""
+  ends, at = [], 0
+  while at < len(blob):
+    at += 12 + struct.unpack("<Q", blob[at : at + 8])[0] + 4
+    ends.append(at)
+  return ends

@@ -6,11 +6,10 @@ Golden values through the whole record -> crop -> camera path.
 import json
 import re
 import shutil
-import struct
 import subprocess
 import sys
 
-from conftest import NATIVE_FOLDERS, convert_dataset
+from conftest import NATIVE_FOLDERS, convert_dataset, record_ends
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -217,15 +216,6 @@ def _copy_test_set(folder, to):
   return shards.shard_files(str(to), TEST_SET, "test")[0]
 
 
-def _record_ends(blob: bytes) -> list[int]:
-  """Where each TFRecord ends: 8-byte little-endian length, 4-byte CRC, payload, 4-byte CRC."""
-  ends, at = [], 0
-  while at < len(blob):
-    at += 12 + struct.unpack("<Q", blob[at : at + 8])[0] + 4
-    ends.append(at)
-  return ends
-
-
 def _zeros(batch):
   return np.zeros((len(batch[preprocess.IMAGE]), 17, 3))
 
@@ -234,7 +224,7 @@ def test_a_short_or_damaged_test_set_is_an_error_not_a_smaller_table(converted_t
   shard = _copy_test_set(converted_tiny[0], tmp_path / "short")
   data_dir = str(tmp_path / "short")
   blob = open(shard, "rb").read()
-  ends = _record_ends(blob)
+  ends = record_ends(blob)
   listed = shards.listed_records([shard])[0]
   assert len(ends) == listed >= 2
   with open(shard, "wb") as f:

@@ -4,11 +4,11 @@ shards converted under a URL (TF's in-memory ``ram://`` standing in for ``gs://`
 import dataclasses
 import json
 import re
-import struct
 import subprocess
 import sys
 
 from conftest import convert_dataset as _convert
+from conftest import record_ends
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -152,15 +152,6 @@ def _write_bytes(path, blob: bytes):
     f.write(blob)
 
 
-def _record_ends(blob: bytes) -> list[int]:
-  """Where each TFRecord ends: 8-byte little-endian length, 4-byte CRC, payload, 4-byte CRC."""
-  ends, at = [], 0
-  while at < len(blob):
-    at += 12 + struct.unpack("<Q", blob[at : at + 8])[0] + 4
-    ends.append(at)
-  return ends
-
-
 def _read_all(dataset):
   for _ in dataset:
     pass
@@ -171,13 +162,13 @@ def _lsp_train(synthetic_tiny, url):
   manifest = _convert("lsp", synthetic_tiny / "lsp", url)
   [train] = data.shard_files(url, "lsp", "train")
   blob = _read(train)
-  assert len(_record_ends(blob)) == manifest["splits"]["train"]["shards"][0]["records"] == 4
+  assert len(record_ends(blob)) == manifest["splits"]["train"]["shards"][0]["records"] == 4
   return train, blob
 
 
 def test_a_shard_cut_at_a_record_boundary_fails_training_and_validation(synthetic_tiny, url):
   train, blob = _lsp_train(synthetic_tiny, url)
-  _write_bytes(train, blob[: _record_ends(blob)[2]])
+  _write_bytes(train, blob[: record_ends(blob)[2]])
   assert sum(1 for _ in tf.data.TFRecordDataset(train)) == 3  # TF reads 3 records, no error
   message = re.escape(
     f"{train}: 3 records read, its manifest lists 4: record 3 (0-based) is corrupt or missing"
@@ -195,7 +186,7 @@ def test_a_shard_cut_at_a_record_boundary_fails_training_and_validation(syntheti
 def test_a_flipped_byte_fails_naming_the_shard_and_the_record(synthetic_tiny, url):
   train, blob = _lsp_train(synthetic_tiny, url)
   damaged = bytearray(blob)
-  damaged[_record_ends(blob)[0] + 12 + 40] ^= 0x01  # in record 1's payload: its CRC fails
+  damaged[record_ends(blob)[0] + 12 + 40] ^= 0x01  # in record 1's payload: its CRC fails
   _write_bytes(train, bytes(damaged))
   with pytest.raises(tf.errors.DataLossError, match="corrupted record"):  # TF names no file
     _read_all(tf.data.TFRecordDataset(train))
@@ -208,7 +199,7 @@ def test_a_flipped_byte_fails_naming_the_shard_and_the_record(synthetic_tiny, ur
   with pytest.raises(ValueError, match="lsp-train.tfrecord-00000-of-00001: SHA-256"):
     data.mixed_records(verified, ["lsp"], seed=0)  # before anything is read
   # A record cut in half (a shard cut inside a record) is one more corrupt record.
-  _write_bytes(train, blob[: _record_ends(blob)[1] + 30])
+  _write_bytes(train, blob[: record_ends(blob)[1] + 30])
   cut = re.escape(f"{train}: 2 records read, its manifest lists 4: record 2 (0-based)")
   with pytest.raises(tf.errors.InvalidArgumentError, match=cut):
     _read_all(shards.read_checked([train]))
@@ -216,7 +207,7 @@ def test_a_flipped_byte_fails_naming_the_shard_and_the_record(synthetic_tiny, ur
 
 def test_a_shard_longer_than_its_manifest_fails_and_unlisted_files_are_refused(synthetic_tiny, url):
   train, blob = _lsp_train(synthetic_tiny, url)
-  _write_bytes(train, blob + blob[: _record_ends(blob)[0]])  # record 0 once more
+  _write_bytes(train, blob + blob[: record_ends(blob)[0]])  # record 0 once more
   with pytest.raises(
     tf.errors.InvalidArgumentError, match=re.escape(f"{train}: more than 4 records")
   ):
