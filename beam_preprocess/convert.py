@@ -46,6 +46,7 @@ import tensorflow as tf
 from beam_preprocess import sharding, transforms
 from beam_preprocess.readers import h36m_cameras
 from beam_preprocess.records import Options
+from wild3d_tf import h36m_protocol
 
 FLAGS = flags.FLAGS
 flags.DEFINE_enum("dataset", None, sorted(transforms.READERS), "Dataset to convert.")
@@ -167,12 +168,15 @@ def run(argv=None, run_id: str | None = None) -> dict:
   argv = list(sys.argv if argv is None else argv)
   FLAGS.unparse_flags()  # a second run() in one process must not inherit the first one's flags
   rest = FLAGS(argv, known_only=True)
+  # Unknown flags first: a misspelt required flag is named as what it is, not as missing.
+  pipeline_opts = beam_options(rest[1:])
   for name in ("dataset", "input_dir", "output_dir"):
     if getattr(FLAGS, name) is None:
       raise UsageError(f"--{name} is required")
-  pipeline_opts = beam_options(rest[1:])
   transforms.check_input_dir(FLAGS.dataset, FLAGS.input_dir)
-  test_stride = FLAGS.test_frame_stride or (64 if FLAGS.dataset == "h36m" else 1)
+  test_stride = FLAGS.test_frame_stride or (
+    h36m_protocol.TEST_FRAME_STRIDE if FLAGS.dataset == "h36m" else 1
+  )
   options = Options(
     frame_stride=FLAGS.frame_stride,
     test_frame_stride=test_stride,

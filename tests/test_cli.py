@@ -27,6 +27,7 @@ NOISE = re.compile(r"^[IWEF]\d{4} |absl::InitializeLog|cuInit|oneDNN|apitools", 
 def _environment():
   env = dict(os.environ)
   env.pop("TF_CPP_MIN_LOG_LEVEL", None)  # the default start-up, as a user's shell has it
+  env.pop(cli.QUIET_MARKER, None)  # (importing cli here set both in this process)
   return env
 
 
@@ -85,3 +86,24 @@ def test_help_requests_are_recognised():
   assert cli.help_requested(["x", "-h"])
   assert not cli.help_requested(["--help"])  # argv[0] is the program
   assert not cli.help_requested(["x", "--helpful_flag=1"])
+
+
+def test_a_child_of_a_quiet_entry_point_stays_quiet_unless_the_user_set_the_level():
+  # The demo runs each step as a child process, which inherits the environment quiet_startup
+  # set up: that is wild3d's level (marked), not the user's, so the child stays quiet.
+  inherited = {**_environment(), "TF_CPP_MIN_LOG_LEVEL": "2", cli.QUIET_MARKER: "1"}
+  users = {**_environment(), "TF_CPP_MIN_LOG_LEVEL": "2"}  # the user's own: nothing silenced
+  script = "from wild3d_tf import cli; import tensorflow as tf; tf.config.list_physical_devices()"
+  results = [
+    subprocess.run(
+      [sys.executable, "-c", script],
+      capture_output=True,
+      text=True,
+      env=env,
+      timeout=300,
+    )
+    for env in (inherited, users)
+  ]
+  assert [r.returncode for r in results] == [0, 0]
+  assert not NOISE.search(results[0].stderr), results[0].stderr[:2000]
+  assert NOISE.search(results[1].stderr), results[1].stderr[:2000]

@@ -359,6 +359,17 @@ def test_an_unknown_flag_is_an_error_naming_it(synthetic_tiny, tmp_path, flag):
   assert not (tmp_path / "out").exists()
 
 
+def test_a_misspelt_required_flag_is_named_not_called_missing(synthetic_tiny, tmp_path):
+  argv = [
+    "convert",
+    "--datset=lsp",
+    f"--input_dir={synthetic_tiny / 'lsp'}",
+    f"--output_dir={tmp_path}",
+  ]
+  with pytest.raises(convert.UsageError, match="unknown flag\\(s\\) --datset=lsp:"):
+    convert.run(argv)
+
+
 @pytest.mark.parametrize(
   "flag,message",
   [

@@ -40,3 +40,14 @@ def test_ctrl_c_outside_training_is_one_line_and_status_130(capsys):
   assert capsys.readouterr().err == "evaluate.py: interrupted\n"
   with pytest.raises(KeyboardInterrupt):  # verbose: the traceback
     cli.report_known_failures(_fails(KeyboardInterrupt()), ["/x/evaluate.py", "-v", "1"])([])
+
+
+def test_a_missing_run_or_data_folder_is_one_line(capsys):
+  # wild3d's FileNotFoundErrors name what they looked for (config.load, shards.load_manifest).
+  error = FileNotFoundError("runs/x: no config.json; not a wild3d training directory")
+  with pytest.raises(SystemExit) as done:
+    cli.report_known_failures(_fails(error), ["/x/evaluate.py"])([])
+  assert done.value.code == 1
+  assert capsys.readouterr().err == (
+    "evaluate.py: error: runs/x: no config.json; not a wild3d training directory\n"
+  )

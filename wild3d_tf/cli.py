@@ -29,6 +29,9 @@ import os
 import signal
 import sys
 
+# Set beside TF_CPP_MIN_LOG_LEVEL when quiet_startup sets it, so that child processes (the demo's
+# steps) tell wild3d's setting from the user's.
+QUIET_MARKER = "WILD3D_QUIET_STARTUP"
 HELP_FLAGS = ("--help", "-h", "-?", "--helpshort", "--helpfull", "--helpxml")
 
 
@@ -120,9 +123,13 @@ def quiet_startup(argv: list[str] | None = None) -> bool:
   asked for, ``TF_CPP_MIN_LOG_LEVEL`` is set or TensorFlow is already imported; returns
   whether it did."""
   argv = sys.argv if argv is None else argv
-  if "tensorflow" in sys.modules or "TF_CPP_MIN_LOG_LEVEL" in os.environ or verbosity(argv) >= 1:
+  # The user's own TF_CPP_MIN_LOG_LEVEL wins; ours (inherited by the demo's child processes,
+  # with its marker) does not count as the user's.
+  users_level = "TF_CPP_MIN_LOG_LEVEL" in os.environ and QUIET_MARKER not in os.environ
+  if "tensorflow" in sys.modules or users_level or verbosity(argv) >= 1:
     return False
   os.environ["TF_CPP_MIN_LOG_LEVEL"] = "2"
+  os.environ[QUIET_MARKER] = "1"
   if not any(isinstance(finder, _QuietImport) for finder in sys.meta_path):
     sys.meta_path.insert(0, _QuietImport())
   return True
@@ -137,6 +144,9 @@ KNOWN_FAILURES = (
   "wild3d_tf.schema:SchemaVersionError",
   "wild3d_tf.export:ExportOptionError",
   "wild3d_tf.predict:PredictError",
+  # wild3d raises it naming the folder or file it looked for (a run without config.json or
+  # checkpoint, a data folder without the manifest asked for).
+  "builtins:FileNotFoundError",
 )
 # The exit status of a known failure (absl's for a usage error too).
 KNOWN_FAILURE_STATUS = 1

@@ -282,6 +282,8 @@ def main(argv):
   del argv
   if not FLAGS.data_dir or not FLAGS.output_dir:
     raise app.UsageError("--data_dir and --output_dir are required")
+  if (FLAGS.checkpoint is None) == (FLAGS.saved_model is None):
+    raise app.UsageError("give exactly one of --checkpoint and --saved_model")
   if FLAGS.lifter:
     if not FLAGS.checkpoint or FLAGS.saved_model:
       raise app.UsageError(
