@@ -119,6 +119,17 @@ def _both_heatmap_stages(outputs, labels):
   )
 
 
+def _against_3d_labels(loss):
+  """A term's function comparing the predicted pose with the 3D labels: ``loss(pred, target,
+  has_3d, valid)`` on the root-relative crop-camera joints, per-joint validity when present."""
+  return lambda out, lab, size: loss(
+    out["pose3d"],
+    lab[preprocess.JOINTS3D_VIRTUAL_MM],
+    lab[preprocess.HAS_3D],
+    lab.get(preprocess.JOINTS3D_VALID),
+  )
+
+
 TERMS = (
   LossTerm(
     "heatmap",
@@ -136,24 +147,14 @@ TERMS = (
   ),
   LossTerm(
     "pose3d",
-    lambda out, lab, size: pose3d_loss(
-      out["pose3d"],
-      lab[preprocess.JOINTS3D_VIRTUAL_MM],
-      lab[preprocess.HAS_3D],
-      lab.get(preprocess.JOINTS3D_VALID),
-    ),
+    _against_3d_labels(pose3d_loss),
     (preprocess.JOINTS3D_VIRTUAL_MM, preprocess.HAS_3D),
     10.0,
     optional_labels=(preprocess.JOINTS3D_VALID,),
   ),
   LossTerm(
     "bone_3d",
-    lambda out, lab, size: bone_vector_loss(
-      out["pose3d"],
-      lab[preprocess.JOINTS3D_VIRTUAL_MM],
-      lab[preprocess.HAS_3D],
-      lab.get(preprocess.JOINTS3D_VALID),
-    ),
+    _against_3d_labels(bone_vector_loss),
     (preprocess.JOINTS3D_VIRTUAL_MM, preprocess.HAS_3D),
     10.0,
     optional_labels=(preprocess.JOINTS3D_VALID,),
