@@ -3,8 +3,11 @@
 3D labels come only from the studio domain (synthetic H3.6M and MPI-INF-3DHP
 training sets), 2D labels only from the in-the-wild domain (MPII, LSP,
 LSPET); every variant starts from the same 2D pre-training of its seed and
-is evaluated on the MPI-INF-3DHP-format test set, in the wild (TS5-TS6,
-the paper's "Outdoor") and in the studio (TS1-TS4):
+is evaluated on the MPI-INF-3DHP-format test set in three columns: the
+studio (TS1-TS4), in the wild with the studio's kind of poses (TS5, the main
+column: the appearance shift alone, as 3DHP's outdoor sequences perform the
+training activities) and in the wild with wild poses (TS6, appearance and
+pose shift together):
 
   baseline       direct 3D regression, bone losses, 2D pre-training; no 2D latent loss,
                  no projection, no 2D data in the 3D stage (--ablation=baseline --nouse_2d_data)
@@ -14,13 +17,22 @@ the paper's "Outdoor") and in the studio (TS1-TS4):
   lifting        Martinez et al.'s 2D-to-3D lifting MLP fed the full model's 2D joints
                  (python -m wild3d_tf.lifting; evaluate --lifter): no image depth cues
 
-Each stage runs the user-facing command (printed); results are the
-``evaluate`` outputs of every run, aggregated into mean and sample standard
-deviation over seeds of PCK, AUC and MPJPE under the scaled and Procrustes
-protocols, written as Markdown with the commands, budgets and seeds, with
-PCK curves and training curves under docs/images/. Finished stages are
-skipped and interrupted training resumes from its checkpoint, so a killed
-run continues where it stopped; the table is rewritten after every seed.
+Beside them two floors that look at no image: the mean training pose and the
+zero pose (every joint at the pelvis). The training recipe is the configs'
+(``--network tiny``: configs/tiny_*.cfg, the CPU recipe; ``--network full``:
+the paper's configs/pretrain2d.cfg and full.cfg).
+
+Each stage runs the user-facing command (printed). Scores are per take (a
+take: a short stretch of one test sequence with its own person, clothes,
+background and camera; ``wild3d_tf.synthetic.mpi_inf_3dhp.test_take_index``):
+the tables give the mean over seeds of the frame-pooled PCK with the sample
+spread over seeds and a 95 % interval from a bootstrap that resamples seeds
+and takes together. ``results.json`` beside the Markdown holds every variant's,
+seed's and column's per-take PCK (scaled and Procrustes) with each take's
+valid frames, and the floors, so the success test (``SUCCESS``) can be
+recomputed by anyone. Finished stages are skipped and interrupted training
+resumes from its checkpoint, so a killed run continues where it stopped; the
+outputs are rewritten after every seed.
 
   python benchmarks/ablation.py --work_dir /tmp/ablation --preset bench --seeds 0 1 2 \\
       [--network full] --pretrain_steps 3000 --full_steps 3000 --output docs/results.md
@@ -38,8 +50,10 @@ import time
 import numpy as np
 import tensorflow as tf
 
-from wild3d_tf import evaluate, inference, lifting, metrics, preprocess, shards, visualize
+from wild3d_tf import evaluate, inference, lifting, metrics, preprocess, schema, shards, visualize
+from wild3d_tf.synthetic import mpi_inf_3dhp as synthetic_3dhp
 from wild3d_tf.synthetic.generate import conversion_commands
+from wild3d_tf.synthetic.presets import PRESETS
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 CONFIGS = ROOT / "configs"
@@ -51,17 +65,35 @@ VARIANTS = {
 }
 LIFTING = "lifting"
 NAMES = (*VARIANTS, LIFTING)
-# A constant answer, the mean training pose: what a network that ignores the image scores.
+# Answers that ignore the image: the mean training pose, and every joint at the pelvis.
 MEAN_POSE = "mean training pose"
+ZERO_POSE = "zero pose"
+FLOORS = (MEAN_POSE, ZERO_POSE)
 # A 2D joint counts as found within this fraction of the crop side (12.8 px at 128 px).
 PCK2D_FRACTION = 0.1
-COLUMNS = {"in the wild (TS5-6)": "Outdoor", "studio (TS1-4)": "Studio"}
+# Column title -> the test sequences it pools (synthetic world: wild3d_tf.synthetic.mpi_inf_3dhp).
+COLUMNS = {
+  "studio (TS1-4)": ("TS1", "TS2", "TS3", "TS4"),
+  "wild, studio poses (TS5)": ("TS5",),
+  "wild, wild poses (TS6)": ("TS6",),
+}
+STUDIO, MAIN_WILD, HARD_WILD = COLUMNS
+PROTOCOLS = ("scaled", "procrustes")
+# The success test of issue 14, fixed before any run: on the main wild column full minus
+# baseline (scaled PCK) is at least 5 points and more than two bootstrap standard errors
+# (seeds and takes resampled together); in the studio full is at most 3 points below the
+# baseline; every network is at least 5 points above the higher floor in both columns.
+SUCCESS = {"wild_gain": 5.0, "standard_errors": 2.0, "studio_loss": 3.0, "above_floor": 5.0}
+BOOTSTRAP_SAMPLES = 2000
 # --network -> (2D pre-training config, 3D stage config); the steps and decay come from --*_steps.
 CONFIG_FILES = {
   "tiny": ("tiny_pretrain2d.cfg", "tiny_full.cfg"),
   "full": ("pretrain2d.cfg", "full.cfg"),
 }
-NETWORKS = {"tiny": "tiny network (128 px, batch 8)", "full": "full network (256 px, batch 10)"}
+NETWORKS = {
+  "tiny": "tiny network (configs/tiny_*.cfg, CPU recipe)",
+  "full": "full network (configs/pretrain2d.cfg, full.cfg: the paper's recipe)",
+}
 
 
 def stage(command: list[str], log: list[str], done: pathlib.Path | None = None) -> None:
@@ -77,66 +109,205 @@ def stage(command: list[str], log: list[str], done: pathlib.Path | None = None) 
   print(f"   ({time.perf_counter() - start:.0f} s)", flush=True)
 
 
-def studio_and_wild(results_json: pathlib.Path) -> dict:
-  """{column: {protocol: {pck, auc, mpjpe}}}, studio pooled over TS1-TS4 by frames."""
-  results = json.loads(results_json.read_text())
+def prepare_data(work: pathlib.Path, preset: str, log: list[str]) -> pathlib.Path:
+  """Generates the synthetic native datasets and converts them (each step skipped when done);
+  returns the converter's output folder."""
+  native, records, python = work / "data", work / "tfrecords", sys.executable
+  stage(
+    [python, "-m", "wild3d_tf.synthetic", f"--out={native}", f"--preset={preset}", "--seed=0"],
+    log,
+    done=native / "lspet",
+  )
+  for dataset, command in conversion_commands(native, records, python).items():
+    manifest = pathlib.Path(shards.manifest_path(str(records), dataset))
+    # Records of another schema version are converted again, not reused.
+    stage(command, log, done=manifest if shards.is_current(str(records), dataset) else None)
+  return records
+
+
+def train_command(
+  config_file: str, records, model_dir, seed: int, steps: int, *extra: str
+) -> list[str]:
+  """``python -m wild3d_tf.train`` with a config file, a budget and switches."""
+  return [
+    sys.executable,
+    "-m",
+    "wild3d_tf.train",
+    f"--flagfile={CONFIGS / config_file}",
+    f"--data_dir={records}",
+    f"--model_dir={model_dir}",
+    f"--seed={seed}",
+    f"--max_steps={steps}",
+    f"--checkpoint_every={max(steps // 4, 1)}",
+    "--log_every=50",
+    f"--decay_steps={steps}",
+    *extra,
+  ]
+
+
+# --------------------------------------------------------------------------- scores per take
+
+
+def take_scores(arrays: dict, preset: str) -> dict:
+  """{column: {"takes": [id], "frames": [valid frames], protocol: [PCK per take]}}.
+
+  ``arrays`` are ``evaluate``'s predictions (predictions.npz); only valid
+  frames count. PCK is the percent of the 3DHP PCK joints within 150 mm,
+  pooled over the take's frames; a take is identified as ``TSn/index``.
+  """
+  report = evaluate.report_for("mpi_inf_3dhp_test", arrays)
+  kept = evaluate.scored(arrays)
+  sequences = np.asarray(kept["sequence"]).astype(str)
+  frames = np.array([int(str(key).rsplit("/", 1)[1]) for key in kept[schema.KEY]])
+  take = np.zeros(len(frames), int)
+  for sequence in np.unique(sequences):
+    at = sequences == sequence
+    take[at] = synthetic_3dhp.test_take_index(PRESETS[preset], sequence, frames[at])
+  ids = np.char.add(np.char.add(sequences, "/"), take.astype(str))
+  columns = [report.joint_names.index(j) for j in report.pck_joints]
+  per_frame = {
+    p: 100.0 * metrics.pck_from_errors(report.errors[p][:, columns]).mean(-1) for p in PROTOCOLS
+  }
   out = {}
-  for protocol in ("scaled", "procrustes"):
-    subsets = results["protocols"][protocol]["subsets"]
-    studio = [subsets[s] for s in ("GS", "NoGS") if subsets[s]["frames"]]
-    frames = sum(s["frames"] for s in studio)
-    pooled = {k: sum(s[k] * s["frames"] for s in studio) / frames for k in ("pck", "auc", "mpjpe")}
-    out.setdefault("Outdoor", {})[protocol] = subsets["Outdoor"]
-    out.setdefault("Studio", {})[protocol] = pooled
+  for title, names in COLUMNS.items():
+    takes = sorted(
+      set(ids[np.isin(sequences, names)]), key=lambda t: (t.split("/")[0], int(t.split("/")[1]))
+    )
+    out[title] = {"takes": takes, "frames": [int((ids == t).sum()) for t in takes]}
+    for p in PROTOCOLS:
+      out[title][p] = [float(per_frame[p][ids == t].mean()) for t in takes]
   return out
 
 
-def mean_and_spread(values) -> str:
-  values = np.asarray(values, np.float64)
-  return f"{values.mean():.1f} ± {values.std(ddof=1) if len(values) > 1 else float('nan'):.1f}"
+def pooled(pck: np.ndarray, frames: np.ndarray) -> np.ndarray:
+  """Frame-weighted mean over takes (the last axis) of per-take PCK: the pooled PCK."""
+  return (pck * frames).sum(-1) / frames.sum()
 
 
-def table(scores: dict, seeds: list[int], rows=NAMES) -> str:
+def bootstrap(per_seed: dict, frames: np.ndarray, samples: int = BOOTSTRAP_SAMPLES, seed: int = 0):
+  """{name: (samples,) pooled PCK} over resamples of seeds and takes together.
+
+  ``per_seed`` maps a name to its (seeds, takes) per-take PCK; every name is
+  resampled with the same seeds and takes, so differences are paired.
+  """
+  rng = np.random.default_rng(seed)
+  first = next(iter(per_seed.values()))
+  n_seeds, n_takes = first.shape
+  seeds = rng.integers(0, n_seeds, (samples, n_seeds))
+  takes = rng.integers(0, n_takes, (samples, n_takes))
+  weights = frames[takes]  # (samples, n_takes)
+  out = {}
+  for name, pck in per_seed.items():
+    picked = pck[seeds[:, :, None], takes[:, None, :]]  # (samples, n_seeds, n_takes)
+    out[name] = (picked * weights[:, None]).sum(-1).mean(-1) / weights.sum(-1)
+  return out
+
+
+def per_seed_matrix(scores: dict, name: str, seeds, column: str, protocol: str) -> np.ndarray:
+  return np.array([scores[name, seed][column][protocol] for seed in seeds])
+
+
+def success_test(scores: dict, seeds, names=VARIANTS, protocol: str = "scaled") -> dict:
+  """The issue's success test (``SUCCESS``) on per-take scores ({(name, seed): take_scores})."""
+  checks, numbers = {}, {}
+  for column in (STUDIO, MAIN_WILD):
+    frames = np.array(scores["full", seeds[0]][column]["frames"], float)
+    matrices = {
+      n: per_seed_matrix(scores, n, seeds, column, protocol)
+      for n in (*names, *FLOORS)
+      if (n, seeds[0]) in scores
+    }
+    point = {n: float(pooled(m, frames).mean()) for n, m in matrices.items()}
+    draws = bootstrap(matrices, frames)
+    diff = draws["full"] - draws["baseline"]
+    numbers[column] = {
+      "full_minus_baseline": point["full"] - point["baseline"],
+      "standard_error": float(diff.std(ddof=1)),
+      "interval_95": [float(np.percentile(diff, 2.5)), float(np.percentile(diff, 97.5))],
+      "pooled": point,
+    }
+    floor = max(point[f] for f in FLOORS if f in point)
+    checks[f"{column}: every network >= {SUCCESS['above_floor']} points above the floors"] = all(
+      point[n] >= floor + SUCCESS["above_floor"] for n in names if n in point
+    )
+  wild, studio = numbers[MAIN_WILD], numbers[STUDIO]
+  checks[f"{MAIN_WILD}: full - baseline >= {SUCCESS['wild_gain']}"] = (
+    wild["full_minus_baseline"] >= SUCCESS["wild_gain"]
+  )
+  checks[f"{MAIN_WILD}: full - baseline > {SUCCESS['standard_errors']} standard errors"] = (
+    wild["full_minus_baseline"] > SUCCESS["standard_errors"] * wild["standard_error"]
+  )
+  checks[f"{STUDIO}: full - baseline >= -{SUCCESS['studio_loss']}"] = (
+    studio["full_minus_baseline"] >= -SUCCESS["studio_loss"]
+  )
+  return {"passed": all(checks.values()), "checks": checks, "numbers": numbers}
+
+
+def summary_cell(scores: dict, name: str, seeds, column: str, protocol: str) -> str:
+  """'mean ± seed spread [95 % interval over seeds and takes]' of the pooled PCK."""
+  matrix = per_seed_matrix(scores, name, seeds, column, protocol)
+  frames = np.array(scores[name, seeds[0]][column]["frames"], float)
+  by_seed = pooled(matrix, frames)
+  spread = by_seed.std(ddof=1) if len(seeds) > 1 else float("nan")
+  low, high = np.percentile(bootstrap({name: matrix}, frames)[name], [2.5, 97.5])
+  return f"{by_seed.mean():.1f} ± {spread:.1f} [{low:.1f}, {high:.1f}]"
+
+
+def table(scores: dict, seeds: list[int], rows=(*NAMES, *FLOORS)) -> str:
   lines = []
-  for protocol in ("scaled", "procrustes"):
+  for protocol in PROTOCOLS:
     lines += [
-      f"### {protocol}",
+      f"### PCK, {protocol}",
       "",
-      "| variant | "
-      + " | ".join(f"{c} {m}" for c in COLUMNS for m in ("PCK", "AUC", "MPJPE"))
-      + " |",
-      "|---" * (1 + 3 * len(COLUMNS)) + "|",
+      "| variant | " + " | ".join(COLUMNS) + " |",
+      "|---" * (1 + len(COLUMNS)) + "|",
     ]
-    for variant in rows:
-      cells = [
-        mean_and_spread([scores[variant, seed][key][protocol][metric] for seed in seeds])
-        for key in COLUMNS.values()
-        for metric in ("pck", "auc", "mpjpe")
-      ]
-      lines.append(f"| {variant} | " + " | ".join(cells) + " |")
+    for name in rows:
+      if (name, seeds[0]) not in scores:
+        continue
+      cells = [summary_cell(scores, name, seeds, column, protocol) for column in COLUMNS]
+      lines.append(f"| {name} | " + " | ".join(cells) + " |")
     lines.append("")
   return "\n".join(lines)
 
 
-def evaluate_mean_pose(
-  lifter_dir: pathlib.Path, records: pathlib.Path, output_dir: pathlib.Path
-) -> None:
-  """Scores the lifter's output mean as a prediction.
+def success_text(result: dict) -> str:
+  numbers = result["numbers"]
+  lines = [f"**Success test: {'passed' if result['passed'] else 'failed'}.**", ""]
+  for column in (MAIN_WILD, STUDIO):
+    n = numbers[column]
+    lines.append(
+      f"- {column}: full - baseline = {n['full_minus_baseline']:+.1f} points, bootstrap "
+      f"standard error {n['standard_error']:.1f}, 95 % interval "
+      f"[{n['interval_95'][0]:+.1f}, {n['interval_95'][1]:+.1f}]"
+    )
+  lines += [f"- {check}: {'yes' if ok else 'no'}" for check, ok in result["checks"].items()]
+  return "\n".join(lines) + "\n"
 
-  The output mean is the mean crop-camera pose of the lifter's augmented training crops.
-  """
-  stats = json.loads((lifter_dir / lifting.STATS_FILE).read_text())
-  mean = np.concatenate([np.zeros((1, 3)), np.reshape(stats["y_mean"], (-1, 3))])
-  batches = evaluate.test_batches(str(records), "mpi_inf_3dhp_test", stats["input_size"], 64)
+
+# --------------------------------------------------------------------------- floors and 2D
+
+
+def evaluate_constant(
+  pose: np.ndarray, records: pathlib.Path, output_dir: pathlib.Path, source: str
+) -> None:
+  """Scores one constant root-relative (17, 3) crop-camera pose for every test frame."""
+  batches = evaluate.test_batches(str(records), "mpi_inf_3dhp_test", 128, 64)
   arrays = evaluate.collect(
-    batches, lambda batch: np.broadcast_to(mean, (len(batch["image"]), *mean.shape))
+    batches, lambda batch: np.broadcast_to(pose, (len(batch["image"]), *pose.shape))
   )
   evaluate.write_outputs(
     evaluate.report_for("mpi_inf_3dhp_test", arrays),
     arrays,
     str(output_dir),
-    {"dataset": "mpi_inf_3dhp_test", "source": f"{MEAN_POSE} ({lifter_dir / lifting.STATS_FILE})"},
+    {"dataset": "mpi_inf_3dhp_test", "source": source},
   )
+
+
+def mean_training_pose(lifter_dir: pathlib.Path) -> np.ndarray:
+  """The lifter's output mean: the mean crop-camera pose of its augmented training crops."""
+  stats = json.loads((lifter_dir / lifting.STATS_FILE).read_text())
+  return np.concatenate([np.zeros((1, 3)), np.reshape(stats["y_mean"], (-1, 3))])
 
 
 def two_d_scores(checkpoint: pathlib.Path, records: pathlib.Path) -> dict:
@@ -153,13 +324,13 @@ def two_d_scores(checkpoint: pathlib.Path, records: pathlib.Path) -> dict:
       axis=-1,
     )
     found.append(error < PCK2D_FRACTION * predictor.input_size)
-    visible.append(batch["joints2d_visible"].numpy() > 0)
+    visible.append(batch[preprocess.JOINTS2D_VISIBLE].numpy() > 0)
     sequences.append(batch["sequence"].numpy().astype(str))
   found, visible = np.concatenate(found), np.concatenate(visible)
-  subsets = metrics.scene_subsets_3dhp(np.concatenate(sequences))
-  masks = {"Outdoor": subsets["Outdoor"], "Studio": subsets["GS"] | subsets["NoGS"]}
+  sequences = np.concatenate(sequences)
   return {
-    column: 100.0 * found[masks[column][:, None] & visible].mean() for column in COLUMNS.values()
+    column: float(100.0 * found[np.isin(sequences, names)[:, None] & visible].mean())
+    for column, names in COLUMNS.items()
   }
 
 
@@ -169,33 +340,40 @@ def two_d_table(scores: dict, seeds: list[int], networks=("pretrain2d", *VARIANT
     "|---" * (1 + len(COLUMNS)) + "|",
   ]
   for name in networks:
+    values = [[scores[name, seed][c] for seed in seeds] for c in COLUMNS]
     rows.append(
       f"| {name} | "
       + " | ".join(
-        mean_and_spread([scores[name, seed][c] for seed in seeds]) for c in COLUMNS.values()
+        f"{np.mean(v):.1f} ± {np.std(v, ddof=1) if len(v) > 1 else float('nan'):.1f}"
+        for v in values
       )
       + " |"
     )
   return "\n".join(rows) + "\n"
 
 
-def outdoor_pck_curves(runs: pathlib.Path, seeds: list[int], names=NAMES) -> dict:
-  """{variant: PCK curve (percent) over AUC thresholds}.
+def evaluation_dir(runs: pathlib.Path, seed: int, name: str) -> pathlib.Path:
+  """Where ``evaluate`` wrote a row's outputs for one seed (the zero pose: once for all)."""
+  if name == ZERO_POSE:
+    return runs / "zero_pose"
+  if name == MEAN_POSE:
+    return runs / f"seed{seed}" / "mean_pose"
+  return runs / f"seed{seed}" / name / "evaluation"
 
-  On TS5-6, scaled protocol, pooled over seeds.
-  """
+
+def wild_pck_curves(runs: pathlib.Path, seeds: list[int], names=NAMES) -> dict:
+  """{row: PCK curve (percent) over AUC thresholds} on the main wild column, scaled protocol,
+  pooled over seeds."""
   curves = {}
-  for variant in names:
+  for name in names:
     errors = []
     for seed in seeds:
-      folder = (
-        runs / f"seed{seed}" / ("mean_pose" if variant == MEAN_POSE else f"{variant}/evaluation")
-      )
-      arrays = dict(np.load(folder / "predictions.npz"))
+      arrays = dict(np.load(evaluation_dir(runs, seed, name) / "predictions.npz"))
       report = evaluate.report_for("mpi_inf_3dhp_test", arrays)
       columns = [report.joint_names.index(j) for j in report.pck_joints]
-      errors.append(report.errors["scaled"][report.subsets["Outdoor"]][:, columns])
-    curves[variant] = metrics.pck_curve(np.concatenate(errors))
+      at = np.isin(evaluate.scored(arrays)["sequence"].astype(str), COLUMNS[MAIN_WILD])
+      errors.append(report.errors["scaled"][at][:, columns])
+    curves[name] = metrics.pck_curve(np.concatenate(errors))
   return curves
 
 
@@ -213,19 +391,23 @@ def scalar_curve(run_dir: pathlib.Path, tag: str) -> tuple[np.ndarray, np.ndarra
   return steps, np.array([points[s] for s in steps])
 
 
+def alternates_batches(config_file: str) -> bool:
+  """Whether the 3D stage's config alternates whole 3D and 2D-only batches across steps."""
+  return "--batch_composition=within_step" not in (CONFIGS / config_file).read_text()
+
+
 def plot_curves(
-  runs: pathlib.Path, seeds: list[int], images: pathlib.Path, names=NAMES
+  runs: pathlib.Path, seeds: list[int], images: pathlib.Path, network: str, names=NAMES
 ) -> list[pathlib.Path]:
   import matplotlib.pyplot as plt
 
   images.mkdir(parents=True, exist_ok=True)
-  fig = visualize.pck_curve_figure(
-    outdoor_pck_curves(runs, seeds, (*names, *([MEAN_POSE] if LIFTING in names else [])))
-  )
-  fig.axes[0].set_title(f"In the wild (TS5-6), scaled, seeds {seeds}")
-  fig.axes[0].legend(loc="upper left")  # the curves stay low: keep them visible
+  rows = (*names, *(FLOORS if LIFTING in names else ()))
+  fig = visualize.pck_curve_figure(wild_pck_curves(runs, seeds, rows))
+  fig.axes[0].set_title(f"{MAIN_WILD}, scaled, seeds {seeds}")
+  fig.axes[0].legend(loc="upper left")
   fig.tight_layout()
-  pck = images / "ablation_pck_outdoor.png"
+  pck = images / "ablation_pck_wild.png"
   pck.write_bytes(visualize.figure_to_png(fig))
 
   fig, axes = plt.subplots(1, 2, figsize=(10, 4))
@@ -233,10 +415,11 @@ def plot_curves(
     steps, values = scalar_curve(runs / f"seed{seed}" / "pretrain2d", "loss/heatmap")
     axes[0].plot(steps, values, label=f"seed {seed}")
   axes[0].set(title="2D pre-training: heatmap loss", xlabel="step", yscale="log")
+  alternating = alternates_batches(CONFIG_FILES[network][1])
   for index, variant in enumerate(v for v in VARIANTS if v in names):
-    # Variants with 2D data alternate 2D-only batches, whose 3D term is 0: x2 gives the
-    # per-3D-batch loss.
-    factor = 1.0 if "--nouse_2d_data" in VARIANTS[variant] else 2.0
+    # Alternating whole batches, every other batch is 2D-only with a 3D term of 0: x2 gives
+    # the per-3D-batch loss (within one step each kind is already averaged on its own).
+    factor = 2.0 if alternating and "--nouse_2d_data" not in VARIANTS[variant] else 1.0
     for seed in seeds:
       steps, values = scalar_curve(runs / f"seed{seed}" / variant, "loss/pose3d")
       axes[1].plot(
@@ -257,6 +440,37 @@ def plot_curves(
 
 
 NOTES = "<!-- written by hand below: kept when ablation.py rewrites this file -->"
+GATE_FILE = "gate.json"  # benchmarks/gate.py's result, in the work folder
+
+
+def results_json(args, seeds, scores: dict, scores_2d: dict, success: dict | None) -> dict:
+  """Everything needed to recompute the tables and the success test."""
+  first = next(iter(scores.values()))
+  return {
+    "preset": args.preset,
+    "network": args.network,
+    "configs": list(CONFIG_FILES[args.network]),
+    "seeds": list(seeds),
+    "budget": {
+      "pretrain_steps": args.pretrain_steps,
+      "full_steps": args.full_steps,
+      "lifting_examples": args.lifting_examples,
+      "lifting_epochs": args.lifting_epochs,
+    },
+    "columns": {title: list(names) for title, names in COLUMNS.items()},
+    "pck": "percent of the 3DHP PCK joints within 150 mm, per take, pooled over its valid frames",
+    "takes": {c: {"ids": first[c]["takes"], "valid_frames": first[c]["frames"]} for c in COLUMNS},
+    "rows": {
+      name: {
+        str(seed): {c: {p: scores[name, seed][c][p] for p in PROTOCOLS} for c in COLUMNS}
+        for seed in seeds
+        if (name, seed) in scores
+      }
+      for name in dict.fromkeys(n for n, _ in scores)
+    },
+    "pck2d": {f"{n}/seed{s}": v for (n, s), v in scores_2d.items()},
+    "success_test": {"rule": SUCCESS, **(success or {})},
+  }
 
 
 def write_results(
@@ -268,40 +482,41 @@ def write_results(
   images: list,
   scores_2d: dict | None = None,
   names=NAMES,
+  gate: dict | None = None,
 ) -> None:
+  """Writes the Markdown report to ``path`` (hand-written notes after ``NOTES`` kept) and
+  ``results.json`` beside it."""
+  scores_2d = scores_2d or {}
   budget = (
-    f"2D pre-training {args.pretrain_steps} steps, 3D stage {args.full_steps} steps"
-    f"{' (x2 for variants with 2D data: equal 3D batches)' if args.equal_3d_batches else ''}"
-    ", lifting MLP "
-    f"{args.lifting_epochs} epochs over {args.lifting_examples} crops"
+    f"2D pre-training {args.pretrain_steps} steps, 3D stage {args.full_steps} steps, "
+    f"lifting MLP {args.lifting_epochs} epochs over {args.lifting_examples} crops"
   )
+  complete = all((n, s) in scores for n in ("full", "baseline") for s in seeds)
+  success = success_test(scores, seeds) if complete else None
   text = [
     f"# Paper Table 5 on the synthetic benchmark ({args.preset} preset)",
     "",
-    f"Seeds {seeds}; {budget}; {NETWORKS[args.network]}. Mean ± sample standard deviation "
-    "over seeds. PCK < 150 mm and AUC in percent, MPJPE in mm, against univ_annot3; "
-    "'scaled' fits one least-squares scale per pose, 'procrustes' a similarity transform."
-    + (
-      f" The row '{MEAN_POSE}' is no model: every frame gets the mean training pose."
-      if LIFTING in names
-      else ""
-    ),
+    f"Seeds {seeds}; {budget}; {NETWORKS[args.network]}. PCK < 150 mm in percent against "
+    "univ_annot3, pooled over each column's valid frames: mean over seeds ± sample standard "
+    "deviation over seeds [95 % bootstrap interval, seeds and takes resampled together]. "
+    "'scaled' fits one least-squares scale per pose, 'procrustes' a similarity transform. "
+    f"'{MEAN_POSE}' and '{ZERO_POSE}' look at no image. Per-take values: results.json.",
     "",
-    table(scores, seeds, rows=(*names, *([MEAN_POSE] if LIFTING in names else []))),
+    *([success_text(success)] if success else []),
+    table(scores, seeds, rows=(*names, *FLOORS)),
     *(
       [
         "## 2D joints of the latent heatmaps on the same test crops",
         "",
         f"Percent of visible joints within {PCK2D_FRACTION:.0%} of the crop side of the label, "
-        "decoded from each network's heatmaps (the lifting baseline lifts the full model's). "
-        "Only pretrain2d, latent2d_data and full train the heatmaps in the 3D stage; "
-        "the other two carry them over from pre-training.",
+        "decoded from each network's heatmaps, mean ± sample standard deviation over seeds.",
         "",
         two_d_table(scores_2d, seeds, ("pretrain2d", *(v for v in VARIANTS if v in names))),
       ]
       if scores_2d
       else []
     ),
+    *([gate_text(gate)] if gate else []),
     *[f"![{p.stem}](images/{p.name})" for p in images],
     "",
     "## Commands",
@@ -313,36 +528,48 @@ def write_results(
   ]
   notes = path.read_text().partition(NOTES)[1:] if path.is_file() else ()
   path.write_text("\n".join(text) + "".join(notes))
-  print(f"wrote {path}", flush=True)
+  path.with_suffix(".json").write_text(
+    json.dumps(results_json(args, seeds, scores, scores_2d, success), indent=1) + "\n"
+  )
+  print(f"wrote {path} and {path.with_suffix('.json').name}", flush=True)
+
+
+def gate_text(gate: dict) -> str:
+  """The gate's table (benchmarks/gate.py) for the report."""
+  lines = [
+    "## The gate: does 2D in-the-wild data carry over to the wild test domain?",
+    "",
+    f"{gate['rule']} Result: **{'passed' if gate['passed'] else 'failed'}**.",
+    "",
+    "| 2D pre-training data | " + " | ".join(f"{c} 2D PCK" for c in gate["columns"]) + " |",
+    "|---" * (1 + len(gate["columns"])) + "|",
+  ]
+  for name, row in gate["networks"].items():
+    lines.append(f"| {name} | " + " | ".join(f"{row[c]:.1f}" for c in gate["columns"]) + " |")
+  return "\n".join(lines) + "\n\n`" + gate["command"] + "`\n"
 
 
 def main():
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   parser.add_argument("--work_dir", required=True)
-  parser.add_argument("--preset", default="bench", choices=["tiny", "small", "bench"])
+  parser.add_argument("--preset", default="bench", choices=sorted(PRESETS))
   parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
   parser.add_argument("--pretrain_steps", type=int, default=3000)
   parser.add_argument("--full_steps", type=int, default=3000)
   parser.add_argument("--lifting_examples", type=int, default=20000)
   parser.add_argument("--lifting_epochs", type=int, default=40)
   parser.add_argument(
-    "--equal_3d_batches",
-    action="store_true",
-    help="give variants with 2D data twice the steps: batches alternate, so at equal steps they "
-    "see half the 3D batches of the baseline (default: equal steps, as the paper counts)",
-  )
-  parser.add_argument(
     "--network",
     choices=sorted(CONFIG_FILES),
     default="tiny",
-    help="tiny: CPU-sized configs; full: the paper's network and configs (GPU)",
+    help="tiny: the CPU recipe (configs/tiny_*.cfg); full: the paper's network and configs (GPU)",
   )
   parser.add_argument(
     "--variants",
     nargs="+",
     choices=NAMES,
     default=list(NAMES),
-    help=f"a subset of the rows ({LIFTING} needs full; the mean-pose row comes with {LIFTING})",
+    help=f"a subset of the rows ({LIFTING} needs full; the mean-pose floor comes with {LIFTING})",
   )
   parser.add_argument("--output", default=str(ROOT / "docs" / "results.md"))
   args = parser.parse_args()
@@ -350,42 +577,25 @@ def main():
   if LIFTING in names and "full" not in names:
     parser.error(f"{LIFTING} lifts the 2D joints of the full model: add full to --variants")
   work = pathlib.Path(args.work_dir).resolve()
-  native, records, runs = work / "data", work / "tfrecords", work / "runs"
-  python, log = sys.executable, []
-  stage(
-    [python, "-m", "wild3d_tf.synthetic", f"--out={native}", f"--preset={args.preset}", "--seed=0"],
-    log,
-    done=native / "lspet",
-  )
-  for dataset, command in conversion_commands(native, records, python).items():
-    manifest = pathlib.Path(shards.manifest_path(str(records), dataset))
-    # Records of another schema version are converted again, not reused.
-    stage(command, log, done=manifest if shards.is_current(str(records), dataset) else None)
+  runs, log, python = work / "runs", [], sys.executable
+  records = prepare_data(work, args.preset, log)
+  pretrain_cfg, full_cfg = CONFIG_FILES[args.network]
+  zero = evaluation_dir(runs, 0, ZERO_POSE)
+  if not (zero / "results.json").is_file():
+    evaluate_constant(np.zeros((17, 3)), records, zero, ZERO_POSE)
   scores, scores_2d, finished = {}, {}, []
   output = pathlib.Path(args.output)
   for seed in args.seeds:
     pretrain = runs / f"seed{seed}" / "pretrain2d"
     stage(
-      [
-        python,
-        "-m",
-        "wild3d_tf.train",
-        f"--flagfile={CONFIGS / CONFIG_FILES[args.network][0]}",
-        f"--data_dir={records}",
-        f"--model_dir={pretrain}",
-        f"--seed={seed}",
-        f"--max_steps={args.pretrain_steps}",
-        f"--checkpoint_every={max(args.pretrain_steps // 4, 1)}",
-        "--log_every=50",
-        f"--decay_steps={args.pretrain_steps}",
-      ],
+      train_command(pretrain_cfg, records, pretrain, seed, args.pretrain_steps),
       log,
       done=pretrain / "DONE",
     )
     (pretrain / "DONE").touch()
     for variant in names:
       run_dir = runs / f"seed{seed}" / variant
-      evaluation = run_dir / "evaluation"
+      evaluation = evaluation_dir(runs, seed, variant)
       if variant == LIFTING:
         full = runs / f"seed{seed}" / "full"
         stage(
@@ -405,27 +615,17 @@ def main():
         )
         source = [f"--checkpoint={full}", f"--lifter={run_dir}"]
       else:
-        switches = VARIANTS[variant]
-        steps = args.full_steps * (
-          2 if args.equal_3d_batches and "--nouse_2d_data" not in switches else 1
-        )
         stage(
-          [
-            python,
-            "-m",
-            "wild3d_tf.train",
-            f"--flagfile={CONFIGS / CONFIG_FILES[args.network][1]}",
-            f"--data_dir={records}",
-            f"--model_dir={run_dir}",
+          train_command(
+            full_cfg,
+            records,
+            run_dir,
+            seed,
+            args.full_steps,
             f"--init_from={pretrain}",
-            f"--seed={seed}",
-            f"--max_steps={steps}",
-            f"--checkpoint_every={max(steps // 4, 1)}",
             "--validate_every=0",
-            "--log_every=50",
-            f"--decay_steps={steps}",
-            *switches,
-          ],
+            *VARIANTS[variant],
+          ),
           log,
           done=evaluation / "results.json",
         )
@@ -443,17 +643,23 @@ def main():
         log,
         done=evaluation / "results.json",
       )
-      scores[variant, seed] = studio_and_wild(evaluation / "results.json")
+    floors = [ZERO_POSE]
     if LIFTING in names:
-      reference = runs / f"seed{seed}" / "mean_pose"
+      reference = evaluation_dir(runs, seed, MEAN_POSE)
       if not (reference / "results.json").is_file():
-        evaluate_mean_pose(runs / f"seed{seed}" / LIFTING, records, reference)
-      scores[MEAN_POSE, seed] = studio_and_wild(reference / "results.json")
+        lifter = runs / f"seed{seed}" / LIFTING
+        evaluate_constant(mean_training_pose(lifter), records, reference, f"{MEAN_POSE} ({lifter})")
+      floors.append(MEAN_POSE)
+    for name in (*names, *floors):
+      arrays = dict(np.load(evaluation_dir(runs, seed, name) / "predictions.npz"))
+      scores[name, seed] = take_scores(arrays, args.preset)
     for name in ("pretrain2d", *(v for v in VARIANTS if v in names)):
       scores_2d[name, seed] = two_d_scores(runs / f"seed{seed}" / name, records)
     finished.append(seed)
-    images = plot_curves(runs, finished, output.parent / "images", names)
-    write_results(output, args, finished, scores, log, images, scores_2d, names)
+    images = plot_curves(runs, finished, output.parent / "images", args.network, names)
+    gate_file = work / GATE_FILE
+    gate = json.loads(gate_file.read_text()) if gate_file.is_file() else None
+    write_results(output, args, finished, scores, log, images, scores_2d, names, gate)
 
 
 if __name__ == "__main__":

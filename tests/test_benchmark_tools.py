@@ -4,6 +4,7 @@ import importlib.util
 import json
 import pathlib
 
+import numpy as np
 import pytest
 
 BENCHMARKS = pathlib.Path(__file__).resolve().parents[1] / "benchmarks"
@@ -16,7 +17,7 @@ def _load(name):
   return module
 
 
-run_all, ablation = _load("run_all"), _load("ablation")
+run_all, ablation, gate = _load("run_all"), _load("ablation"), _load("gate")
 
 
 def test_a_block_is_replaced_and_the_prose_around_it_kept():
@@ -34,51 +35,95 @@ def test_a_block_is_replaced_and_the_prose_around_it_kept():
 def test_every_benchmark_has_its_block_in_the_docs():
   text = run_all.DOC.read_text()
   for name in run_all.BENCHMARKS:
-    if name != "ablation":
+    if name not in run_all.REPORT_ELSEWHERE:
       run_all.replace_block(text, name, "checked")
     for command in run_all.BENCHMARKS[name]:
       assert (BENCHMARKS.parent / command[0]).is_file(), command
 
 
-def _results(scores):
-  """A results.json as ``evaluate`` writes it, with given (pck, auc, mpjpe, frames) per subset."""
-  subsets = {
-    name: dict(zip(("pck", "auc", "mpjpe", "frames"), values)) for name, values in scores.items()
+def _takes(values_by_column, frames_by_column):
+  """take_scores-like entry: {column: {"takes", "frames", scaled, procrustes}}."""
+  return {
+    column: {
+      "takes": [f"T/{i}" for i in range(len(values))],
+      "frames": list(frames_by_column[column]),
+      "scaled": list(values),
+      "procrustes": list(values),
+    }
+    for column, values in values_by_column.items()
   }
-  return {"protocols": {p: {"subsets": subsets} for p in ("unscaled", "scaled", "procrustes")}}
 
 
-def test_studio_pools_gs_and_nogs_by_frames(tmp_path):
-  path = tmp_path / "results.json"
-  path.write_text(
-    json.dumps(
-      _results(
-        {
-          "GS": (90.0, 50.0, 100.0, 30),
-          "NoGS": (60.0, 20.0, 200.0, 10),
-          "Outdoor": (40.0, 10.0, 300.0, 5),
-          "All": (0, 0, 0, 45),
-        }
-      )
-    )
-  )
-  out = ablation.studio_and_wild(path)
-  assert out["Studio"]["scaled"] == pytest.approx({"pck": 82.5, "auc": 42.5, "mpjpe": 125.0})
-  assert out["Outdoor"]["procrustes"]["pck"] == 40.0
+def _scores(per_name_seed):
+  """{(name, seed): _takes(...)} with the same take frames everywhere."""
+  frames = {c: [2, 6] for c in ablation.COLUMNS}
+  return {
+    key: _takes({c: values for c in ablation.COLUMNS}, frames)
+    for key, values in per_name_seed.items()
+  }
 
 
-def test_the_table_reports_mean_and_sample_spread_over_seeds():
-  scores = {}
-  for variant in ablation.NAMES:
-    for seed, value in ((0, 10.0), (1, 20.0), (2, 30.0)):
-      entry = {"pck": value, "auc": value / 2, "mpjpe": 10 * value}
-      scores[variant, seed] = {
-        key: {p: entry for p in ("scaled", "procrustes")} for key in ("Outdoor", "Studio")
-      }
-  text = ablation.table(scores, [0, 1, 2])
+def test_pooled_pck_weights_takes_by_their_valid_frames():
+  pck = np.array([[100.0, 0.0], [50.0, 50.0]])
+  assert ablation.pooled(pck, np.array([1.0, 3.0])).tolist() == [25.0, 50.0]
+
+
+def test_the_bootstrap_pairs_rows_and_resamples_seeds_and_takes():
+  frames = np.array([1.0, 1.0, 2.0])
+  a = np.array([[10.0, 20.0, 30.0], [40.0, 50.0, 60.0]])
+  draws = ablation.bootstrap({"a": a, "b": a + 5.0}, frames, samples=500)
+  # Paired: the same seeds and takes for both rows, so the difference never varies.
+  assert np.allclose(draws["b"] - draws["a"], 5.0)
+  # Every draw lies between the smallest and largest possible pooled value, and they vary.
+  assert draws["a"].min() >= 10.0 and draws["a"].max() <= 60.0 and draws["a"].std() > 1.0
+  # The mean of the draws is close to the pooled mean over seeds (35 + 40 ... = 38.75).
+  assert abs(draws["a"].mean() - ablation.pooled(a, frames).mean()) < 2.0
+
+
+def test_the_success_test_golden():
+  base = {"baseline": [30.0, 30.0], "latent2d_data": [40.0, 40.0], "proj_data": [40.0, 40.0]}
+  rows = {
+    **base,
+    "full": [40.0, 40.0],
+    ablation.MEAN_POSE: [20.0, 20.0],
+    ablation.ZERO_POSE: [5, 5],
+  }
+  scores = _scores({(n, s): v for n, v in rows.items() for s in (0, 1)})
+  result = ablation.success_test(scores, [0, 1])
+  wild = result["numbers"][ablation.MAIN_WILD]
+  assert wild["full_minus_baseline"] == 10.0 and wild["standard_error"] == 0.0
+  assert result["passed"]
+  # Full 4 points below the baseline in the studio (and the wild) fails the test.
+  scores = _scores({(n, s): v for n, v in {**rows, "full": [26.0, 26.0]}.items() for s in (0, 1)})
+  result = ablation.success_test(scores, [0, 1])
+  assert not result["passed"]
+  assert not result["checks"][f"{ablation.STUDIO}: full - baseline >= -3.0"]
+  # A network within 5 points of the mean-pose floor fails the floor check.
+  scores = _scores({(n, s): v for n, v in {**rows, "baseline": [24, 24]}.items() for s in (0, 1)})
+  checks = ablation.success_test(scores, [0, 1])["checks"]
+  assert not checks[f"{ablation.MAIN_WILD}: every network >= 5.0 points above the floors"]
+
+
+def test_the_table_reports_mean_seed_spread_and_interval():
+  scores = _scores({("lifting", 0): [10.0, 10.0], ("lifting", 1): [20.0, 20.0]})
+  text = ablation.table(scores, [0, 1], rows=["lifting"])
   row = next(line for line in text.splitlines() if line.startswith("| lifting |"))
-  # mean 20, sample std of (10, 20, 30) = 10
-  assert row.split(" | ")[1:4] == ["20.0 ± 10.0", "10.0 ± 5.0", "200.0 ± 100.0"]
+  mean, rest = row.split(" | ")[1].split(" ± ")
+  assert mean == "15.0" and rest.startswith("7.1 [")  # sample std of (10, 20)
+  low, high = (float(x) for x in rest[5:-1].split(", "))
+  assert 10.0 <= low <= 15.0 <= high <= 20.0
+
+
+def test_the_gate_rule():
+  def networks(studio, wild):
+    return {
+      "studio 2D": {gate.ablation.MAIN_WILD: studio},
+      "wild 2D": {gate.ablation.MAIN_WILD: wild},
+    }
+
+  assert gate.verdict(networks(40.0, 75.0))
+  assert not gate.verdict(networks(40.0, 65.0))  # the wild network falls short
+  assert not gate.verdict(networks(65.0, 75.0))  # the studio network does as well
 
 
 def test_training_curves_read_back_from_tensorboard_keeping_a_resumed_runs_values(tmp_path):
@@ -98,7 +143,7 @@ def test_training_curves_read_back_from_tensorboard_keeping_a_resumed_runs_value
   assert steps.tolist() == [50, 100, 150, 200] and values.tolist() == [3.0, 2.0, 1.5, 1.0]
 
 
-def test_rewriting_the_results_keeps_the_hand_written_notes(tmp_path):
+def test_rewriting_the_results_keeps_the_hand_written_notes_and_writes_the_json(tmp_path):
   import argparse
 
   args = argparse.Namespace(
@@ -106,15 +151,11 @@ def test_rewriting_the_results_keeps_the_hand_written_notes(tmp_path):
     network="tiny",
     pretrain_steps=10,
     full_steps=20,
-    equal_3d_batches=False,
     lifting_epochs=2,
     lifting_examples=30,
   )
-  entry = {"pck": 1.0, "auc": 2.0, "mpjpe": 3.0}
-  scores = {
-    (v, 0): {k: {p: entry for p in ("scaled", "procrustes")} for k in ("Outdoor", "Studio")}
-    for v in (*ablation.NAMES, ablation.MEAN_POSE)
-  }
+  names = (*ablation.NAMES, *ablation.FLOORS)
+  scores = _scores({(n, 0): [1.0, 3.0] for n in names})
   path = tmp_path / "results.md"
   ablation.write_results(path, args, [0], scores, ["python step one"], [])
   path.write_text(path.read_text() + ablation.NOTES + "\nWhy the order is what it is.\n")
@@ -122,6 +163,10 @@ def test_rewriting_the_results_keeps_the_hand_written_notes(tmp_path):
   text = path.read_text()
   assert "python step two" in text and "python step one" not in text
   assert text.endswith(ablation.NOTES + "\nWhy the order is what it is.\n")
+  saved = json.loads((tmp_path / "results.json").read_text())
+  assert saved["rows"]["full"]["0"][ablation.MAIN_WILD]["scaled"] == [1.0, 3.0]
+  assert saved["takes"][ablation.STUDIO]["valid_frames"] == [2, 6]
+  assert set(saved["rows"]) == set(names) and saved["success_test"]["rule"] == ablation.SUCCESS
 
 
 def test_printed_tables_get_the_blank_line_markdown_needs():

@@ -13,7 +13,7 @@ from wild3d_tf.losses import LossWeights
 def _unusual(model_dir="runs/x"):
   """A RunConfig with a value other than the default in every section."""
   return RunConfig(
-    model=ModelConfig.tiny(96),
+    model=ModelConfig("tiny", 96, stride=8, tie_camera_scales=True),
     data=DataConfig(
       data_dir="gs://bucket/records",
       batch_size=6,
@@ -26,9 +26,17 @@ def _unusual(model_dir="runs/x"):
       shuffle_buffer=7,
       seed=3,
       verify_shard_digests=True,
+      bone_length_target="ratios",
+      batch_composition="within_step",
     ),
     loss=LossWeights.for_ablation("no_projection"),
-    optimizer=OptimizerConfig(learning_rate=0.5, decay_steps=9, mixed_precision="mixed_bfloat16"),
+    optimizer=OptimizerConfig(
+      learning_rate=0.5,
+      decay_steps=9,
+      mixed_precision="mixed_bfloat16",
+      pretrained_lr_multiplier=0.01,
+      optimizer="adam",
+    ),
     loop=LoopConfig(model_dir, 11, checkpoint_every=4, keep_checkpoints=2, jit_compile=True),
     stage="pretrain2d",
     use_2d_data=False,
@@ -50,6 +58,27 @@ def test_run_config_round_trips_through_json_and_the_model_dir(tmp_path):
   # The crop side is written once, as the model's; the variant names the widths.
   assert "input_size" not in written["data"] and written["model"]["input_size"] == 96
   assert written["model"]["variant"] == "tiny" and "width" not in written["model"]
+  assert (again.model.stride, again.model.heatmap_size, again.model.tie_camera_scales) == (
+    8,
+    12,
+    True,
+  )
+  assert (again.optimizer.optimizer, again.optimizer.pretrained_lr_multiplier) == ("adam", 0.01)
+
+
+def test_a_config_json_from_before_the_recipe_options_loads_with_the_papers_settings(tmp_path):
+  values = json.loads(_unusual(str(tmp_path)).to_json())
+  for section, key in (
+    ("model", "stride"),
+    ("model", "tie_camera_scales"),
+    ("optimizer", "optimizer"),
+    ("optimizer", "pretrained_lr_multiplier"),
+  ):
+    del values[section][key]
+  (tmp_path / "config.json").write_text(json.dumps(values))
+  old = config.load(str(tmp_path))
+  assert (old.model.stride, old.model.heatmap_size, old.model.tie_camera_scales) == (16, 6, False)
+  assert (old.optimizer.optimizer, old.optimizer.pretrained_lr_multiplier) == ("adadelta", 1.0)
 
 
 def test_the_model_owns_the_crop_side():
@@ -93,9 +122,15 @@ def test_settings_out_of_range_are_refused_by_name():
     DataConfig(data_dir="d", datasets_3d=("h36m", "h36m"))
   with pytest.raises(ValueError, match="background_probability"):
     DataConfig(data_dir="d", background_probability=1.5)
+  with pytest.raises(ValueError, match=r"--batch_composition.*'mixed'"):
+    DataConfig(data_dir="d", batch_composition="mixed")
   with pytest.raises(ValueError, match="keep_checkpoints"):
     LoopConfig("m", 1, keep_checkpoints=0)
   with pytest.raises(ValueError, match="stage"):
     dataclasses.replace(_unusual(), stage="full3d")
   with pytest.raises(ValueError, match="pose3d"):
     LossWeights(pose3d=float("nan"))
+  with pytest.raises(ValueError, match=r"--optimizer\) must be one of \('adadelta', 'adam'\)"):
+    OptimizerConfig(optimizer="sgd")
+  with pytest.raises(ValueError, match=r"--heatmap_stride\) must be one of"):
+    ModelConfig(stride=32)

@@ -1,5 +1,6 @@
 """Augmentation moves image, 2D and 3D labels together; manifests guard the shards."""
 
+import dataclasses
 import shutil
 
 import cv2
@@ -7,8 +8,9 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from wild3d_tf import data, geometry, preprocess, schema, skeletons
+from wild3d_tf import data, geometry, losses, preprocess, schema, skeletons
 from wild3d_tf.config import DataConfig, ModelConfig
+from wild3d_tf.losses import LossWeights
 
 P2, P3 = skeletons.POSE2D, skeletons.POSE3D
 
@@ -185,3 +187,181 @@ def test_streams_alternate_and_pipeline_is_deterministic(converted_tiny):
   two = [b[preprocess.IMAGE].numpy() for b in batches(3)]
   for a, b in zip(one, two):
     np.testing.assert_array_equal(a, b)
+
+
+def test_joint_masks_2d_golden():
+  joints = np.full((14, 2), 32.0)
+  joints[3] = [-1.0, 10.0]  # labelled and visible, left of a 64 px crop
+  joints[4] = [63.0, 0.0]  # on the last pixel centres: inside
+  joints[5] = [10.0, 63.5]  # below the last row
+  labelled = np.ones(14, bool)
+  labelled[2] = False  # not annotated (its coordinates mean nothing)
+  visible = labelled.copy()
+  visible[1] = False  # annotated but occluded
+  supervised, seen = data.joint_masks_2d(tf.constant(joints), labelled, visible, 64)
+  expected = np.ones(14, bool)
+  expected[[2, 3, 5]] = False
+  np.testing.assert_array_equal(supervised.numpy(), expected)
+  expected[1] = False
+  np.testing.assert_array_equal(seen.numpy(), expected)
+
+
+def _fully_labelled_record(folder, dataset="lsp"):
+  return next(
+    dict(r)
+    for r in _records(folder, dataset, "train")
+    if (r[schema.JOINTS2D_LABELLED].numpy() > 0).all()
+  )
+
+
+def test_occluded_labelled_joints_are_supervised_and_get_heatmaps(converted_tiny):
+  from wild3d_tf import heatmaps
+
+  folder, _ = converted_tiny
+  record = _fully_labelled_record(folder)
+  wrist, ankle = P2.index("r_wrist"), P2.index("l_ankle")
+  labelled = np.ones(14, np.int64)
+  labelled[ankle] = 0
+  visible = labelled.copy()
+  visible[wrist] = 0
+  record[schema.JOINTS2D_LABELLED] = tf.constant(labelled)
+  record[schema.JOINTS2D_VISIBLE] = tf.constant(visible)
+  heatmap_size = ModelConfig.tiny(128).heatmap_size
+  out = data.prepare(
+    record, tf.constant(0, tf.int64), DataConfig.tiny(str(folder)), False, 128, heatmap_size
+  )
+  # The crop surrounds the labelled joints: every one is inside, so supervised == labelled.
+  np.testing.assert_array_equal(out[preprocess.JOINTS2D_SUPERVISED].numpy(), labelled)
+  np.testing.assert_array_equal(out[preprocess.JOINTS2D_VISIBLE].numpy(), visible)
+  maps = out[preprocess.HEATMAPS].numpy()
+  assert maps[..., ankle].max() == 0  # not annotated: no target
+  decoded, peaks = heatmaps.decode(maps[None], stride=128 // heatmap_size)
+  assert peaks.numpy()[0, wrist] > 0.5  # occluded but annotated: a target at the joint
+  np.testing.assert_allclose(
+    decoded.numpy()[0, wrist], out[preprocess.JOINTS2D_INPUT_PX].numpy()[wrist], atol=0.05
+  )
+
+
+def test_labelled_joints_outside_the_crop_are_not_supervised(converted_tiny):
+  folder, _ = converted_tiny
+  record = _fully_labelled_record(folder)
+  # Large shifts, nothing else: some seed pushes joints out of the crop.
+  config = DataConfig(
+    data_dir=str(folder),
+    scale_range=0.0,
+    rotation_degrees=0.0,
+    shift=0.45,
+    flip=False,
+    color=False,
+    background_probability=0.0,
+  )
+  for seed in range(32):
+    out = data.prepare(record, tf.constant(seed, tf.int64), config, True, 64, heatmap_size=4)
+    joints = out[preprocess.JOINTS2D_INPUT_PX].numpy()
+    inside = ((joints >= 0) & (joints <= 63)).all(-1)
+    if not inside.all():
+      break
+  assert not inside.all() and inside.any()
+  np.testing.assert_array_equal(out[preprocess.JOINTS2D_SUPERVISED].numpy(), inside)
+  assert out[preprocess.HEATMAPS].numpy()[..., ~inside].max() == 0
+
+
+def test_bone_length_targets(converted_tiny):
+  folder, _ = converted_tiny
+  record = _records(folder, "lsp", "train")[0]
+  bones = 10.0 * np.arange(16)
+  table = np.stack([100.0 + bones, 300.0 + bones]).astype(np.float32)
+
+  def targets(target):
+    config = DataConfig(data_dir=str(folder), bone_length_target=target)
+    outs = [
+      data.prepare(record, tf.constant(s, tf.int64), config, True, 64, None, bone_table=table)
+      for s in range(8)
+    ]
+    return (
+      np.stack([o[preprocess.REFERENCE_BONE_LENGTHS_MM].numpy() for o in outs]),
+      {float(o[preprocess.BONE_LENGTHS_SCALE_FREE].numpy()) for o in outs},
+    )
+
+  drawn, flags = targets("random_subject")  # the paper's: one subject's row per sample
+  assert flags == {0.0} and {int(d[0]) for d in drawn} == {100, 300}
+  np.testing.assert_array_equal(drawn[:, 1:] - drawn[:, :1], np.tile(bones[1:], (8, 1)))
+  mean, flags = targets("mean_skeleton")
+  assert flags == {0.0}
+  np.testing.assert_array_equal(mean, np.tile(200.0 + bones, (8, 1)))
+  ratios, flags = targets("ratios")  # the mean skeleton, compared by proportions
+  assert flags == {1.0}
+  np.testing.assert_array_equal(ratios, mean)
+  with pytest.raises(ValueError, match="--bone_length_target"):
+    DataConfig(data_dir="d", bone_length_target="median")
+
+
+def _within_and_across(folder, steps):
+  config = DataConfig.tiny(str(folder))
+  heatmap_size = ModelConfig.tiny(64).heatmap_size
+
+  def batches(composition, count):
+    return list(
+      data.training_dataset(
+        dataclasses.replace(config, batch_composition=composition),
+        "full",
+        input_size=64,
+        heatmap_size=heatmap_size,
+      ).take(count)
+    )
+
+  return config, batches("within_step", steps), batches("across_steps", 2 * steps)
+
+
+def _outputs(batch):
+  """Network-like outputs near the labels, a function of each sample alone."""
+  hm = batch[preprocess.HEATMAPS] + 0.25
+  return {
+    "heatmaps": hm,
+    "heatmaps_res4d": hm,
+    "heatmaps_res5a": hm,
+    "pose3d": batch[preprocess.JOINTS3D_VIRTUAL_MM] * 1.5 + 40.0,
+    "pose2d": batch[preprocess.JOINTS2D_INPUT_PX] + 3.0,
+  }
+
+
+def test_within_step_batches_hold_both_kinds_and_their_loss_sums_both_means(converted_tiny):
+  folder, _ = converted_tiny
+  config, within, across = _within_and_across(folder, 2)
+  size = config.batch_size
+  for k, batch in enumerate(within):
+    assert batch[preprocess.IMAGE].shape[0] == 2 * size
+    has_3d = batch[preprocess.HAS_3D].numpy()
+    np.testing.assert_array_equal(has_3d, [1.0, 0.0] * size)
+    # Each half is the batch across_steps reads at steps 2k and 2k + 1, sample for sample.
+    for key, value in batch.items():
+      np.testing.assert_array_equal(value.numpy()[0::2], across[2 * k][key].numpy(), err_msg=key)
+      np.testing.assert_array_equal(value.numpy()[1::2], across[2 * k + 1][key].numpy())
+    # The loop's per-replica slices (contiguous) hold both kinds alike, e.g. over 2 replicas.
+    assert [has_3d[r * size : (r + 1) * size].mean() for r in range(2)] == [0.5, 0.5]
+    # Divided by the batch of one kind, the step's loss is the sum of the two kinds' mean losses.
+    whole, terms = losses.total(_outputs(batch), batch, LossWeights(), size, 64)
+    parts = [
+      losses.total(_outputs(across[i]), across[i], LossWeights(), size, 64)
+      for i in (2 * k, 2 * k + 1)
+    ]
+    assert float(parts[0][0]) > 0 and float(parts[1][0]) > 0
+    np.testing.assert_allclose(float(whole), float(parts[0][0] + parts[1][0]), rtol=1e-5)
+    for name, value in terms.items():
+      np.testing.assert_allclose(
+        float(value), float(parts[0][1][name] + parts[1][1][name]), rtol=1e-5, atol=1e-9
+      )
+
+
+def test_a_within_step_stream_resumes_exactly_from_a_checkpoint(converted_tiny, tmp_path):
+  folder, _ = converted_tiny
+  config = dataclasses.replace(DataConfig.tiny(str(folder)), batch_composition="within_step")
+  dataset = data.training_dataset(config, "full", input_size=64, heatmap_size=4)
+  iterator = iter(dataset)
+  next(iterator)
+  saved = tf.train.Checkpoint(iterator=iterator).save(str(tmp_path / "it"))
+  expected = [next(iterator)[preprocess.IMAGE].numpy() for _ in range(2)]
+  again = iter(dataset)
+  tf.train.Checkpoint(iterator=again).restore(saved)
+  for image in expected:
+    np.testing.assert_array_equal(next(again)[preprocess.IMAGE].numpy(), image)

@@ -24,7 +24,8 @@ def _labels(rng, has_3d=(1, 1, 0, 0)):
   return {
     "heatmaps": np.asarray(heatmaps.encode(joints2d, visible, size=SIZE // 16, stride=16)),
     preprocess.JOINTS2D_INPUT_PX: joints2d,
-    "joints2d_visible": visible,
+    preprocess.JOINTS2D_SUPERVISED: visible,
+    "joints2d_visible": visible.copy(),  # read by the extra term of the declaration test
     preprocess.JOINTS3D_VIRTUAL_MM: pose,
     "has_3d": np.array(has_3d, np.float32),
     preprocess.REFERENCE_BONE_LENGTHS_MM: np.asarray(losses.bone_lengths(pose[::-1].copy())),
@@ -72,6 +73,57 @@ def test_bone_length_loss_golden():
   reference[0, 0] = 400.0  # one bone 300 mm longer in the reference: 0.09 m^2
   np.testing.assert_allclose(losses.bone_length_loss(pose, reference, [1.0]), [0.09], rtol=1e-4)
   np.testing.assert_allclose(losses.bone_length_loss(pose, reference, [0.0]), [0.0])
+
+
+def _skeleton(lengths):
+  """(17, 3) mm pose whose 16 bones (``BONES_3D`` order) have ``lengths``, all along +y."""
+  pose = np.zeros((17, 3), np.float32)
+  for (child, parent), length in zip(skeletons.POSE3D.bones, lengths):
+    pose[child] = pose[parent] + [0.0, length, 0.0]
+  return pose
+
+
+def test_bone_length_ratios_are_scale_free_in_reference_units():
+  reference = np.full((16,), 100.0, np.float32)  # total 1600 mm
+  twice = _skeleton(2 * reference)  # the reference skeleton at twice its size
+  changed = _skeleton(np.r_[600.0, np.full(15, 200.0)])  # one bone 3x the others; total 3600 mm
+  pose = np.stack([twice, changed, twice])
+  ref = np.tile(reference, (3, 1))
+  mask = np.ones(3, np.float32)
+  ratios = np.asarray(losses.bone_length_loss(pose, ref, mask, scale_free=[1.0, 1.0, 0.0]))
+  # Proportions equal: zero, whatever the size.
+  assert abs(ratios[0]) < 1e-9
+  # Rescaled by 1600 / 3600: 15 bones at 800/9 mm (100/9 short), one at 2400/9 (1500/9 long):
+  # (15 * 100^2 + 1500^2) / 81 mm^2.
+  np.testing.assert_allclose(ratios[1], (15 * 100**2 + 1500**2) / 81 / 1e6, rtol=1e-4)
+  # The flag is per sample: without it the doubled skeleton costs 16 * (100 mm)^2.
+  np.testing.assert_allclose(ratios[2], 16 * 0.1**2, rtol=1e-4)
+  absolute = np.asarray(losses.bone_length_loss(pose, ref, mask))
+  np.testing.assert_allclose(absolute[[0, 2]], [0.16, 0.16], rtol=1e-4)
+
+
+def test_rows_without_projection_drop_the_2d_only_bone_loss():
+  assert LossWeights.for_ablation("no_projection").bone_2d == 0.0
+  assert LossWeights.for_ablation("baseline").bone_2d == 0.0
+  assert LossWeights.for_ablation("baseline").projection == 0.0
+  assert LossWeights.for_ablation("no_latent_2d").bone_2d == LossWeights().bone_2d == 100.0
+
+
+def test_occluded_labelled_joints_are_supervised():
+  """The 2D terms and bone_2d's "has 2D" read the supervised mask, not visibility."""
+  rng = np.random.default_rng(12)
+  labels = _labels(rng, has_3d=(0, 0, 0, 0))
+  labels["joints2d_visible"][:] = 0.0  # every joint occluded, every one annotated
+  outputs = {
+    k: v + rng.normal(size=v.shape).astype(np.float32) for k, v in _perfect_outputs(labels).items()
+  }
+  terms = {k: np.asarray(v) for k, v in losses.per_sample_terms(outputs, labels, SIZE).items()}
+  for name in ("heatmap", "intermediate_heatmap", "projection", "bone_2d"):
+    assert (terms[name] > 0).all(), name
+  labels[preprocess.JOINTS2D_SUPERVISED][3] = 0.0  # sample 3: no annotated joint in the crop
+  terms = {k: np.asarray(v) for k, v in losses.per_sample_terms(outputs, labels, SIZE).items()}
+  for name in ("heatmap", "intermediate_heatmap", "projection", "bone_2d"):
+    assert terms[name][3] == 0 and (terms[name][:3] > 0).all(), name
 
 
 def test_projection_loss_golden():
@@ -127,10 +179,15 @@ def test_masked_joint_gets_zero_gradient():
   valid[0, 5] = 0
   with tf.GradientTape() as tape:
     loss = (
-      tf.reduce_sum(losses.heatmap_loss(hm, labels["heatmaps"], labels["joints2d_visible"]))
+      tf.reduce_sum(
+        losses.heatmap_loss(hm, labels["heatmaps"], labels[preprocess.JOINTS2D_SUPERVISED])
+      )
       + tf.reduce_sum(
         losses.projection_loss(
-          pose2d, labels[preprocess.JOINTS2D_INPUT_PX], labels["joints2d_visible"], SIZE
+          pose2d,
+          labels[preprocess.JOINTS2D_INPUT_PX],
+          labels[preprocess.JOINTS2D_SUPERVISED],
+          SIZE,
         )
       )
       + tf.reduce_sum(
@@ -159,7 +216,10 @@ def test_projection_loss_of_a_2d_only_sample_trains_the_lifting_mlp():
     outputs = model(image, training=True)
     loss = tf.reduce_sum(
       losses.projection_loss(
-        outputs["pose2d"], labels[preprocess.JOINTS2D_INPUT_PX], labels["joints2d_visible"], SIZE
+        outputs["pose2d"],
+        labels[preprocess.JOINTS2D_INPUT_PX],
+        labels[preprocess.JOINTS2D_SUPERVISED],
+        SIZE,
       )
     )
   for grad in tape.gradient(loss, lifting):
@@ -207,7 +267,11 @@ def test_total_weights_golden_and_ablations():
   no_projection = float(
     losses.total(outputs, labels, LossWeights.for_ablation("no_projection"), B, SIZE)[0]
   )
-  np.testing.assert_allclose(no_projection, expected - 10 * terms["projection"], rtol=1e-6)
+  # A row without projection drops the 2D-only bone-length loss too (its target says nothing
+  # about the image once no projection ties the 3D pose to it).
+  np.testing.assert_allclose(
+    no_projection, expected - 10 * terms["projection"] - 100 * terms["bone_2d"], rtol=1e-6
+  )
   pretrain = float(losses.total(outputs, labels, LossWeights.pretrain2d(), B, SIZE)[0])
   np.testing.assert_allclose(
     pretrain, 0.1 * (terms["heatmap"] + terms["intermediate_heatmap"]), rtol=1e-6

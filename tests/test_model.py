@@ -90,8 +90,11 @@ def test_projection_is_weak_perspective_of_pose3d():
   np.testing.assert_allclose(camera, [[32, 32, 64 / 2000, 64 / 2000]] * 2, rtol=1e-6)
 
 
-def test_model_round_trips_through_keras_format(tmp_path):
-  tiny = model_lib.build_model(ModelConfig.tiny(64))
+@pytest.mark.parametrize(
+  "config", [ModelConfig.tiny(64), ModelConfig("tiny", 64, stride=8, tie_camera_scales=True)]
+)
+def test_model_round_trips_through_keras_format(tmp_path, config):
+  tiny = model_lib.build_model(config)
   path = tmp_path / "tiny.keras"
   tiny.save(path)
   again = keras.saving.load_model(path)
@@ -144,3 +147,77 @@ def test_missing_weights_file_and_bad_arguments_are_clear():
     model_lib.build_model(64)  # the old (input_size, variant) signature
   with pytest.raises(ValueError, match="multiple of 16"):
     ModelConfig(input_size=100)
+
+
+def test_stride_8_gives_16x16_maps_from_a_dilated_conv4_and_the_same_weights():
+  config = ModelConfig(variant="tiny", input_size=128, stride=8)
+  assert config.heatmap_size == 16
+  tiny = model_lib.build_model(config)
+  shapes = {name: tuple(t.shape[1:3]) for name, t in tiny.output.items() if len(t.shape) == 4}
+  assert set(shapes.values()) == {(16, 16)} and len(shapes) == 4
+  assert tiny.get_layer("conv3_block1_1_conv").strides == (2, 2)  # conv3 keeps its stride
+  for name in ("conv4_block1_0_conv", "conv4_block1_1_conv"):
+    assert tiny.get_layer(name).strides == (1, 1)
+  for block in range(1, 7):
+    assert tiny.get_layer(f"conv4_block{block}_2_conv").dilation_rate == (2, 2)
+  assert tiny.get_layer("res5a_2_conv").dilation_rate == (2, 2)
+  assert tiny.get_layer("conv3_block4_2_conv").dilation_rate == (1, 1)
+  # Every weight but z's (it reads the flattened F3D, 4x the cells) has the stride-16 shape,
+  # so ImageNet weights and layer names carry over.
+  paper = model_lib.build_model(ModelConfig.tiny(128))
+  ours = {v.path: tuple(v.shape) for v in tiny.weights}
+  theirs = {v.path: tuple(v.shape) for v in paper.weights}
+  assert ours.keys() == theirs.keys()
+  assert {p for p in ours if ours[p] != theirs[p]} == {"z/kernel"}
+  assert ours["z/kernel"] == (16 * 16 * 64, 128)
+
+
+class _TargetsAsOutput:
+  """A stand-in network whose heatmaps are rendered training targets."""
+
+  def __init__(self, maps, input_size):
+    self.maps, self.input_shape = maps, (None, input_size, input_size, 3)
+
+  def __call__(self, crops, training=False):
+    return {"heatmaps": self.maps, "pose3d": np.zeros((len(crops), 17, 3), np.float32)}
+
+
+@pytest.mark.parametrize("stride", [16, 8])
+def test_inference_decodes_targets_of_either_stride_back_to_the_joints(stride):
+  from wild3d_tf import heatmaps, inference
+
+  config = ModelConfig(variant="tiny", input_size=128, stride=stride)
+  joints = np.random.default_rng(0).uniform(12, 116, size=(2, 14, 2)).astype(np.float32)
+  # As data.prepare renders the targets: at the model's heatmap side and stride.
+  maps = heatmaps.encode(
+    joints, np.ones((2, 14), np.float32), config.heatmap_size, stride=config.stride
+  )
+  assert tuple(maps.shape) == (2, config.heatmap_size, config.heatmap_size, 14)
+  crops = np.zeros((2, 128, 128, 3), np.uint8)
+  decoded = inference.Predictor(_TargetsAsOutput(maps, 128)).on_crops(crops)["joints2d_input"]
+  np.testing.assert_allclose(np.asarray(decoded), joints, atol=1.0)
+
+
+def test_tied_camera_scales_are_equal_and_untied_ones_are_not():
+  rng = np.random.default_rng(5)
+  images = rng.uniform(0, 255, size=(3, 64, 64, 3)).astype(np.float32)
+  cameras = {}
+  for tie in (False, True):
+    keras.utils.set_random_seed(0)
+    tiny = model_lib.build_model(ModelConfig(variant="tiny", input_size=64, tie_camera_scales=tie))
+    fc_out = tiny.get_layer("fc_out")
+    assert fc_out.units == (3 if tie else 4)  # one raw scale when tied
+    # f_c's last layer starts at zero (ax = ay = the 2 m scale): give it random weights.
+    fc_out.set_weights([rng.normal(0, 0.5, size=w.shape) for w in fc_out.get_weights()])
+    cameras[tie] = np.asarray(tiny(images)["camera"])
+    assert cameras[tie].shape == (3, 4)
+  np.testing.assert_array_equal(cameras[True][:, 2], cameras[True][:, 3])
+  assert np.abs(cameras[False][:, 2] - cameras[False][:, 3]).min() > 1e-4
+  assert np.all(cameras[True][:, 2:] > 0)
+
+
+def test_bad_strides_name_the_flag():
+  with pytest.raises(ValueError, match=r"--heatmap_stride\) must be one of \(16, 8\); got 4"):
+    ModelConfig(stride=4)
+  with pytest.raises(ValueError, match="multiple of 8"):
+    ModelConfig(input_size=100, stride=8)

@@ -1,5 +1,6 @@
 """The synthetic datasets open with each real dataset's reader and match docs/datasets.md."""
 
+import dataclasses
 import filecmp
 import re
 
@@ -10,9 +11,9 @@ import numpy as np
 import pytest
 import scipy.io
 
-from beam_preprocess.readers import h36m_cameras
+from beam_preprocess.readers import h36m_cameras, mpi_inf_3dhp_test
 from wild3d_tf import cameras, skeletons
-from wild3d_tf.synthetic import body, generate, h36m, mpi_inf_3dhp, render
+from wild3d_tf.synthetic import body, generate, h36m, mpi_inf_3dhp, render, scene
 from wild3d_tf.synthetic.presets import PRESETS
 
 TINY = PRESETS["tiny"]
@@ -162,7 +163,7 @@ def test_3dhp_test_set_hdf5_shapes_and_least_squares_intrinsics(synthetic_tiny):
     with open(folder / "annot_data.mat", "rb") as f:
       assert f.read(19) == b"MATLAB 7.3 MAT-file"
     with h5py.File(folder / "annot_data.mat", "r") as f:
-      frames = TINY.dhp_test_frames
+      frames = TINY.dhp_test_takes[n - 1] * TINY.dhp_test_take_frames
       assert f["annot2"].shape == (frames, 1, 17, 2) and f["annot3"].shape == (frames, 1, 17, 3)
       assert f["univ_annot3"].shape == (frames, 1, 17, 3)
       assert f["valid_frame"].shape == f["activity_annotation"].shape == (frames, 1)
@@ -177,6 +178,77 @@ def test_3dhp_test_set_hdf5_shapes_and_least_squares_intrinsics(synthetic_tiny):
     a = np.stack([annot3[..., 0].ravel(), annot3[..., 2].ravel()], -1)
     fit, residual, _, _ = np.linalg.lstsq(a, (annot2[..., 0] * annot3[..., 2]).ravel(), rcond=None)
     assert np.sqrt(residual[0] / a.shape[0]) < 1e-3 * fit[0]
+
+
+def _center(camera):
+  return -camera.rotation.T @ camera.translation
+
+
+def _bone_lengths(pose):
+  bones = skeletons.POSE3D.bones
+  return np.linalg.norm(pose[:, [c for c, _ in bones]] - pose[:, [p for _, p in bones]], axis=-1)
+
+
+def test_3dhp_test_sequences_are_takes_under_one_camera_matrix(synthetic_tiny):
+  plan = mpi_inf_3dhp.take_plan(TINY, seed=0)
+  per_take = TINY.dhp_test_take_frames
+  for n, sequence in enumerate(mpi_inf_3dhp.TEST_SCENES):
+    takes = [t for t in plan if t.sequence == sequence]
+    assert len(takes) == TINY.dhp_test_takes[n] >= 2
+    with h5py.File(synthetic_tiny / f"mpi_inf_3dhp_test_set/{sequence}/annot_data.mat") as f:
+      annot2, annot3 = f["annot2"][:, 0], f["annot3"][:, 0]
+      valid, activity = f["valid_frame"][:, 0], f["activity_annotation"][:, 0]
+    frames = np.arange(len(annot2))
+    index = mpi_inf_3dhp.test_take_index(TINY, sequence, frames)
+    np.testing.assert_array_equal(index, frames // per_take)
+    assert len(frames) == len(takes) * per_take
+    # One K fits every take of the sequence (the converter fits one per sequence).
+    k = mpi_inf_3dhp_test.fit_intrinsics(annot2, annot3)
+    assert np.abs(cameras.project(annot3, k) - annot2).max() < 1e-6
+    assert all(np.array_equal(t.camera.intrinsics, takes[0].camera.intrinsics) for t in takes)
+    lengths = _bone_lengths(skeletons.convert(annot3, skeletons.MPI_INF_3DHP_17, skeletons.POSE3D))
+    for take in range(len(takes)):
+      at = index == take
+      assert (valid[at] == 0).sum() == 1  # every take keeps an invalid frame
+      assert len(set(activity[at])) == 1
+      np.testing.assert_allclose(lengths[at], np.broadcast_to(lengths[at][:1], (per_take, 16)))
+    for before, after in zip(takes, takes[1:]):  # consecutive takes: another person and place
+      first, last = after.start, after.start - 1
+      assert np.abs(lengths[first] - lengths[last]).max() > 1.0
+      assert np.linalg.norm(_center(after.camera) - _center(before.camera)) > 10.0
+
+
+def test_3dhp_test_take_index_refuses_frames_outside_the_preset():
+  with pytest.raises(ValueError, match="TS5: frame numbers must be integers in \\[0, 6\\)"):
+    mpi_inf_3dhp.test_take_index(TINY, "TS5", [0, 6])
+  with pytest.raises(ValueError, match="unknown test sequence 'TS7'"):
+    mpi_inf_3dhp.test_take_index(TINY, "TS7", [0])
+  with pytest.raises(ValueError, match="dhp_test_take_frames must be at least 2"):
+    mpi_inf_3dhp.take_plan(dataclasses.replace(TINY, dhp_test_take_frames=1), 0)
+
+
+def test_3dhp_test_ts5_performs_studio_poses_and_ts6_wild_poses(tmp_path):
+  """TS5 changes only the appearance (studio activities, camera heights); TS6 the poses too."""
+  preset = dataclasses.replace(
+    TINY, dhp_test_takes=(1, 1, 1, 1, 12, 12), dhp_test_take_frames=2, dhp_test_scale=0.05
+  )
+  mpi_inf_3dhp.write_test(tmp_path, preset, seed=0)
+  tilt = {}
+  for sequence in ("TS5", "TS6"):
+    with h5py.File(tmp_path / f"mpi_inf_3dhp_test_set/{sequence}/annot_data.mat") as f:
+      pose = skeletons.convert(f["annot3"][:, 0], skeletons.MPI_INF_3DHP_17, skeletons.POSE3D)
+    # Torso against the camera's up axis: studio people stand upright before level cameras.
+    torso = pose[:, skeletons.POSE3D.index("thorax")] - pose[:, 0]
+    tilt[sequence] = np.median(np.degrees(np.arccos(-torso[:, 1] / np.linalg.norm(torso, axis=-1))))
+  assert tilt["TS5"] < 15.0 < 20.0 < tilt["TS6"], tilt
+  for take in mpi_inf_3dhp.take_plan(preset, seed=0):
+    assert take.wild_poses == (take.sequence == "TS6")
+    studio_skin = render.Palette.random(np.random.default_rng(0), wild=False).skin
+    assert (take.palette.skin != studio_skin) == (take.scene == "wild")
+    low, high = mpi_inf_3dhp.TEST_CAMERA_HEIGHTS[take.wild_poses]
+    assert low <= -_center(take.camera)[1] <= high  # height above the floor (y down)
+    if not take.wild_poses:  # within the training ring's heights (900, 1300, 2200 mm +- 100)
+      assert 800.0 <= low < high <= 2300.0
 
 
 # ---------------------------------------------------------------- MPII
@@ -218,6 +290,22 @@ def test_mpii_release_struct_with_the_real_quirks(synthetic_tiny):
         assert 0 <= point.id < 16 and point.x >= 1 and point.y >= 1  # MATLAB pixels
 
 
+def test_mpii_tilted_cameras_keep_the_people_in_the_picture(synthetic_tiny):
+  """Elevated cameras look down or up at each person rather than past them."""
+  release = scipy.io.loadmat(
+    synthetic_tiny / "mpii/mpii_human_pose_v1_u12_2/mpii_human_pose_v1_u12_1.mat",
+    struct_as_record=False,
+    squeeze_me=True,
+  )["RELEASE"]
+  points = [
+    np.size(rect.annopoints.point)
+    for i, entry in enumerate(release.annolist)
+    if release.img_train[i] and i != 1  # image 1 holds the one-point quirk
+    for rect in np.atleast_1d(entry.annorect)
+  ]
+  assert len(points) >= 4 and min(points) >= 12, points
+
+
 # ---------------------------------------------------------------- LSP
 
 
@@ -255,6 +343,42 @@ def test_occluded_joint_is_invisible():
     visible, [False, False, True]
   )  # behind, outside the image, in front
   assert image[100, 100, 0] > 100 and image[10, 10].sum() == 0
+
+
+def test_a_flipped_back_view_does_not_look_like_a_front_view():
+  """The nose, eyes and chest mark face forward; from behind the head and torso hide them."""
+  subject = body.Subject.random("t", np.random.default_rng(0))
+  pose = body.forward_kinematics({k: np.zeros(1) for k in body.ANGLES}, subject)  # faces -z
+  pose = pose[0] + np.array([0.0, body.floor_offset(pose)[0], 0.0])
+  # Marks in pure green, nothing else with green dominant (toes: fixed brown; background black).
+  red, blue = (200.0, 0.0, 0.0), (0.0, 0.0, 200.0)
+  palette = render.Palette(
+    blue, red, blue, red, blue, (200.0, 0.0, 200.0), (0.0, 255.0, 0.0), (0.0, 0.0, 0.0), red
+  )
+  marks = dataclasses.replace(palette, chest_mark=(0.0, 255.0, 0.0))
+  k = cameras.intrinsic_matrix(250.0, 250.0, 128.0, 128.0)
+  green = {}
+  for name, azimuth in (("front", 0.0), ("back", 180.0)):
+    cam = scene.ring_camera(azimuth, 3000.0, 1200.0, 900.0, k, (256, 256), name)
+    points = body.named_points(cam.world_to_camera(pose))
+    for what, colours in (("face", palette), ("both", marks)):
+      image, _, _ = render.render(
+        np.zeros((256, 256, 3), np.uint8), render.body_capsules(points, subject.girth, colours), cam
+      )
+      if name == "back":
+        image = image[:, ::-1]  # the flip augmentation
+      mask = (image[..., 1] > 40) & (image[..., 1] > image[..., 0] + image[..., 2])
+      green[name, what] = mask.sum()
+    # The marks leave the joints' visibility as it was: every joint of a standing body is seen.
+    if name == "front":
+      uv = cam.project(cam.world_to_camera(pose))
+      _, depth, _ = render.render(
+        np.zeros((256, 256, 3), np.uint8), render.body_capsules(points, subject.girth, marks), cam
+      )
+      visible = render.visibility(cam.world_to_camera(pose), uv, depth)
+      assert visible[[skeletons.POSE3D.index(j) for j in ("head", "head_top", "thorax")]].all()
+  assert green["front", "face"] > 10 and green["front", "both"] > 3 * green["front", "face"]
+  assert green["back", "face"] == green["back", "both"] == 0
 
 
 def test_body_points_are_consistent_across_skeletons():

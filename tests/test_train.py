@@ -17,10 +17,10 @@ import pytest
 import tensorflow as tf
 
 from wild3d_tf import config as config_lib
-from wild3d_tf import data, model, preprocess
+from wild3d_tf import data, losses, model, preprocess
 from wild3d_tf.config import DataConfig, LoopConfig, ModelConfig
 from wild3d_tf.losses import LossWeights
-from wild3d_tf.trainer import Loop, NonFiniteLossError, Trainer, make_optimizer
+from wild3d_tf.trainer import Loop, NonFiniteLossError, Trainer, is_pretrained, make_optimizer
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 
@@ -209,7 +209,7 @@ def test_sigterm_saves_and_exits_with_a_distinct_status(converted_tiny, tmp_path
   assert saved.endswith(f"ckpt-{stopped.group(1)}") and int(stopped.group(1)) < 400
 
 
-def _train_command(folder, model_dir, steps, digests):
+def _train_command(folder, model_dir, steps, digests, *extra):
   return [
     sys.executable,
     "-m",
@@ -224,6 +224,7 @@ def _train_command(folder, model_dir, steps, digests):
     "--deterministic",
     f"--batch_digest_file={digests}",
     "--image_summaries_every=0",
+    *extra,
   ]
 
 
@@ -242,24 +243,28 @@ def _digests(path):
 
 
 @pytest.mark.slow
-def test_kill_and_resume_is_exact(converted_tiny, tmp_path):
+def test_kill_and_resume_is_exact(converted_tiny, tmp_path, composition="across_steps"):
   """SIGKILL after a checkpoint; the restart must continue from that checkpoint, not start over.
 
   A restart from step 0 that ignored the checkpoint would also end with the
   uninterrupted run's weights (the data order and the seeds are the same), so
-  the test also checks where the resumed run starts and what it reads.
+  the test also checks where the resumed run starts and what it reads. The
+  default composition only, for the suite's time: within_step passes too (run
+  it with composition="within_step"); its stream's resume is
+  tests/test_data.py::test_a_within_step_stream_resumes_exactly_from_a_checkpoint.
   """
   folder, _ = converted_tiny
   steps = 25
+  flag = f"--batch_composition={composition}"
   subprocess.run(
-    _train_command(folder, tmp_path / "a", steps, tmp_path / "a.txt"),
+    _train_command(folder, tmp_path / "a", steps, tmp_path / "a.txt", flag),
     check=True,
     capture_output=True,
   )
   uninterrupted = dict(_digests(tmp_path / "a.txt"))
   assert sorted(uninterrupted) == list(range(1, steps + 1))
   process = subprocess.Popen(
-    _train_command(folder, tmp_path / "b", steps, tmp_path / "b.txt"),
+    _train_command(folder, tmp_path / "b", steps, tmp_path / "b.txt", flag),
     stdout=subprocess.DEVNULL,
     stderr=subprocess.DEVNULL,
   )
@@ -275,7 +280,7 @@ def test_kill_and_resume_is_exact(converted_tiny, tmp_path):
   assert all(uninterrupted[step] == digest for step, digest in before_kill)
 
   resumed = subprocess.run(
-    _train_command(folder, tmp_path / "b", steps, tmp_path / "b_resumed.txt"),
+    _train_command(folder, tmp_path / "b", steps, tmp_path / "b_resumed.txt", flag),
     check=True,
     capture_output=True,
     text=True,
@@ -314,31 +319,176 @@ def test_mirrored_over_two_cpus_equals_one_device(converted_tiny, tmp_path):
   assert values["max_abs_difference"] < 0.05 * values["max_update"], values
 
 
-def test_pretrained_layers_learn_100x_slower_when_asked(converted_tiny):
+@pytest.fixture(scope="module")
+def full_batch(converted_tiny):
+  """One global batch (8) of the full stage's stream at 64 px: every label the terms read."""
   folder, _ = converted_tiny
   config = DataConfig(data_dir=str(folder), batch_size=8, shuffle_buffer=16)
   heatmap_size = ModelConfig.tiny(64).heatmap_size
-  batch = next(
-    iter(data.training_dataset(config, "full", input_size=64, heatmap_size=heatmap_size))
-  )
-  updates = {}
-  for multiplier in (1.0, 0.01):
-    keras.utils.set_random_seed(0)
-    network = model.build_model(ModelConfig.tiny(64))
-    trainer = Trainer(network, LossWeights(), 8, 64)
-    trainer.compile(
-      optimizer=make_optimizer(0.05, 1000, 0.5, tf.Variable(0, dtype=tf.int64), False, multiplier)
-    )
-    trainer.optimizer.build(network.trainable_variables)
-    before = {v.path: v.numpy() for v in network.trainable_variables}
-    tf.function(trainer.train_step)(batch)
-    updates[multiplier] = {
-      v.path: np.abs(v.numpy() - before[v.path]).max() for v in network.trainable_variables
-    }
-  for name in ("conv1_conv/kernel", "conv4_block6_3_conv/kernel"):  # ImageNet part
+  return next(iter(data.training_dataset(config, "full", input_size=64, heatmap_size=heatmap_size)))
+
+
+def _one_step_updates(batch, weights, multiplier, optimizer="adadelta"):
+  """{variable path: max |change|} of a tiny network (seed 0) after one train_step."""
+  keras.utils.set_random_seed(0)
+  network = model.build_model(ModelConfig.tiny(64))
+  trainer = Trainer(network, weights, 8, 64)
+  step = tf.Variable(0, dtype=tf.int64)
+  trainer.compile(optimizer=make_optimizer(0.05, 1000, 0.5, step, False, multiplier, optimizer))
+  trainer.optimizer.build(network.trainable_variables)
+  before = {v.path: v.numpy() for v in network.trainable_variables}
+  assert bool(tf.function(trainer.train_step)(batch))
+  return {v.path: np.abs(v.numpy() - before[v.path]).max() for v in network.trainable_variables}
+
+
+def test_stage1_layers_learn_100x_slower_when_asked(full_batch):
+  updates = {m: _one_step_updates(full_batch, LossWeights(), m) for m in (1.0, 0.01)}
+  # Paper Sec. 4.2: every layer trained in stage 1, not only the ImageNet part.
+  for name in ("conv1_conv/kernel", "conv4_block6_3_conv/kernel", "res5a_1_conv/kernel"):
     assert updates[0.01][name] / updates[1.0][name] == pytest.approx(0.01, rel=1e-3)
-  for name in ("res5a_1_conv/kernel", "f3d_fc1/kernel", "f3d_out/kernel"):  # new layers
+  assert updates[0.01]["f3d_conv/kernel"] / updates[1.0]["f3d_conv/kernel"] == pytest.approx(
+    0.01, rel=1e-3
+  )
+  for name in ("z/kernel", "f3d_fc1/kernel", "f3d_out/kernel", "fc_out/kernel"):  # 3D stage
     assert updates[0.01][name] / updates[1.0][name] == pytest.approx(1.0, rel=1e-6)
+
+
+@pytest.mark.parametrize("stage", ["baseline", "pretrain2d"])
+def test_the_multiplier_trains_stages_that_leave_layers_without_gradients(full_batch, stage):
+  # The baseline has no projection (the camera MLP gets no gradient), pre-training no 3D
+  # losses: keras' MultiOptimizer refused the shortened gradient list at the first step.
+  weights = LossWeights.pretrain2d() if stage == "pretrain2d" else LossWeights.for_ablation(stage)
+  updates = _one_step_updates(full_batch, weights, 0.01)
+  untouched = ("fc_hidden/kernel", "fc_out/kernel", "fc_out/bias")
+  if stage == "pretrain2d":
+    untouched += ("z/kernel", "f3d_fc2/kernel", "f3d_out/kernel")
+  else:
+    assert updates["f3d_out/kernel"] > 0
+  for name in untouched:
+    assert updates[name] == 0.0, name
+  assert updates["conv1_conv/kernel"] > 0 and updates["conv4_block6_3_conv/kernel"] > 0
+
+
+@pytest.mark.parametrize("name", config_lib.OPTIMIZERS)
+def test_zero_gradients_leave_a_variable_and_its_slots_untouched(name):
+  # Trainer.train_step gives the learning-rate split zeros for the layers the loss does not
+  # reach: with slots at zero, neither Adadelta nor Adam moves them, and the slots stay zero.
+  optimizer = make_optimizer(0.05, 1000, 0.5, tf.Variable(0, dtype=tf.int64), False, 0.01, name)
+  stage1, head = keras.layers.Dense(3, name="conv1_conv"), keras.layers.Dense(3, name="fc_out")
+  for layer in (stage1, head):
+    layer.build((None, 2))
+  variables = [stage1.kernel, head.kernel]
+  optimizer.build(variables)
+  kind = {"adadelta": keras.optimizers.Adadelta, "adam": keras.optimizers.Adam}[name]
+  assert [type(o) for o in optimizer.inner_optimizer.optimizers] == [kind, kind]
+  before = [v.numpy() for v in variables]
+  rng = np.random.default_rng(0)
+  for _ in range(3):
+    optimizer.apply([rng.normal(size=(2, 3)).astype(np.float32), np.zeros((2, 3), np.float32)])
+  assert np.abs(stage1.kernel.numpy() - before[0]).min() > 0
+  np.testing.assert_array_equal(head.kernel.numpy(), before[1])
+  slots = [
+    v
+    for o in optimizer.inner_optimizer.optimizers
+    for v in o.variables
+    if "fc_out_kernel" in v.name
+  ]
+  assert len(slots) == 2 and not any(np.any(v.numpy()) for v in slots)
+
+
+def test_make_optimizer_builds_the_requested_optimizer_and_names_the_flag():
+  step = tf.Variable(0, dtype=tf.int64)
+  assert type(make_optimizer(1e-3, 10, 0.5, step, False, optimizer="adam").inner_optimizer) is (
+    keras.optimizers.Adam
+  )
+  adadelta = make_optimizer(0.05, 10, 0.5, step, False).inner_optimizer
+  assert type(adadelta) is keras.optimizers.Adadelta
+  assert (adadelta.rho, adadelta.epsilon) == (0.9, 1e-6)  # the paper's
+  with pytest.raises(ValueError, match=r"^--optimizer must be one of adadelta, adam; got 'sgd'$"):
+    make_optimizer(0.05, 10, 0.5, step, False, optimizer="sgd")
+
+
+def test_stage1_variables_are_the_ones_the_pretraining_losses_reach(full_batch):
+  network = model.build_model(ModelConfig.tiny(64))
+  trainer = Trainer(network, LossWeights.pretrain2d(), 8, 64)
+  with tf.GradientTape() as tape:
+    outputs = network(full_batch[preprocess.IMAGE], training=True)
+    loss, _ = losses.total(outputs, trainer.labels(full_batch), LossWeights.pretrain2d(), 8, 64)
+  variables = network.trainable_variables
+  reached = {v.path for v, g in zip(variables, tape.gradient(loss, variables)) if g is not None}
+  stage1 = {v.path for v in variables if is_pretrained(v)}
+  assert stage1 == reached
+  # Golden split of the tiny network: 2 weights per BN (gamma, beta), 1 per conv of the
+  # backbone (no bias), kernel and bias of the F3D convolution; 2 per dense layer after it.
+  assert len(stage1) == 159 - 16 and len(variables) - len(stage1) == 16
+  assert sorted({v.path.split("/")[0] for v in variables} - {p.split("/")[0] for p in stage1}) == [
+    "f3d_fc1", "f3d_fc2", "f3d_fc3", "f3d_fc4", "f3d_out", "fc_hidden", "fc_out", "z"
+  ]  # fmt: skip
+
+
+def test_recipe_flags_reach_the_run_config_and_a_bad_stride_is_one_line(tmp_path):
+  # In subprocesses: train's (required) flags would stay in this process's FLAGS.
+  script = (
+    "import sys; from absl import flags; from wild3d_tf import train; train.define_flags(); "
+    "flags.FLAGS(['train', '--data_dir=d', '--model_dir=m', *sys.argv[1:]]); "
+    "rc = train.run_config_from_flags(); "
+    "print(rc.model.stride, rc.model.heatmap_size, rc.model.tie_camera_scales, "
+    "rc.optimizer.optimizer, rc.optimizer.pretrained_lr_multiplier)"
+  )
+  recipe = [
+    "--variant=tiny",
+    "--input_size=128",
+    "--heatmap_stride=8",
+    "--tie_camera_scales",
+    "--optimizer=adam",
+    "--pretrained_lr_multiplier=0.01",
+  ]
+  commands = [
+    [sys.executable, "-c", script],
+    [sys.executable, "-c", script, *recipe],
+    [sys.executable, "-m", "wild3d_tf.train", f"--data_dir={tmp_path}", f"--model_dir={tmp_path}"]
+    + ["--heatmap_stride=4"],
+  ]
+  runs = [
+    subprocess.Popen(c, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for c in commands
+  ]
+  (paper, _), (ours, _), (_, bad) = [r.communicate(timeout=300) for r in runs]
+  assert paper.strip().splitlines()[-1] == "16 16 False adadelta 1.0"
+  assert ours.strip().splitlines()[-1] == "8 16 True adam 0.01"
+  assert runs[2].returncode == 1
+  assert bad.strip().splitlines()[-1] == (
+    "error: stride (train.py --heatmap_stride) must be one of (16, 8); got 4"
+  )
+
+
+def test_data_recipe_flags_reach_the_run_config_and_a_bad_value_names_the_flag(tmp_path):
+  script = (
+    "import sys; from absl import flags; from wild3d_tf import train; train.define_flags(); "
+    "flags.FLAGS(['train', '--data_dir=d', '--model_dir=m', *sys.argv[1:]]); "
+    "rc = train.run_config_from_flags(); "
+    "print(rc.data.bone_length_target, rc.data.batch_composition)"
+  )
+  commands = [
+    [sys.executable, "-c", script],
+    [
+      sys.executable,
+      "-c",
+      script,
+      "--bone_length_target=ratios",
+      "--batch_composition=within_step",
+    ],
+    [sys.executable, "-m", "wild3d_tf.train", f"--data_dir={tmp_path}", f"--model_dir={tmp_path}"]
+    + ["--bone_length_target=median"],
+  ]
+  runs = [
+    subprocess.Popen(c, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for c in commands
+  ]
+  (paper, _), (ours, _), (_, bad) = [r.communicate(timeout=300) for r in runs]
+  assert paper.strip().splitlines()[-1] == "random_subject across_steps"
+  assert ours.strip().splitlines()[-1] == "ratios within_step"
+  assert runs[2].returncode != 0
+  # absl's one line names the flag and the choices (config.BONE_LENGTH_TARGETS).
+  assert "flag --bone_length_target=median: value should be one of <random_subject|" in bad, bad
 
 
 def _free_ports(count):

@@ -34,6 +34,9 @@ class _Widths:
 # tests and the demo. The topology (blocks, strides, 64-channel F3D, 14 heatmaps, 17 joints)
 # is the same.
 VARIANTS = {"full": _Widths(1.0, 1024, 256, 256), "tiny": _Widths(0.125, 128, 32, 128)}
+# Output strides of the backbone (input pixels per heatmap cell): 16 is the paper's; 8 runs
+# conv4 and Res5a without stride (dilated), e.g. 16x16 heatmaps for the tiny network at 128 px.
+STRIDES = (16, 8)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -41,18 +44,25 @@ class ModelConfig:
   """Shapes and widths of the network of paper Sec. 3 (``model.build_model``).
 
   ``variant`` names the widths (``VARIANTS``); ``input_size`` is the square
-  crop side in pixels, a multiple of ``stride`` (the heatmaps' stride).
-  Raises ValueError naming the field on a bad value.
+  crop side in pixels, a multiple of ``stride`` (the heatmaps' stride, one of
+  ``STRIDES``: train.py --heatmap_stride). ``tie_camera_scales``: the weak-perspective
+  camera has one scale for both image axes (ax = ay; train.py --tie_camera_scales); off
+  is the paper's (cx, cy, ax, ay). Raises ValueError naming the field on a bad value.
   """
 
   variant: str = "full"
   input_size: int = 256
   f3d_channels: int = 64
   stride: int = 16
+  tie_camera_scales: bool = False
 
   def __post_init__(self):
     if self.variant not in VARIANTS:
       raise ValueError(f"variant must be one of {tuple(VARIANTS)}; got {self.variant!r}")
+    if self.stride not in STRIDES:
+      raise ValueError(
+        f"stride (train.py --heatmap_stride) must be one of {STRIDES}; got {self.stride!r}"
+      )
     if self.input_size % self.stride or self.input_size < 2 * self.stride:
       raise ValueError(
         f"input_size must be a multiple of {self.stride} and at least "
@@ -99,16 +109,31 @@ class ModelConfig:
 # and 3D studio data. The defaults are the paper's (Sec. 4.2).
 DATASETS_2D = ("mpii", "lsp", "lspet")
 DATASETS_3D = ("h36m", "mpi_inf_3dhp")
+# The 2D stream may also read 3D sets for their 2D labels (e.g. a 2D network pre-trained on
+# studio data alone: benchmarks/gate.py); the default is the paper's.
+DATASETS_2D_ALLOWED = DATASETS_2D + DATASETS_3D
+# The target of the 2D-only bone-length loss (``data.prepare`` builds it from the 3D training
+# subjects' bone-length table, ``losses.bone_length_loss`` compares): a random training
+# subject's bones per sample (the paper's), the subjects' mean skeleton, or the mean
+# skeleton's proportions (scale-free).
+BONE_LENGTH_TARGETS = ("random_subject", "mean_skeleton", "ratios")
+# How stage full feeds 3D and 2D-only data: whole batches of one kind alternating step by step
+# (the paper's design card), or one batch of each kind per step, one update on both.
+BATCH_COMPOSITIONS = ("across_steps", "within_step")
 
 
 @dataclasses.dataclass(frozen=True)
 class DataConfig:
   """The tf.data input pipeline (``data.py``).
 
-  ``batch_size`` is the global batch (split over replicas by the trainer).
-  The crop and heatmap sides are the model's (``ModelConfig``), handed to
-  the ``data`` functions as arguments, so they have one owner. Raises
-  ValueError naming the field on a bad value.
+  ``batch_size`` is the global batch of one kind (split over replicas by the
+  trainer); with ``batch_composition`` ``within_step`` a stage-full step reads
+  one such batch of 3D and one of 2D-only samples, 2 * ``batch_size`` in all,
+  and the losses still divide by ``batch_size``. ``bone_length_target`` is one
+  of ``BONE_LENGTH_TARGETS``, ``batch_composition`` one of
+  ``BATCH_COMPOSITIONS``. The crop and heatmap sides are the model's
+  (``ModelConfig``), handed to the ``data`` functions as arguments, so they
+  have one owner. Raises ValueError naming the field on a bad value.
   """
 
   data_dir: str
@@ -129,9 +154,11 @@ class DataConfig:
   # Check each shard's SHA-256 against its manifest before reading (a full read of every shard;
   # record counts are always checked, as the shards are read).
   verify_shard_digests: bool = False
+  bone_length_target: str = "random_subject"
+  batch_composition: str = "across_steps"
 
   def __post_init__(self):
-    for name, allowed in (("datasets_2d", DATASETS_2D), ("datasets_3d", DATASETS_3D)):
+    for name, allowed in (("datasets_2d", DATASETS_2D_ALLOWED), ("datasets_3d", DATASETS_3D)):
       value = getattr(self, name)
       if isinstance(value, str) or not all(d in allowed for d in value):
         raise ValueError(f"{name} must be a tuple of names from {allowed}; got {value!r}")
@@ -151,27 +178,45 @@ class DataConfig:
         "rotation_degrees and shift must be >= 0 and shuffle_buffer >= 1; got "
         f"{self.rotation_degrees}, {self.shift}, {self.shuffle_buffer}"
       )
+    for name, allowed in (
+      ("bone_length_target", BONE_LENGTH_TARGETS),
+      ("batch_composition", BATCH_COMPOSITIONS),
+    ):
+      if getattr(self, name) not in allowed:
+        raise ValueError(
+          f"{name} (train.py --{name}) must be one of {allowed}; got {getattr(self, name)!r}"
+        )
 
   @classmethod
   def tiny(cls, data_dir: str) -> DataConfig:
     return cls(data_dir=data_dir, batch_size=8, shuffle_buffer=64)
 
 
+# The optimizers ``trainer.make_optimizer`` builds: Adadelta (rho 0.9, eps 1e-6) is the paper's;
+# Adam (Keras' betas) is a deviation for small CPU budgets, where it learns faster in few steps.
+OPTIMIZERS = ("adadelta", "adam")
+
+
 @dataclasses.dataclass(frozen=True)
 class OptimizerConfig:
-  """Adadelta with exponential decay (``trainer.make_optimizer``); the dtype policy."""
+  """The optimizer with exponential decay (``trainer.make_optimizer``); the dtype policy."""
 
   learning_rate: float = 0.05
   decay_steps: int = 60000
   decay_rate: float = 0.1
-  # Learning-rate factor of the ImageNet layers (stem to Res4f); the paper uses 0.01 when
-  # H3.6M is the only 3D data.
+  # Learning-rate factor of the layers trained in stage 1 (the 2D pre-training: stem to Res4f,
+  # Res5a, the F3D convolution); the paper uses 0.01 when H3.6M is the only 3D data.
   pretrained_lr_multiplier: float = 1.0
   mixed_precision: str = "none"  # a Keras dtype policy: none, mixed_float16, mixed_bfloat16
+  optimizer: str = "adadelta"  # one of OPTIMIZERS
 
   def __post_init__(self):
     if self.mixed_precision not in ("none", "mixed_float16", "mixed_bfloat16"):
       raise ValueError(f"mixed_precision: unknown policy {self.mixed_precision!r}")
+    if self.optimizer not in OPTIMIZERS:
+      raise ValueError(
+        f"optimizer (train.py --optimizer) must be one of {OPTIMIZERS}; got {self.optimizer!r}"
+      )
 
 
 @dataclasses.dataclass(frozen=True)
@@ -209,7 +254,8 @@ class RunConfig:
   ``stage``: ``pretrain2d`` (2D heatmaps on the 2D datasets) or ``full`` (every
   loss; 3D and 2D-only batches alternate unless ``use_2d_data`` is off).
   The remaining fields are the run's side settings (strategy, initialisation,
-  validation and TensorBoard images).
+  validation and TensorBoard images). ``loss`` holds the weights the run trains
+  with: with ``calibrate_loss_weights``, the calibrated ones once the run has begun.
   """
 
   model: ModelConfig
@@ -227,10 +273,27 @@ class RunConfig:
   validation_dataset: str = "mpi_inf_3dhp_test"
   validation_batches: int = 20
   image_summaries_every: int = 100
+  # Per-term gradient norms and weighted losses to TensorBoard every this many steps (0: off).
+  gradient_norms_every: int = 0
+  # A fresh run replaces ``loss`` by weights calibrated from the per-term gradient norms of
+  # ``calibration_batches`` training batches (``Trainer.calibrated_weights``) and saves them
+  # here, so a resumed run reads them back instead of measuring again.
+  calibrate_loss_weights: bool = False
+  calibration_batches: int = 20
 
   def __post_init__(self):
     if self.stage not in STAGES:
       raise ValueError(f"stage must be one of {STAGES}; got {self.stage!r}")
+    if self.gradient_norms_every < 0:
+      raise ValueError(
+        f"gradient_norms_every (train.py --gradient_norms_every) must be >= 0; "
+        f"got {self.gradient_norms_every}"
+      )
+    if self.calibration_batches < 1:
+      raise ValueError(
+        f"calibration_batches (train.py --calibration_batches) must be >= 1; "
+        f"got {self.calibration_batches}"
+      )
 
   @property
   def data_stage(self) -> str:

@@ -73,6 +73,40 @@ def bone_length_table(data_dir: str, datasets) -> np.ndarray:
 # --------------------------------------------------------------------------- one example
 
 
+def joint_masks_2d(joints2d, labelled, visible, size: int):
+  """(supervised, visible): (..., J) bool masks of 2D joints in a ``size`` px crop.
+
+  ``joints2d`` (..., J, 2) in the crop's input pixels; ``labelled`` and
+  ``visible`` (..., J) bool, the record's flags. A joint is *supervised* (the
+  2D losses and heatmap targets use it) when it is labelled and inside the
+  crop (pixel centres 0 to ``size - 1``), occluded or not: the paper's
+  supplement masks a joint only when its annotation is missing. It is
+  *visible* when it is also flagged visible (evaluation's 2D PCK).
+  """
+  inside = tf.reduce_all((joints2d >= 0) & (joints2d <= size - 1), axis=-1)
+  return labelled & inside, visible & labelled & inside
+
+
+def reference_bone_lengths(bone_table, target: str, seed):
+  """The 2D-only bone-length loss's target for one sample: ((16,) float32 mm, () float32 flag).
+
+  ``bone_table`` (subjects, 16) mm is ``bone_length_table``'s; ``target`` one
+  of ``config.BONE_LENGTH_TARGETS``: ``random_subject`` a row drawn with the
+  stateless ``seed`` (the paper's), ``mean_skeleton`` the rows' mean,
+  ``ratios`` the rows' mean with the flag set (``preprocess.BONE_LENGTHS_SCALE_FREE``:
+  the loss compares proportions, ``losses.bone_length_loss``). A None table
+  gives zeros (pre-training, whose weights leave the loss out).
+  """
+  flag = tf.constant(float(target == "ratios"), tf.float32)
+  if bone_table is None:
+    return tf.zeros([len(skeletons.POSE3D.bones)], tf.float32), flag
+  if target == "random_subject":
+    table = tf.constant(bone_table, tf.float32)
+    index = tf.random.stateless_uniform([], seed, 0, tf.shape(table)[0], tf.int32)
+    return tf.gather(table, index), flag
+  return tf.constant(np.mean(np.asarray(bone_table, np.float64), axis=0), tf.float32), flag
+
+
 def prepare(
   record: dict,
   seed,
@@ -90,11 +124,13 @@ def prepare(
   ``.heatmap_size``: the model owns both); a None ``heatmap_size`` leaves the
   heatmap targets out (evaluation, lifting). Returns:
   ``IMAGE`` (S, S, 3) uint8, ``HEATMAPS`` (heatmap_size, heatmap_size, 14),
-  ``JOINTS2D_INPUT_PX`` (14, 2), ``JOINTS2D_VISIBLE`` (14,),
-  ``JOINTS3D_VIRTUAL_MM`` (17, 3) root-relative, ``HAS_3D``,
-  ``REFERENCE_BONE_LENGTHS_MM`` (16,) (zeros without ``bone_table``),
-  ``CAMERA_FROM_VIRTUAL`` (3, 3) (before the flip), ``FLIPPED`` and
-  ``INPUT_PX_FROM_IMAGE_PX`` (3, 3).
+  ``JOINTS2D_INPUT_PX`` (14, 2), ``JOINTS2D_SUPERVISED`` and
+  ``JOINTS2D_VISIBLE`` (14,) (``joint_masks_2d``; heatmap targets are drawn
+  at the supervised joints), ``JOINTS3D_VIRTUAL_MM`` (17, 3) root-relative,
+  ``HAS_3D``, ``REFERENCE_BONE_LENGTHS_MM`` (16,) and
+  ``BONE_LENGTHS_SCALE_FREE`` (``reference_bone_lengths`` of ``bone_table``
+  and ``config.bone_length_target``), ``CAMERA_FROM_VIRTUAL`` (3, 3) (before
+  the flip), ``FLIPPED`` and ``INPUT_PX_FROM_IMAGE_PX`` (3, 3).
   """
   size = input_size
   seeds = tf.random.experimental.stateless_split(
@@ -125,9 +161,11 @@ def prepare(
   image = tf.cast(tf.where(flip, preprocess.mirror_image(image), image), tf.uint8)
 
   joints2d = geometry_tf.apply_affine(record[schema.JOINTS2D_CROP_PX], matrix)
-  inside = tf.reduce_all((joints2d >= 0) & (joints2d <= size - 1), axis=-1)
-  visible = (record[schema.JOINTS2D_VISIBLE] > 0) & inside
+  supervised, visible = joint_masks_2d(
+    joints2d, labelled, record[schema.JOINTS2D_VISIBLE] > 0, size
+  )
   joints2d = tf.where(flip, preprocess.mirror_joints2d(joints2d, size), joints2d)
+  supervised = tf.where(flip, preprocess.swap_sides_2d(supervised), supervised)
   visible = tf.where(flip, preprocess.swap_sides_2d(visible), visible)
 
   # Perspective correction: the ray through the final crop's centre, in the original camera.
@@ -159,26 +197,23 @@ def prepare(
     flip, preprocess.mirror_matrix(size) @ input_from_image, input_from_image
   )
 
-  if bone_table is not None:
-    table = tf.constant(bone_table, tf.float32)
-    index = tf.random.stateless_uniform([], seeds[4], 0, tf.shape(table)[0], tf.int32)
-    reference = tf.gather(table, index)
-  else:
-    reference = tf.zeros([len(skeletons.POSE3D.bones)], tf.float32)
+  reference, scale_free = reference_bone_lengths(bone_table, config.bone_length_target, seeds[4])
   prepared = {
     preprocess.IMAGE: image,
     preprocess.JOINTS2D_INPUT_PX: tf.cast(joints2d, tf.float32),
+    preprocess.JOINTS2D_SUPERVISED: tf.cast(supervised, tf.float32),
     preprocess.JOINTS2D_VISIBLE: tf.cast(visible, tf.float32),
     preprocess.JOINTS3D_VIRTUAL_MM: tf.cast(joints3d, tf.float32),
     preprocess.HAS_3D: tf.cast(record[schema.HAS_3D], tf.float32),
     preprocess.REFERENCE_BONE_LENGTHS_MM: reference,
+    preprocess.BONE_LENGTHS_SCALE_FREE: scale_free,
     preprocess.CAMERA_FROM_VIRTUAL: rotation,
     preprocess.FLIPPED: flip,
     preprocess.INPUT_PX_FROM_IMAGE_PX: input_from_image,
   }
   if heatmap_size is not None:
     prepared[preprocess.HEATMAPS] = heatmaps.encode(
-      tf.cast(joints2d, tf.float32), visible, heatmap_size, stride=size // heatmap_size
+      tf.cast(joints2d, tf.float32), supervised, heatmap_size, stride=size // heatmap_size
     )
   return prepared
 
@@ -326,14 +361,20 @@ def training_dataset(
   config: DataConfig, stage: str, *, input_size: int, heatmap_size: int
 ) -> tf.data.Dataset:
   """Batches of ``config.batch_size`` (the global batch) for ``pretrain2d`` (the 2D datasets
-  only), ``full`` (3D and 2D batches alternating) or ``full3d`` (3D only: the "no 2D data"
-  ablation), from ``config.datasets_2d`` and ``config.datasets_3d``.
+  only), ``full`` (3D and 2D-only data, ``config.batch_composition``) or ``full3d`` (3D only:
+  the "no 2D data" ablation), from ``config.datasets_2d`` and ``config.datasets_3d``.
 
-  Alternating whole batches (rather than mixing samples) gives every batch one
-  domain and one set of labels, as the design card's train_step expects, and
-  keeps shapes static: the losses are masked by what each sample carries, so
-  one traced step serves both kinds. ``input_size`` and ``heatmap_size`` are
-  the network's (``ModelConfig``): the sides of the crops and heatmap targets.
+  Stage ``full`` with ``across_steps`` (the paper's design card) alternates
+  whole batches, a 3D one then a 2D-only one: every batch has one domain and
+  one set of labels. With ``within_step`` every batch holds one batch of each
+  kind, 2 * ``batch_size`` samples interleaved 3D, 2D, 3D, 2D...
+  (``interleave_samples``), for one update on both; the losses still divide
+  by ``batch_size`` (the trainer's ``global_batch_size``), so each kind's mean
+  counts as it does across steps and step k's loss is the sum of the losses
+  of across_steps' batches 2k and 2k + 1. Shapes are static either way: the
+  losses are masked by what each sample carries, so one traced step serves
+  every batch. ``input_size`` and ``heatmap_size`` are the network's
+  (``ModelConfig``): the sides of the crops and heatmap targets.
 
   Only the datasets the stage reads must be converted: pre-training needs no
   3D dataset. With 3D data, samples carry reference bone lengths of the 3D
@@ -366,7 +407,26 @@ def training_dataset(
   ).batch(batch, drop_remainder=True)
   if stage == "full3d":
     return stream_3d.prefetch(tf.data.AUTOTUNE)
+  if config.batch_composition == "within_step":
+    return (
+      tf.data.Dataset.zip((stream_3d, stream_2d)).map(interleave_samples).prefetch(tf.data.AUTOTUNE)
+    )
   choice = tf.data.Dataset.range(2).repeat()
   return tf.data.Dataset.choose_from_datasets([stream_3d, stream_2d], choice).prefetch(
     tf.data.AUTOTUNE
   )
+
+
+def interleave_samples(first: dict, second: dict) -> dict:
+  """One batch of 2B samples from two of B with the same keys: first[0], second[0], first[1]...
+
+  Interleaved rather than concatenated so that every contiguous slice of an
+  even length, such as the trainer's per-replica slices under a
+  MirroredStrategy (``Loop._distributed_step``), holds as many samples of one
+  batch as of the other. Shapes stay static (B must be).
+  """
+  merged = {}
+  for key, value in first.items():
+    pair = tf.stack([value, second[key]], axis=1)  # (B, 2, ...)
+    merged[key] = tf.reshape(pair, [2 * value.shape[0], *value.shape[1:]])
+  return merged

@@ -7,7 +7,14 @@ errors in metres, 2D errors as a fraction of the crop side.
 
 ``total`` sums the weighted terms over the batch and divides by the *global*
 batch size, so under tf.distribute the per-replica losses add up to the
-single-device loss (no extra 1/num_replicas scaling is needed).
+single-device loss (no extra 1/num_replicas scaling is needed). When one step
+holds a 3D batch and a 2D-only batch (``DataConfig.batch_composition``
+``within_step``), the divisor is the batch size of one kind, so each term is
+the sum of the two kinds' means, as two steps of whole batches would see them.
+
+The 2D terms supervise the joints of ``preprocess.JOINTS2D_SUPERVISED``:
+annotated and inside the crop, occluded or not (the paper's supplement masks
+a joint only when its annotation is missing).
 
 A term is declared once, in ``TERMS``: its name, its per-sample function,
 the labels it reads and its default weight. ``LossWeights`` (the weights'
@@ -34,10 +41,10 @@ def _f32(x):
   return ops.cast(x, "float32")
 
 
-def heatmap_loss(pred, target, visible):
-  """sum_k b_k ||m_k - m_k^GT||^2 over (B, H, W, K) maps; ``visible`` (B, K)."""
+def heatmap_loss(pred, target, supervised):
+  """sum_k b_k ||m_k - m_k^GT||^2 over (B, H, W, K) maps; ``supervised`` (B, K) is b."""
   squared = ops.sum(ops.square(_f32(pred) - _f32(target)), axis=(1, 2))
-  return ops.sum(squared * _f32(visible), axis=-1)
+  return ops.sum(squared * _f32(supervised), axis=-1)
 
 
 def pose3d_loss(pred, target, has_3d, valid=None):
@@ -73,20 +80,42 @@ def bone_lengths(pose):
   return ops.sqrt(ops.sum(ops.square(vectors), axis=-1) + 1e-8)
 
 
-def bone_length_loss(pred, reference_lengths, mask):
-  """sum over bones of (||Parent(J) - J|| - ||Parent(J^S) - J^S||)^2, in m^2.
+def bone_length_loss(pred, reference_lengths, mask, scale_free=None):
+  """sum over bones of (||Parent(J) - J|| - ||Parent(J^S) - J^S||)^2, in m^2; (B,).
 
-  ``reference_lengths`` (B, 16) mm come from a training subject S drawn at
-  random per sample; ``mask`` (B,) selects the 2D-only samples.
+  ``pred`` (B, 17, 3) mm; ``reference_lengths`` (B, 16) mm, the bones of the
+  target skeleton S (``DataConfig.bone_length_target``: a training subject
+  drawn per sample as the paper, or the training subjects' mean skeleton);
+  ``mask`` (B,) selects the 2D-only samples.
+
+  ``scale_free`` (B,), optional, 1 where the loss compares proportions (target
+  ``ratios``): each predicted bone's share of the predicted 16 bones' total
+  length against the reference's share, r_b = l_b / sum(l). To keep the
+  weight's meaning, the shares are multiplied by the reference's total length
+  and compared in metres: sum_b (L^S (r_b - r_b^S))^2, i.e. the predicted
+  skeleton rescaled to the reference's total length against the reference.
+  A pose that is the reference skeleton at any scale costs zero, and the
+  pose's overall size gets no gradient; a shape error costs about what it
+  costs the absolute loss (the default weight stays 100). The predicted total
+  is floored at 1 mm so a collapsed pose cannot divide by zero.
   """
-  diff = (bone_lengths(pred) - _f32(reference_lengths)) / _MM_PER_M
+  lengths = bone_lengths(pred)
+  reference = _f32(reference_lengths)
+  if scale_free is not None:
+    scale = ops.sum(reference, axis=-1, keepdims=True) / ops.maximum(
+      ops.sum(lengths, axis=-1, keepdims=True), 1.0
+    )
+    free = ops.expand_dims(_f32(scale_free), -1)
+    lengths = free * lengths * scale + (1.0 - free) * lengths
+  diff = (lengths - reference) / _MM_PER_M
   return ops.sum(ops.square(diff), axis=-1) * _f32(mask)
 
 
-def projection_loss(pred2d, target2d, visible, input_size):
-  """||p2D - p2D^GT||^2 over (B, 14, 2) crop pixels, as a fraction of the crop side."""
+def projection_loss(pred2d, target2d, supervised, input_size):
+  """||p2D - p2D^GT||^2 over (B, 14, 2) crop pixels, as a fraction of the crop side;
+  ``supervised`` (B, 14) masks the joints."""
   squared = ops.sum(ops.square((_f32(pred2d) - _f32(target2d)) / input_size), axis=-1)
-  return ops.sum(squared * _f32(visible), axis=-1)
+  return ops.sum(squared * _f32(supervised), axis=-1)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -107,15 +136,15 @@ class LossTerm:
 
 
 def _has_2d(labels):
-  visible = ops.cast(labels[preprocess.JOINTS2D_VISIBLE], "bool")
-  return ops.cast(ops.any(visible, axis=-1), "float32")
+  supervised = ops.cast(labels[preprocess.JOINTS2D_SUPERVISED], "bool")
+  return ops.cast(ops.any(supervised, axis=-1), "float32")
 
 
 def _both_heatmap_stages(outputs, labels):
   return heatmap_loss(
-    outputs["heatmaps_res4d"], labels[preprocess.HEATMAPS], labels[preprocess.JOINTS2D_VISIBLE]
+    outputs["heatmaps_res4d"], labels[preprocess.HEATMAPS], labels[preprocess.JOINTS2D_SUPERVISED]
   ) + heatmap_loss(
-    outputs["heatmaps_res5a"], labels[preprocess.HEATMAPS], labels[preprocess.JOINTS2D_VISIBLE]
+    outputs["heatmaps_res5a"], labels[preprocess.HEATMAPS], labels[preprocess.JOINTS2D_SUPERVISED]
   )
 
 
@@ -134,15 +163,15 @@ TERMS = (
   LossTerm(
     "heatmap",
     lambda out, lab, size: heatmap_loss(
-      out["heatmaps"], lab[preprocess.HEATMAPS], lab[preprocess.JOINTS2D_VISIBLE]
+      out["heatmaps"], lab[preprocess.HEATMAPS], lab[preprocess.JOINTS2D_SUPERVISED]
     ),
-    (preprocess.HEATMAPS, preprocess.JOINTS2D_VISIBLE),
+    (preprocess.HEATMAPS, preprocess.JOINTS2D_SUPERVISED),
     0.1,
   ),
   LossTerm(
     "intermediate_heatmap",
     lambda out, lab, size: _both_heatmap_stages(out, lab),
-    (preprocess.HEATMAPS, preprocess.JOINTS2D_VISIBLE),
+    (preprocess.HEATMAPS, preprocess.JOINTS2D_SUPERVISED),
     0.1,
   ),
   LossTerm(
@@ -160,22 +189,25 @@ TERMS = (
     optional_labels=(preprocess.JOINTS3D_VALID,),
   ),
   LossTerm(
-    # 2D-only samples with at least one visible joint: a random training subject's bones.
+    # 2D-only samples with at least one supervised joint, against the target the data built
+    # (``DataConfig.bone_length_target``); without the scale-free flag, absolute lengths.
     "bone_2d",
     lambda out, lab, size: bone_length_loss(
       out["pose3d"],
       lab[preprocess.REFERENCE_BONE_LENGTHS_MM],
       (1.0 - _f32(lab[preprocess.HAS_3D])) * _has_2d(lab),
+      lab.get(preprocess.BONE_LENGTHS_SCALE_FREE),
     ),
-    (preprocess.REFERENCE_BONE_LENGTHS_MM, preprocess.HAS_3D, preprocess.JOINTS2D_VISIBLE),
+    (preprocess.REFERENCE_BONE_LENGTHS_MM, preprocess.HAS_3D, preprocess.JOINTS2D_SUPERVISED),
     100.0,
+    optional_labels=(preprocess.BONE_LENGTHS_SCALE_FREE,),
   ),
   LossTerm(
     "projection",
     lambda out, lab, size: projection_loss(
-      out["pose2d"], lab[preprocess.JOINTS2D_INPUT_PX], lab[preprocess.JOINTS2D_VISIBLE], size
+      out["pose2d"], lab[preprocess.JOINTS2D_INPUT_PX], lab[preprocess.JOINTS2D_SUPERVISED], size
     ),
-    (preprocess.JOINTS2D_INPUT_PX, preprocess.JOINTS2D_VISIBLE),
+    (preprocess.JOINTS2D_INPUT_PX, preprocess.JOINTS2D_SUPERVISED),
     10.0,
   ),
 )
@@ -204,17 +236,22 @@ def _pretrain2d(cls):
 
 
 def _for_ablation(cls, name: str):
-  """``full``; ``no_latent_2d`` (no explicit 2D heatmap loss on F3D);
-  ``no_projection`` (no 3D-to-2D projection loss); ``baseline`` (neither:
-  direct 3D regression with the bone losses)."""
+  """The loss switches of paper Table 5: ``full``; ``no_latent_2d`` (no explicit
+  2D heatmap loss on F3D); ``no_projection`` (no 3D-to-2D projection loss);
+  ``baseline`` (neither: direct 3D regression with the 3D bone loss).
+
+  The rows without projection also drop the 2D-only bone-length loss
+  (``bone_2d``): without the projection nothing ties a 2D-only sample's 3D
+  pose to its image, so that loss's target carries no information about the
+  image and would only pull every 2D-only prediction toward a skeleton."""
   if name == "full":
     return cls()
   if name == "no_latent_2d":
     return cls(heatmap=0.0, intermediate_heatmap=0.0)
   if name == "no_projection":
-    return cls(projection=0.0)
+    return cls(projection=0.0, bone_2d=0.0)
   if name == "baseline":
-    return cls(heatmap=0.0, intermediate_heatmap=0.0, projection=0.0)
+    return cls(heatmap=0.0, intermediate_heatmap=0.0, projection=0.0, bone_2d=0.0)
   raise ValueError(f"unknown ablation {name!r}; expected one of {ABLATIONS}")
 
 
@@ -253,10 +290,11 @@ def per_sample_terms(outputs: Mapping, labels: Mapping, input_size: int, terms=T
   """Each loss term per sample, unweighted: {name: (B,) float32}, in declaration order.
 
   Labels (keys ``preprocess``'s): ``HEATMAPS`` (B, s, s, 14),
-  ``JOINTS2D_INPUT_PX`` (B, 14, 2), ``JOINTS2D_VISIBLE`` (B, 14),
+  ``JOINTS2D_INPUT_PX`` (B, 14, 2), ``JOINTS2D_SUPERVISED`` (B, 14),
   ``JOINTS3D_VIRTUAL_MM`` (B, 17, 3) root-relative in the crop's camera
   frame, ``HAS_3D`` (B,), optionally ``JOINTS3D_VALID`` (B, 17), and
-  ``REFERENCE_BONE_LENGTHS_MM`` (B, 16) for 2D-only samples.
+  ``REFERENCE_BONE_LENGTHS_MM`` (B, 16) for 2D-only samples, optionally
+  with ``BONE_LENGTHS_SCALE_FREE`` (B,) (absent: absolute lengths).
   ``input_size`` is the crop side in pixels.
   """
   return {term.name: term.fn(outputs, labels, input_size) for term in terms}
@@ -264,6 +302,9 @@ def per_sample_terms(outputs: Mapping, labels: Mapping, input_size: int, terms=T
 
 def total(outputs: Mapping, labels: Mapping, weights, global_batch_size: int, input_size: int):
   """(scalar total, {term: scalar}) with sums divided by ``global_batch_size``.
+
+  ``global_batch_size`` is the global batch of one kind, ``DataConfig.batch_size``:
+  also when a step holds a 3D and a 2D-only batch of that size (``within_step``).
 
   ``weights`` is a ``LossWeights`` (or a ``weights_class(terms)`` instance):
   its ``TERMS`` are the terms computed. The per-term scalars are unweighted,

@@ -34,13 +34,20 @@ ANTIALIAS_FROM = 1.5  # ``warp`` filters before sampling where it shrinks the im
 # --------------------------------------------------------------------------- prepared example keys
 
 IMAGE = "image"  # (S, S, 3) uint8 network input
-HEATMAPS = "heatmaps"  # (S / stride, S / stride, 14) float32 Gaussian targets, POSE2D order
+HEATMAPS = "heatmaps"  # (S / stride, S / stride, 14) float32 Gaussians at supervised joints
 JOINTS2D_INPUT_PX = "joints2d_input_px"  # (14, 2) float32 POSE2D joints, input pixels
+# The 2D losses supervise every annotated joint in the crop, occluded or not (the paper's
+# supplement masks a joint only when its annotation is missing); visibility is its own label,
+# which evaluation's 2D PCK counts.
+JOINTS2D_SUPERVISED = "joints2d_supervised"  # (14,) float32 1 where labelled and in the crop
 JOINTS2D_VISIBLE = "joints2d_visible"  # (14,) float32 1 where labelled, visible and in the crop
 JOINTS3D_VIRTUAL_MM = "joints3d_virtual_mm"  # (17, 3) float32 POSE3D, virtual frame, mm
 JOINTS3D_VALID = "joints3d_valid"  # (17,) optional: 1 where the 3D joint is labelled
 HAS_3D = "has_3d"  # () float32 1 where the 3D label is real
-REFERENCE_BONE_LENGTHS_MM = "reference_bone_lengths_mm"  # (16,) float32 a training subject's
+# (16,) float32 the 2D-only bone-length loss's target (``DataConfig.bone_length_target``)
+REFERENCE_BONE_LENGTHS_MM = "reference_bone_lengths_mm"
+# () float32 1: that loss compares bone-length proportions, not lengths (target ``ratios``)
+BONE_LENGTHS_SCALE_FREE = "bone_lengths_scale_free"
 CAMERA_FROM_VIRTUAL = "camera_from_virtual"  # (3, 3) float64 rotation, before the flip
 FLIPPED = "flipped"  # () bool the example was mirrored
 INPUT_PX_FROM_IMAGE_PX = "input_px_from_image_px"  # (3, 3) float64 affine, flip included

@@ -3,7 +3,8 @@
 Stage ``pretrain2d`` trains the 2D heatmaps on the --datasets_2d (MPII, LSP, LSPET)
 with intermediate supervision and needs no 3D dataset; stage ``full`` alternates 3D
 batches of the --datasets_3d (H3.6M, MPI-INF-3DHP) and 2D-only batches under every loss
-of the paper. A flagfile sets defaults, the command line overrides them.
+of the paper (step by step, or both in every step: --batch_composition). A flagfile
+sets defaults, the command line overrides them.
 ``run_config_from_flags`` turns the flags into one ``config.RunConfig``, written to
 --model_dir/config.json, which evaluation, export and prediction read back. Training
 resumes automatically from the newest complete checkpoint in --model_dir, which one
@@ -20,6 +21,8 @@ from wild3d_tf import cli  # first: quiets TensorFlow's start-up before it is im
 # isort: split
 
 import dataclasses
+import itertools
+import json
 import os
 import sys
 import types
@@ -32,7 +35,7 @@ import tensorflow as tf
 from wild3d_tf import checkpoints, config, data, metrics, model, preprocess, visualize
 from wild3d_tf.config import DataConfig, LoopConfig, ModelConfig, OptimizerConfig, RunConfig
 from wild3d_tf.losses import LossWeights
-from wild3d_tf.trainer import Loop, Trainer, make_optimizer
+from wild3d_tf.trainer import CALIBRATION_FILE, GRADIENT_GROUPS, Loop, Trainer, make_optimizer
 
 FLAGS = flags.FLAGS
 _DATA, _LOOP, _OPT = DataConfig("."), LoopConfig(".", 0), OptimizerConfig()  # flag defaults
@@ -66,12 +69,26 @@ def define_flags():
   flags.DEFINE_enum(
     "variant", "full", list(config.VARIANTS), "Model widths (tiny: the CPU variant)."
   )
-  flags.DEFINE_integer("input_size", 256, "Input crop side in pixels (multiple of 16).")
+  flags.DEFINE_integer(
+    "input_size", 256, "Input crop side in pixels (a multiple of --heatmap_stride)."
+  )
+  flags.DEFINE_integer(
+    "heatmap_stride",
+    ModelConfig().stride,
+    f"Input pixels per heatmap cell, one of {', '.join(map(str, config.STRIDES))}: 16 is the "
+    "paper's; 8 runs conv4 and Res5a dilated instead of strided (16x16 heatmaps at 128 px).",
+  )
+  flags.DEFINE_bool(
+    "tie_camera_scales",
+    ModelConfig().tie_camera_scales,
+    "One weak-perspective scale for both image axes (ax = ay); off: the paper's (cx, cy, ax, ay).",
+  )
   flags.DEFINE_integer("batch_size", _DATA.batch_size, "Global batch size.")
   flags.DEFINE_list(
     "datasets_2d",
     list(config.DATASETS_2D),
-    f"2D (in-the-wild) training datasets, a comma list of {', '.join(config.DATASETS_2D)}.",
+    "2D (in-the-wild) training datasets, a comma list of "
+    f"{', '.join(config.DATASETS_2D_ALLOWED)} (3D sets give their 2D labels).",
   )
   flags.DEFINE_list(
     "datasets_3d",
@@ -98,7 +115,14 @@ def define_flags():
     _DATA.background_probability,
     "Augmentation: chance of a random background where the record has a foreground mask.",
   )
-  flags.DEFINE_float("learning_rate", _OPT.learning_rate, "Adadelta learning rate.")
+  flags.DEFINE_enum(
+    "optimizer",
+    _OPT.optimizer,
+    list(config.OPTIMIZERS),
+    "adadelta (rho 0.9, epsilon 1e-6: the paper's) or adam (Keras' betas; a deviation for small "
+    "CPU budgets, where it learns faster in few steps: give it a smaller --learning_rate).",
+  )
+  flags.DEFINE_float("learning_rate", _OPT.learning_rate, "Learning rate of --optimizer.")
   flags.DEFINE_integer(
     "decay_steps", _OPT.decay_steps, "Exponential decay: steps per factor of --decay_rate."
   )
@@ -121,6 +145,21 @@ def define_flags():
     True,
     "Stage full: alternate with 2D-only batches (off: the 'no 2D data' ablation).",
   )
+  flags.DEFINE_enum(
+    "batch_composition",
+    _DATA.batch_composition,
+    list(config.BATCH_COMPOSITIONS),
+    "Stage full: across_steps alternates whole 3D and 2D-only batches step by step (the "
+    "paper's); within_step gives every step one batch of each kind (2 x --batch_size samples), "
+    "one update, each kind's mean loss counting as across steps.",
+  )
+  flags.DEFINE_enum(
+    "bone_length_target",
+    _DATA.bone_length_target,
+    list(config.BONE_LENGTH_TARGETS),
+    "Target of the 2D-only bone-length loss: a random training subject's bones per sample (the "
+    "paper's), the training subjects' mean skeleton, or its proportions (scale-free).",
+  )
   flags.DEFINE_string(
     "init_from",
     None,
@@ -136,14 +175,42 @@ def define_flags():
   flags.DEFINE_integer(
     "image_summaries_every", 100, "Write skeleton images to TensorBoard every this many steps."
   )
+  flags.DEFINE_integer(
+    "gradient_norms_every",
+    0,
+    "Every this many steps (0: off), TensorBoard gradient_norm/<term> (the L2 norm over all "
+    "weights of the weighted term's gradient), gradient_norm_trunk|heads/<term> (over the "
+    "layers trained in stage 1 | the lifting and camera MLPs) and weighted_loss/<term>, for the "
+    "active terms. Measured on the batches of steps N-1 and N (after their updates; under "
+    "across_steps one of each kind) and logged at step N, each term averaged over those of the "
+    "two it applies to (non-zero gradient), as --calibrate_loss_weights averages. Costs about "
+    "two training steps' forward and one backward pass per active term, twice.",
+  )
+  flags.DEFINE_bool(
+    "calibrate_loss_weights",
+    False,
+    "A fresh run replaces the loss weights (the paper's, or --ablation's) by weights under "
+    "which every active term's weighted gradient norm equals the reference term's (pose3d; "
+    "heatmap in pretrain2d), measured over --calibration_batches training batches before the "
+    "first step; it writes them to config.json and the measurement to "
+    "loss_calibration.json. A resumed run reads them back from config.json.",
+  )
+  flags.DEFINE_integer(
+    "calibration_batches",
+    20,
+    "Training batches --calibrate_loss_weights measures on (a separate iterator over the "
+    "training data: the checkpointed one is untouched). A term's norm is its mean over the "
+    "batches it applies to.",
+  )
   flags.DEFINE_string(
     "batch_digest_file", None, "Append one 'step sha256' line per batch here (resume checks)."
   )
   flags.DEFINE_float(
     "pretrained_lr_multiplier",
-    1.0,
-    "Learning-rate factor of the ImageNet layers (stem to Res4f); "
-    "the paper uses 0.01 when H3.6M is the only 3D data.",
+    _OPT.pretrained_lr_multiplier,
+    "Learning-rate factor of the layers trained in stage 1 (the 2D pre-training: stem to Res4f, "
+    "Res5a, the F3D convolution); the lifting and camera MLPs keep the full rate. The paper "
+    "uses 0.01 when H3.6M is the only 3D data.",
   )
   flags.DEFINE_integer(
     "validate_every",
@@ -164,8 +231,8 @@ def define_flags():
 
   flags.register_validator(
     "datasets_2d",
-    lambda names: _known_datasets(names, config.DATASETS_2D),
-    f"--datasets_2d must list distinct names from {', '.join(config.DATASETS_2D)}",
+    lambda names: _known_datasets(names, config.DATASETS_2D_ALLOWED),
+    f"--datasets_2d must list distinct names from {', '.join(config.DATASETS_2D_ALLOWED)}",
   )
   flags.register_validator(
     "datasets_3d",
@@ -179,7 +246,12 @@ def run_config_from_flags(f=FLAGS) -> RunConfig:
 
   Raises ValueError naming the setting when a value is out of range.
   """
-  model_config = ModelConfig(variant=f.variant, input_size=f.input_size)
+  model_config = ModelConfig(
+    variant=f.variant,
+    input_size=f.input_size,
+    stride=f.heatmap_stride,
+    tie_camera_scales=f.tie_camera_scales,
+  )
   return RunConfig(
     model=model_config,
     data=DataConfig(
@@ -196,6 +268,8 @@ def run_config_from_flags(f=FLAGS) -> RunConfig:
       shuffle_buffer=f.shuffle_buffer,
       seed=f.seed,
       verify_shard_digests=f.verify_shards,
+      bone_length_target=f.bone_length_target,
+      batch_composition=f.batch_composition,
     ),
     loss=(
       LossWeights.pretrain2d() if f.stage == "pretrain2d" else LossWeights.for_ablation(f.ablation)
@@ -206,6 +280,7 @@ def run_config_from_flags(f=FLAGS) -> RunConfig:
       decay_rate=f.decay_rate,
       pretrained_lr_multiplier=f.pretrained_lr_multiplier,
       mixed_precision=f.mixed_precision,
+      optimizer=f.optimizer,
     ),
     loop=LoopConfig(
       model_dir=f.model_dir,
@@ -227,6 +302,9 @@ def run_config_from_flags(f=FLAGS) -> RunConfig:
     validation_dataset=f.validation_dataset,
     validation_batches=f.validation_batches,
     image_summaries_every=f.image_summaries_every,
+    gradient_norms_every=f.gradient_norms_every,
+    calibrate_loss_weights=f.calibrate_loss_weights,
+    calibration_batches=f.calibration_batches,
   )
 
 
@@ -270,8 +348,53 @@ def summary_hook(writer, trainer: Trainer, optimizer, every_images: int):
   return hook
 
 
+def gradient_norm_hook(writer, trainer: Trainer, every: int):
+  """fn(step, batch) for ``Loop(after_step=...)``: every ``every`` steps, TensorBoard scalars
+  of the trainer's active terms (``Trainer.measure_terms``): ``gradient_norm/<term>``, the
+  L2 norm of the weighted term's gradient over all trainable variables,
+  ``gradient_norm_<group>/<term>`` over each of ``trainer.GRADIENT_GROUPS``, and
+  ``weighted_loss/<term>``, w_t L_t.
+
+  Under across_steps consecutive batches differ in kind (bone_2d has no gradient on a 3D
+  batch, pose3d none on a 2D-only one), so one batch would show half the terms, and a period
+  of even length always the same half. The batches of steps N-1 and N are measured (after
+  their updates) and step N logs each term's mean over those of the two where its gradient
+  is non-zero, as ``Trainer.calibrated_weights`` averages; a term with a gradient on
+  neither logs 0 (NaN when one was not finite).
+  """
+  previous = {}  # {"step": ..., "measured": ...} of the last measured step
+
+  def hook(step, batch):
+    logs_now = step % every == 0
+    if not logs_now and (step + 1) % every:
+      return
+    measured = trainer.measure_terms(batch)
+    if logs_now:
+      batches = [measured]
+      if previous.get("step") == step - 1:
+        batches.insert(0, previous["measured"])
+      weights = trainer.loss_weights
+      with writer.as_default(step=step):
+        for name in measured:
+          # NaN > 0 is False; with a gradient on neither batch the mean is 0 (or NaN).
+          applied = [m[name] for m in batches if m[name].norm > 0] or [m[name] for m in batches]
+          weight = getattr(weights, name)
+          tf.summary.scalar(f"gradient_norm/{name}", weight * np.mean([m.norm for m in applied]))
+          for group in GRADIENT_GROUPS:
+            tf.summary.scalar(
+              f"gradient_norm_{group}/{name}",
+              weight * np.mean([m.groups[group] for m in applied]),
+            )
+          tf.summary.scalar(f"weighted_loss/{name}", weight * np.mean([m.loss for m in applied]))
+      writer.flush()
+    previous.update(step=step, measured=measured)
+
+  return hook
+
+
 def _skeleton_images(network, batch, count: int = 4) -> np.ndarray:
-  """Predicted (projected) 2D skeletons in red/blue over the inputs, ground truth in white."""
+  """Predicted (projected) 2D skeletons in red/blue over the inputs, the supervised 2D labels
+  (occluded ones too: what the losses train toward) in white."""
   images = batch[preprocess.IMAGE][:count]
   outputs = network(images, training=False)
   pictures = []
@@ -279,8 +402,8 @@ def _skeleton_images(network, batch, count: int = 4) -> np.ndarray:
     fig = visualize.plt.figure(figsize=(2.5, 2.5))
     ax = fig.add_axes([0, 0, 1, 1])
     ax.imshow(images[i].numpy())
-    visible = batch[preprocess.JOINTS2D_VISIBLE][i].numpy() > 0
-    ax.scatter(*batch[preprocess.JOINTS2D_INPUT_PX][i].numpy()[visible].T, s=10, c="white")
+    supervised = batch[preprocess.JOINTS2D_SUPERVISED][i].numpy() > 0
+    ax.scatter(*batch[preprocess.JOINTS2D_INPUT_PX][i].numpy()[supervised].T, s=10, c="white")
     visualize.draw_skeleton_2d(ax, outputs["pose2d"][i].numpy())
     ax.axis("off")
     pictures.append(tf.io.decode_png(visualize.figure_to_png(fig)).numpy()[..., :3])
@@ -379,6 +502,7 @@ def _train(run_config: RunConfig, flags_text: str | None = None) -> dict:
     rc.data, rc.data_stage, input_size=rc.model.input_size, heatmap_size=rc.model.heatmap_size
   )
   model_dir = rc.loop.model_dir
+  rc = resumed_loss_weights(rc)  # before config.json is rewritten: it holds them
   rc.save(model_dir)  # once the data is found, so a wrong --data_dir leaves no run folder
   if flags_text is not None:
     with tf.io.gfile.GFile(f"{model_dir.rstrip('/')}/flags.txt", "w") as f:
@@ -390,6 +514,7 @@ def _train(run_config: RunConfig, flags_text: str | None = None) -> dict:
       # Every weight or an error naming the checkpoint and the mismatch: never a partial start.
       latest = checkpoints.init_network(network, rc.init_from, rc.model.variant)
       logging.info("initialised the network from %s", latest)
+    # The losses divide by the batch of one kind: a within_step batch holds two of them.
     trainer = Trainer(network, rc.loss, batch_size, rc.model.input_size)
     optimizer = make_optimizer(
       rc.optimizer.learning_rate,
@@ -398,6 +523,7 @@ def _train(run_config: RunConfig, flags_text: str | None = None) -> dict:
       global_step,
       rc.optimizer.mixed_precision == "mixed_float16",
       rc.optimizer.pretrained_lr_multiplier,
+      rc.optimizer.optimizer,
     )
     trainer.compile(optimizer=optimizer)
   loop_config = rc.loop
@@ -418,9 +544,76 @@ def _train(run_config: RunConfig, flags_text: str | None = None) -> dict:
     global_step,
     summary_hook(writer, trainer, optimizer, rc.image_summaries_every),
     periodic=periodic,
+    after_step=(
+      [gradient_norm_hook(writer, trainer, rc.gradient_norms_every)]
+      if rc.gradient_norms_every
+      else []
+    ),
   )
-  loop.restore()
+  if not loop.restore() and rc.calibrate_loss_weights:
+    # A fresh run: measured on a second iterator over the same dataset definition (its first
+    # batches, the ones training starts with), so the checkpointed iterator stays untouched.
+    # Before the first step, which traces train_step with the trainer's weights.
+    calibrated, report = trainer.calibrated_weights(
+      itertools.islice(iter(dataset), rc.calibration_batches)
+    )
+    trainer.loss_weights = calibrated
+    rc = dataclasses.replace(rc, loss=calibrated)
+    rc.save(model_dir)
+    with tf.io.gfile.GFile(f"{model_dir.rstrip('/')}/{CALIBRATION_FILE}", "w") as f:
+      f.write(json.dumps(report, indent=1))
+    print(calibration_table(report), flush=True)
   return loop.run()
+
+
+def resumed_loss_weights(rc: RunConfig) -> RunConfig:
+  """``rc`` with the calibrated loss weights of the run it resumes.
+
+  With ``calibrate_loss_weights`` and a checkpoint in the folder this process saves to, the
+  run resumes: its weights are the ones calibrated when it began, read back from
+  ``<model_dir>/config.json``, never measured again. Otherwise ``rc`` unchanged. Raises
+  ValueError naming the model_dir when that run was not calibrated, or calibrated another
+  set of active terms (another --ablation or --stage).
+  """
+  own = _own_dir(rc)
+  if not (
+    rc.calibrate_loss_weights
+    and tf.io.gfile.isdir(own)
+    and checkpoints.find_latest_complete(own) is not None
+  ):
+    return rc
+  model_dir = rc.loop.model_dir
+  previous = config.load(model_dir)
+  if not previous.calibrate_loss_weights:
+    raise ValueError(
+      f"--calibrate_loss_weights: {model_dir} holds checkpoints of a run with uncalibrated loss "
+      "weights; resume it without the flag or start a new --model_dir"
+    )
+  active = {name for name, w in dataclasses.asdict(rc.loss).items() if w}
+  before = {name for name, w in dataclasses.asdict(previous.loss).items() if w}
+  if active != before:
+    raise ValueError(
+      f"--calibrate_loss_weights: {model_dir} was calibrated for the terms {sorted(before)}, "
+      f"this run has {sorted(active)} (another --ablation or --stage); use a new --model_dir"
+    )
+  return dataclasses.replace(rc, loss=previous.loss)
+
+
+def calibration_table(report: dict) -> str:
+  """``Trainer.calibrated_weights``' report as the lines a calibrating run prints."""
+  lines = [
+    f"loss weights calibrated on {report['batches']} batches (reference {report['reference']}; "
+    f"saved to {CALIBRATION_FILE}):",
+    f"  {'term':<22}{'batches':>8}{'grad norm':>12}{'weight':>12}{'-> weight':>12}"
+    f"{'weighted':>12}{'-> weighted':>12}",
+  ]
+  for name, row in report["terms"].items():
+    lines.append(
+      f"  {name:<22}{row['batches']:>8}{row['gradient_norm']:>12.4g}{row['weight_before']:>12.4g}"
+      f"{row['weight_after']:>12.4g}{row['weighted_gradient_norm_before']:>12.4g}"
+      f"{row['weighted_gradient_norm_after']:>12.4g}"
+    )
+  return "\n".join(lines)
 
 
 def main(argv):
@@ -430,6 +623,7 @@ def main(argv):
     data.require_manifests(
       run_config.data.data_dir, data.stage_datasets(run_config.data, run_config.data_stage)
     )
+    resumed_loss_weights(run_config)  # a calibration that cannot resume: one line, too
   except (ValueError, FileNotFoundError) as error:
     sys.exit(f"error: {error}")
   result = run(run_config, FLAGS.flags_into_string())

@@ -23,21 +23,52 @@ after the current step and stop; ``run``'s result names the signal
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import logging
+import math
 import signal
 import time
 
 import keras
 import tensorflow as tf
 
-from wild3d_tf import checkpoints, losses, preprocess
-from wild3d_tf.config import LoopConfig
+from wild3d_tf import checkpoints, losses, model, preprocess
+from wild3d_tf.config import OPTIMIZERS, LoopConfig
 from wild3d_tf.losses import LossWeights
 
 
 class NonFiniteLossError(RuntimeError):
   pass
+
+
+# The variable groups of the per-term gradient norms (``Trainer.measure_terms``): ``trunk``, the
+# layers trained in stage 1 (``is_pretrained``: stem to Res5a and the F3D convolution), and
+# ``heads``, the 3D stage's lifting and camera MLPs (``model.STAGE2_LAYERS``).
+GRADIENT_GROUPS = ("trunk", "heads")
+# ``Trainer.calibrated_weights`` matches every active term's weighted gradient norm to that of
+# the first active term here: pose3d in stage full (every Table 5 row has it), heatmap in
+# pre-training.
+CALIBRATION_REFERENCES = ("pose3d", "heatmap")
+# Written into the model_dir by a calibrating run (train.py --calibrate_loss_weights).
+CALIBRATION_FILE = "loss_calibration.json"
+
+
+@dataclasses.dataclass(frozen=True)
+class TermGradient:
+  """One loss term on one batch, unweighted: ``loss`` is L_t as ``losses.total`` scales it (the
+  batch's sum over samples divided by the global batch size), ``norm`` the L2 norm over every
+  trainable variable of dL_t/dtheta, ``groups`` that norm over each of ``GRADIENT_GROUPS``.
+  A value that is not finite (e.g. an overflow under mixed_float16) is NaN."""
+
+  loss: float
+  norm: float
+  groups: dict
+
+
+def _finite_or_nan(value) -> float:
+  value = float(value)
+  return value if math.isfinite(value) else math.nan
 
 
 class Trainer(keras.Model):
@@ -70,6 +101,7 @@ class Trainer(keras.Model):
     self.label_keys, self.optional_label_keys = losses.label_keys(weights.TERMS)
     names = ("loss",) + tuple(term.name for term in weights.TERMS)
     self.trackers = {name: keras.metrics.Mean(name=name) for name in names}
+    self._measure_functions = {}  # the compiled measure_terms, by the tuple of active terms
 
   @property
   def metrics(self):
@@ -114,7 +146,17 @@ class Trainer(keras.Model):
       bad = context.all_reduce(tf.distribute.ReduceOp.SUM, bad)
     finite = tf.equal(bad, 0)
 
-    # Pre-training leaves the lifting and camera MLPs without gradients.
+    # Some layers get no gradient (pre-training: the lifting and camera MLPs; no projection:
+    # the camera MLP). keras' MultiOptimizer (make_optimizer's learning-rate split) wants one
+    # gradient per variable it was built for, so it gets zeros there: a zero gradient leaves
+    # the variable and its Adadelta/Adam slots exactly as they are while the slots are zero,
+    # and they stay zero, since which layers the loss reaches is fixed by the loss weights,
+    # the same at every step (tests/test_train.py checks both optimizers). A single optimizer
+    # takes the shorter list: no all-reduce and update of zeros for the MLPs in pre-training.
+    if isinstance(
+      getattr(self.optimizer, "inner_optimizer", self.optimizer), keras.optimizers.MultiOptimizer
+    ):
+      grads = [tf.zeros_like(v) if g is None else g for g, v in zip(grads, variables)]
     pairs = [(g, v) for g, v in zip(grads, variables) if g is not None]
     # The LossScaleOptimizer (always used, see make_optimizer) skips the update
     # when any gradient is non-finite; a tf.cond here would wrap the optimizer's
@@ -129,12 +171,147 @@ class Trainer(keras.Model):
         )
     return finite
 
+  def active_terms(self) -> tuple[str, ...]:
+    """The names of the terms whose weight is not zero, in ``losses.TERMS`` order."""
+    weights = self.loss_weights
+    return tuple(t.name for t in weights.TERMS if getattr(weights, t.name) != 0)
+
+  def measure_terms(self, batch: dict) -> dict[str, TermGradient]:
+    """{term: ``TermGradient``} of every active term on ``batch`` (a global batch dict as the
+    loop reads it), unweighted, with the network in training mode as ``train_step`` runs it.
+
+    One forward pass on a persistent tape and one ``tape.gradient`` per term, compiled once
+    per set of active terms (the weights' values do not enter, so calibration and logging
+    share one trace). The whole global batch is measured on one device in the strategy's
+    cross-replica context: the gradient of the global loss, as the replicas' summed update
+    sees it. Nothing changes: no update, and the batch-norm moving statistics that a
+    training-mode call moves are put back, so measuring never alters what a checkpoint
+    holds. Sums of squares are taken in float64, gradients cast from float16/bfloat16
+    without loss scaling (a norm needs none; an overflow reads NaN). A term that does not
+    apply to the batch (bone_2d on a 3D batch) has norm 0.
+    """
+    active = self.active_terms()
+    function = self._measure_functions.get(active)
+    if function is None:
+      function = tf.function(lambda b: self._measure(active, b))
+      self._measure_functions[active] = function
+    moving = [(v, v.numpy()) for v in self.network.non_trainable_variables]
+    try:
+      measured = function(batch)
+    finally:
+      for variable, value in moving:
+        variable.assign(value)
+    return {
+      name: TermGradient(
+        loss=_finite_or_nan(loss),
+        norm=_finite_or_nan(norms[0]),
+        groups={g: _finite_or_nan(n) for g, n in zip(GRADIENT_GROUPS, norms[1:])},
+      )
+      for name, (loss, norms) in measured.items()
+    }
+
+  def _measure(self, active, batch):
+    labels = self.labels(batch)
+    variables = self.network.trainable_variables
+    in_trunk = [is_pretrained(v) for v in variables]
+    with tf.GradientTape(persistent=True) as tape:
+      outputs = self.network(batch[preprocess.IMAGE], training=True)
+      _, terms = losses.total(
+        outputs, labels, self.loss_weights, self.global_batch_size, self.input_size
+      )
+    measured = {}
+    for name in active:
+      squares = {group: tf.constant(0.0, tf.float64) for group in GRADIENT_GROUPS}
+      for grad, trunk in zip(tape.gradient(terms[name], variables), in_trunk):
+        if grad is not None:  # a layer the term does not reach
+          group = GRADIENT_GROUPS[0] if trunk else GRADIENT_GROUPS[1]
+          squares[group] += tf.reduce_sum(tf.square(tf.cast(grad, tf.float64)))
+      group_norms = [tf.sqrt(squares[group]) for group in GRADIENT_GROUPS]
+      measured[name] = (terms[name], tf.stack([tf.sqrt(sum(squares.values())), *group_norms]))
+    del tape
+    return measured
+
+  def term_gradient_norms(self, batch: dict) -> dict[str, float]:
+    """{term: ||d(w_t L_t)/dtheta||} of each active term on ``batch``: the L2 norm over all
+    trainable variables of the weighted term's gradient (``measure_terms``' norm times the
+    weight ``w_t``), L_t scaled as ``losses.total`` scales it. NaN when not finite."""
+    weights = self.loss_weights
+    return {
+      name: getattr(weights, name) * measured.norm
+      for name, measured in self.measure_terms(batch).items()
+    }
+
+  def calibrated_weights(self, batches) -> tuple[LossWeights, dict]:
+    """Loss weights under which every active term's weighted gradient norm equals the
+    reference term's, measured on ``batches`` (an iterable of global batch dicts).
+
+    For each active term t, g_t is the mean of ``measure_terms``' unweighted norm over the
+    batches where it is finite and non-zero (across_steps' 3D batches carry no bone_2d
+    gradient, its 2D-only batches no pose3d one); the reference r is the first active term
+    of ``CALIBRATION_REFERENCES`` and keeps its weight; the others get
+    w_t = w_r * g_r / g_t (equal shares: each term's gradient as large as the reference's
+    where it applies). Inactive terms stay 0. The weights are not set here: give them to
+    the trainer (``loss_weights``) before its training step is first traced.
+
+    Returns (weights, report), the report a JSON-ready dict: ``reference``, ``batches``,
+    and per term ``terms[t]``: ``batches`` (where it applied), ``gradient_norm`` g_t,
+    ``gradient_norm_by_group`` (the mean per ``GRADIENT_GROUPS``), ``weight_before``,
+    ``weight_after``, ``weighted_gradient_norm_before`` and ``..._after`` (weight times g_t).
+    Measured on the network as it is: right after initialisation (or --init_from) the
+    heads are untrained, so the norms describe the start of training, not its course.
+    Raises ValueError when no term of ``CALIBRATION_REFERENCES`` is active or an active
+    term had no finite non-zero gradient on any batch (too few batches).
+    """
+    before = self.loss_weights
+    active = self.active_terms()
+    reference = next((t for t in CALIBRATION_REFERENCES if t in active), None)
+    if reference is None:
+      raise ValueError(
+        f"loss calibration needs an active reference term, one of {CALIBRATION_REFERENCES}; "
+        f"active terms: {active}"
+      )
+    sums = {name: [0.0] * (1 + len(GRADIENT_GROUPS)) for name in active}
+    counts = dict.fromkeys(active, 0)
+    count = 0
+    for batch in batches:
+      count += 1
+      for name, measured in self.measure_terms(batch).items():
+        if math.isfinite(measured.norm) and measured.norm > 0:
+          values = [measured.norm, *(measured.groups[g] for g in GRADIENT_GROUPS)]
+          sums[name] = [a + b for a, b in zip(sums[name], values)]
+          counts[name] += 1
+    missing = [name for name in active if not counts[name]]
+    if missing:
+      raise ValueError(
+        f"--calibration_batches={count}: no finite non-zero gradient of {', '.join(missing)} "
+        "on any calibration batch; give more batches"
+      )
+    means = {name: [value / counts[name] for value in sums[name]] for name in active}
+    target = getattr(before, reference) * means[reference][0]
+    after = dataclasses.replace(
+      before,
+      **{name: target / means[name][0] for name in active if name != reference},
+    )
+    report = {"reference": reference, "batches": count, "terms": {}}
+    for name in active:
+      norm = means[name][0]
+      report["terms"][name] = {
+        "batches": counts[name],
+        "gradient_norm": norm,
+        "gradient_norm_by_group": dict(zip(GRADIENT_GROUPS, means[name][1:])),
+        "weight_before": getattr(before, name),
+        "weight_after": getattr(after, name),
+        "weighted_gradient_norm_before": getattr(before, name) * norm,
+        "weighted_gradient_norm_after": getattr(after, name) * norm,
+      }
+    return after, report
+
 
 def is_pretrained(variable) -> bool:
-  """Variables of the ImageNet part (stem to Res4f, Keras' ``conv*`` names).
-
-  Res5a and the heads are new."""
-  return variable.path.startswith("conv")
+  """Whether ``variable`` belongs to a layer trained in stage 1, the 2D pre-training (stem to
+  Res4f, Res5a and the F3D convolution): ``model.trained_in_stage1`` of its path. The lifting
+  and camera MLPs (``model.STAGE2_LAYERS``) are new in the 3D stage."""
+  return model.trained_in_stage1(variable.path)
 
 
 def make_optimizer(
@@ -144,32 +321,43 @@ def make_optimizer(
   global_step: tf.Variable,
   mixed_float16: bool,
   pretrained_lr_multiplier: float = 1.0,
-) -> keras.optimizers.Optimizer:
-  """Adadelta (the paper's "momentum 0.9" is rho), learning rate decayed on *our* global step.
+  optimizer: str = "adadelta",
+) -> keras.optimizers.LossScaleOptimizer:
+  """The training optimizer, its learning rate decayed exponentially on *our* global step.
+
+  ``optimizer`` is one of ``config.OPTIMIZERS``: ``adadelta`` (the paper; its "momentum 0.9"
+  is rho, epsilon 1e-6) or ``adam`` (Keras' betas and epsilon; a deviation that learns faster
+  in a few CPU steps). ``pretrained_lr_multiplier`` other than 1 scales the learning rate of
+  the layers trained in stage 1 (``is_pretrained``) through a ``keras.optimizers.MultiOptimizer``
+  of two optimizers of that kind; the 3D-stage MLPs keep the full rate.
 
   Always wrapped in a LossScaleOptimizer, which skips updates with non-finite
   gradients on every replica alike: with dynamic scaling from 2^15 under
   mixed_float16, and in float32 with a scale of 1 that effectively never grows
   (it only halves on a skipped step, which does not change float32 updates).
+  Raises ValueError naming --optimizer for an unknown optimizer.
   """
+  if optimizer not in OPTIMIZERS:
+    raise ValueError(f"--optimizer must be one of {', '.join(OPTIMIZERS)}; got {optimizer!r}")
   schedule = keras.optimizers.schedules.ExponentialDecay(learning_rate, decay_steps, decay_rate)
 
-  def adadelta(multiplier):
-    return keras.optimizers.Adadelta(
-      learning_rate=lambda: multiplier * schedule(global_step), rho=0.9, epsilon=1e-6
-    )
+  def make(multiplier):
+    rate = lambda: multiplier * schedule(global_step)  # noqa: E731
+    if optimizer == "adam":
+      return keras.optimizers.Adam(learning_rate=rate)
+    return keras.optimizers.Adadelta(learning_rate=rate, rho=0.9, epsilon=1e-6)
 
-  optimizer = adadelta(1.0)
+  inner = make(1.0)
   if pretrained_lr_multiplier != 1.0:
-    # Paper Sec. 4.2: pre-trained layers learn 100x slower when H3.6M is the only 3D data.
-    pretrained = adadelta(pretrained_lr_multiplier)
-    heads = optimizer
-    optimizer = keras.optimizers.MultiOptimizer(lambda v: pretrained if is_pretrained(v) else heads)
+    # Paper Sec. 4.2: the layers trained in stage 1 learn 100x slower when H3.6M is the only
+    # 3D data. The MultiOptimizer wants a gradient for every variable: Trainer.train_step
+    # gives zeros where the loss does not reach.
+    stage1 = make(pretrained_lr_multiplier)
+    heads = inner
+    inner = keras.optimizers.MultiOptimizer(lambda v: stage1 if is_pretrained(v) else heads)
   if mixed_float16:
-    return keras.optimizers.LossScaleOptimizer(optimizer)
-  return keras.optimizers.LossScaleOptimizer(
-    optimizer, initial_scale=1.0, dynamic_growth_steps=2**30
-  )
+    return keras.optimizers.LossScaleOptimizer(inner)
+  return keras.optimizers.LossScaleOptimizer(inner, initial_scale=1.0, dynamic_growth_steps=2**30)
 
 
 class Loop:
@@ -184,6 +372,7 @@ class Loop:
     global_step: tf.Variable,
     summary_hook=None,
     periodic=(),
+    after_step=(),
   ):
     self.strategy, self.trainer, self.config = strategy, trainer, config
     self.global_step = global_step
@@ -212,6 +401,9 @@ class Loop:
     self.manager = self._manager()
     self.summary_hook = summary_hook
     self.periodic = list(periodic)  # (every, fn(step)) pairs, e.g. validation
+    # fn(step, batch) after every step, given the step's global batch (gradient norms): each
+    # decides itself whether to act.
+    self.after_step = list(after_step)
     self.history = []  # logs per log interval: {"step": ..., "loss": ..., term: ...}
     self._stop_requested = None  # the signal number that asked us to save and stop
     self._compiled_step = tf.function(self._distributed_step, jit_compile=config.jit_compile)
@@ -354,6 +546,8 @@ class Loop:
       for every, fn in self.periodic:
         if every and step % every == 0:
           fn(step)
+      for fn in self.after_step:
+        fn(step, batch)
       if step % config.checkpoint_every == 0 or self._stop_requested:
         self.manager.save(checkpoint_number=step)
         if self._stop_requested:

@@ -304,7 +304,9 @@ def named_points(pose: np.ndarray) -> dict[str, np.ndarray]:
   """POSE3D joints plus the extra points of the native skeletons, (..., 3) each.
 
   Feet point forward from the ankles (the body's -z, turned with the pelvis),
-  hands continue the forearms; clavicles and the upper spine interpolate.
+  hands continue the forearms; clavicles and the upper spine interpolate. The
+  front marks (``_front_marks``: nose, eyes, chest mark and their anchors) face
+  where the shoulders and the head face.
   """
   j = {name: pose[..., i, :] for i, name in enumerate(P3.joints)}
   hips_axis = j["l_hip"] - j["r_hip"]
@@ -329,7 +331,44 @@ def named_points(pose: np.ndarray) -> dict[str, np.ndarray]:
   points["upper_neck"] = j["thorax"] + 0.45 * (j["head"] - j["thorax"])
   for k, w in ((2, 0.35), (3, 0.6), (4, 0.85)):
     points[f"spine{k}"] = (1 - w) * j["spine"] + w * j["thorax"]
+  points.update(_front_marks(j))
   return points
+
+
+# Where the front marks sit on a body of girth 1 (mm): a flip cannot turn a back into a front.
+# The renderer scales each mark's offset from its anchor (head_centre, chest_centre) by the
+# subject's girth, as it scales the radii of the head and torso around the same anchors.
+_NOSE_OUT = 85.0  # from the head's centre, forward, level with it (clear of the head joint)
+_EYE_OUT, _EYE_SIDE, _EYE_UP = 78.0, 32.0, 22.0
+_CHEST_OUT = 80.0  # from the pelvis-thorax axis, forward
+_CHEST_AT = 0.72  # fraction of the way from pelvis to thorax
+
+
+def _front_marks(j: dict) -> dict:
+  """Face and chest marks: ``head_centre``, ``nose``, ``l_eye``, ``r_eye``, ``chest_centre``,
+  ``chest_mark`` (..., 3), facing where the shoulders and the head face."""
+
+  def unit(v):
+    return v / np.maximum(np.linalg.norm(v, axis=-1, keepdims=True), 1e-9)
+
+  across = j["l_shoulder"] - j["r_shoulder"]  # to the person's left
+  head_up = unit(j["head_top"] - j["head"])
+  # left x up = forward (x left, -y up: (1,0,0) x (0,-1,0) = (0,0,-1), the way the body faces).
+  face = unit(np.cross(across, head_up))
+  side = unit(np.cross(head_up, face))  # to the person's left
+  centre = 0.5 * (j["head"] + j["head_top"])
+  chest_axis = j["thorax"] - j["pelvis"]
+  chest_forward = unit(np.cross(across, chest_axis))
+  chest_centre = j["pelvis"] + _CHEST_AT * chest_axis
+  eye = centre + _EYE_OUT * face + _EYE_UP * head_up
+  return {
+    "head_centre": centre,
+    "nose": centre + _NOSE_OUT * face,
+    "l_eye": eye + _EYE_SIDE * side,
+    "r_eye": eye - _EYE_SIDE * side,
+    "chest_centre": chest_centre,
+    "chest_mark": chest_centre + _CHEST_OUT * chest_forward,
+  }
 
 
 # How each native skeleton is filled from the named points.

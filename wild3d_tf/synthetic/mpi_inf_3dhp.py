@@ -9,10 +9,18 @@ G: upper body, B: lower body) for the preset's cameras. Green-screen studio.
 Test set, ``mpi_inf_3dhp_test_set/TS<n>/``: ``annot_data.mat`` (MATLAB v7.3 =
 HDF5: annot2 (N,1,17,2), annot3 and univ_annot3 (N,1,17,3), valid_frame and
 activity_annotation (N,1), 3DHP-17 order) and ``imageSequence/img_%06d.jpg``
-(1-based). TS1-2 green screen, TS3-4 plain studio, TS5-6 outdoor (the in-the-wild
-domain: textured backgrounds, varied clothing and poses). Like the real test
-set there is no calibration file; its pinhole cameras are recoverable from
-annot2/annot3 by least squares.
+(1-based). TS1-2 green screen and TS3-4 plain studio (studio clothes, the
+training activities' poses); TS5 outdoor with the training activities' poses
+and camera heights (the appearance shift alone, as 3DHP's outdoor sequences
+perform the training activities: the main in-the-wild column); TS6 outdoor with
+in-the-wild poses and steep cameras (appearance and pose shift together).
+Outdoor means the in-the-wild family of MPII/LSP/LSPET: textured clutter,
+varied clothing, a 1920 x 1080 camera. Each sequence is a run of short takes
+(``take_plan``; ``test_take_index`` maps frames to takes), each with its own
+person, clothes, background plate, activity and camera placement, and one
+invalid frame (valid_frame 0); all takes of a sequence share one intrinsic
+matrix, so, like the real test set without a calibration file, its pinhole
+camera is recoverable from annot2/annot3 by least squares.
 
 Pixels are 0-based. univ_annot3 keeps each bone's direction and the pelvis
 position with the bone lengths of a universal (mean) skeleton.
@@ -20,6 +28,7 @@ position with the bone lengths of a universal (mean) skeleton.
 
 from __future__ import annotations
 
+import dataclasses
 import pathlib
 import zlib
 
@@ -52,6 +61,7 @@ TEST_ACTIVITIES = {
   6: "Greeting",
   7: "Discussion",
 }
+# Background per test sequence; "wild" also means in-the-wild clothes and a 1920 x 1080 camera.
 TEST_SCENES = {
   "TS1": "green",
   "TS2": "green",
@@ -60,6 +70,11 @@ TEST_SCENES = {
   "TS5": "wild",
   "TS6": "wild",
 }
+# Sequences whose poses follow the in-the-wild recipe (athletic angles, steep cameras); the
+# others perform the training activities' styles, seen from the training cameras' heights.
+WILD_POSE_SEQUENCES = ("TS6",)
+# Test camera height range (mm above the floor), by wild_poses.
+TEST_CAMERA_HEIGHTS = {False: (1000.0, 1400.0), True: (300.0, 2200.0)}
 
 
 def make_cameras(scale: float, rng: np.random.Generator) -> list[cameras.Camera]:
@@ -191,65 +206,160 @@ def write_train(root: pathlib.Path, preset: Preset, seed: int, samples: list | N
             )
 
 
-def write_test(root: pathlib.Path, preset: Preset, seed: int, samples: list | None = None) -> None:
-  out = pathlib.Path(root) / "mpi_inf_3dhp_test_set"
-  rng = np.random.default_rng([seed, zlib.crc32(b"mpi_inf_3dhp_test_set")])
+@dataclasses.dataclass(frozen=True)
+class Take:
+  """One take of the test set: frames ``start`` .. ``start + frames - 1`` (0-based) of
+  ``sequence``, one person in one place, seen by ``camera`` (the sequence's intrinsics, the
+  take's placement; world mm, y down, floor at y = 0)."""
+
+  sequence: str
+  index: int  # take number within the sequence
+  start: int
+  frames: int
+  subject: body.Subject
+  palette: render.Palette
+  scene: str  # background kind (render.background)
+  camera: cameras.Camera
+  activity: int  # TEST_ACTIVITIES key
+  wild_poses: bool  # in-the-wild pose recipe (else the training activities' styles)
+  invalid_frame: int  # 0-based within the take: valid_frame is 0 there
+
+
+def _check_test_preset(preset: Preset) -> None:
+  if len(preset.dhp_test_takes) != len(TEST_SCENES) or min(preset.dhp_test_takes) < 1:
+    raise ValueError(
+      f"preset {preset.name!r}: dhp_test_takes must give at least one take for each of "
+      f"{', '.join(TEST_SCENES)}; got {preset.dhp_test_takes}"
+    )
+  if preset.dhp_test_take_frames < 2:
+    raise ValueError(
+      f"preset {preset.name!r}: dhp_test_take_frames must be at least 2 (each take has an "
+      f"invalid frame); got {preset.dhp_test_take_frames}"
+    )
+
+
+def take_plan(preset: Preset, seed: int) -> list[Take]:
+  """The takes ``write_test`` renders, in sequence and frame order.
+
+  Each sequence has one intrinsic matrix (the converter fits one per sequence from
+  annot2/annot3); every take has its own subject, palette, background, activity and camera
+  placement on a ring around the capture area (azimuth, distance, height).
+  Raises ValueError for a preset without a take per sequence or with takes under 2 frames.
+  """
+  _check_test_preset(preset)
+  rng = np.random.default_rng([seed, zlib.crc32(b"mpi_inf_3dhp_test_set/takes")])
+  scale = preset.dhp_test_scale
+  out = []
   for index, (sequence, scene_kind) in enumerate(TEST_SCENES.items()):
     wild = scene_kind == "wild"
-    subject = body.Subject.random(f"test{index + 1}", rng)
-    palette = render.Palette.random(rng, wild=wild)
+    wild_poses = sequence in WILD_POSE_SEQUENCES
     if wild:  # 1920 x 1080 outdoor cameras
-      width, height = (
-        int(round(1920 * preset.dhp_test_scale)),
-        int(round(1080 * preset.dhp_test_scale)),
-      )
-      f = 1680.0 * preset.dhp_test_scale
+      width, height = int(round(1920 * scale)), int(round(1080 * scale))
+      f = 1680.0 * scale
     else:
-      width = height = int(round(2048 * preset.dhp_test_scale))
-      f = 1500.0 * preset.dhp_test_scale
+      width = height = int(round(2048 * scale))
+      f = 1500.0 * scale
     k = cameras.intrinsic_matrix(
       f,
       f * rng.uniform(0.99, 1.01),
       width / 2 + rng.uniform(-5, 5),
       height / 2 + rng.uniform(-5, 5),
     )
-    cam = scene.ring_camera(
-      rng.uniform(-30, 30),
-      rng.uniform(3800, 4600),
-      rng.uniform(300, 2200) if wild else 1200,
-      900,
-      k,
-      (width, height),
-      sequence,
+    frames = preset.dhp_test_take_frames
+    for take in range(preset.dhp_test_takes[index]):
+      camera = scene.ring_camera(
+        rng.uniform(0, 360),
+        rng.uniform(3800, 4600),
+        rng.uniform(*TEST_CAMERA_HEIGHTS[wild_poses]),
+        900,
+        k,
+        (width, height),
+        sequence,
+      )
+      out.append(
+        Take(
+          sequence,
+          take,
+          take * frames,
+          frames,
+          body.Subject.random(f"test{index + 1}_{take}", rng),
+          render.Palette.random(rng, wild=wild),
+          scene_kind,
+          camera,
+          int(rng.choice(list(TEST_ACTIVITIES))),
+          wild_poses,
+          int(rng.integers(frames)),
+        )
+      )
+  return out
+
+
+def test_take_index(preset: Preset, sequence: str, frame_numbers) -> np.ndarray:
+  """(N,) int64 take number (0-based, within ``sequence``) of each frame.
+
+  ``frame_numbers``: (N,) 0-based frame numbers of ``sequence`` (``TS1`` .. ``TS6``) as the
+  converter stores them (``frame``; the last part of the record key). Takes are contiguous
+  blocks of ``preset.dhp_test_take_frames`` frames. Raises ValueError for an unknown
+  sequence or a frame number outside the preset's sequence.
+  """
+  _check_test_preset(preset)
+  if sequence not in TEST_SCENES:
+    raise ValueError(f"unknown test sequence {sequence!r}; expected one of {list(TEST_SCENES)}")
+  frames = np.asarray(frame_numbers)
+  total = preset.dhp_test_takes[list(TEST_SCENES).index(sequence)] * preset.dhp_test_take_frames
+  if frames.size and (
+    not np.issubdtype(frames.dtype, np.integer) or frames.min() < 0 or frames.max() >= total
+  ):
+    raise ValueError(
+      f"{sequence}: frame numbers must be integers in [0, {total}) for preset "
+      f"{preset.name!r}; got {frames.dtype} in [{frames.min()}, {frames.max()}]"
     )
-    activities = list(rng.permutation(list(TEST_ACTIVITIES))[:3])
-    world, activity = _sequence_poses(activities, preset.dhp_test_frames, subject, rng, wild=wild)
-    joints17 = cam.world_to_camera(body.native_joints(world, skeletons.MPI_INF_3DHP_17))
-    univ17 = cam.world_to_camera(
-      body.native_joints(body.retarget(world, UNIVERSAL), skeletons.MPI_INF_3DHP_17)
-    )
-    frames = len(world)
-    valid = (np.arange(frames) % 4 != 3).astype(
-      np.float64
-    )  # some frames invalid, as in the real set
+  return frames.astype(np.int64).reshape(-1) // preset.dhp_test_take_frames
+
+
+def write_test(root: pathlib.Path, preset: Preset, seed: int, samples: list | None = None) -> None:
+  out = pathlib.Path(root) / "mpi_inf_3dhp_test_set"
+  takes = take_plan(preset, seed)
+  rng = np.random.default_rng([seed, zlib.crc32(b"mpi_inf_3dhp_test_set")])  # poses, plates
+  for sequence in TEST_SCENES:
+    annot = {name: [] for name in ("annot2", "annot3", "univ_annot3", "valid", "activity")}
+    for take in (t for t in takes if t.sequence == sequence):
+      cam = take.camera
+      world, activity = _sequence_poses(
+        [take.activity], take.frames, take.subject, rng, wild=take.wild_poses
+      )
+      joints17 = cam.world_to_camera(body.native_joints(world, skeletons.MPI_INF_3DHP_17))
+      annot["annot2"].append(cam.project(joints17))
+      annot["annot3"].append(joints17)
+      annot["univ_annot3"].append(
+        cam.world_to_camera(
+          body.native_joints(body.retarget(world, UNIVERSAL), skeletons.MPI_INF_3DHP_17)
+        )
+      )
+      annot["valid"].append(np.arange(take.frames) != take.invalid_frame)  # as in the real set
+      annot["activity"].append(activity)
+      plate = render.background(take.scene, *cam.size, rng)
+      pose_cam = cam.world_to_camera(world)
+      for t in range(take.frames):
+        image, _, _ = render.render(
+          plate,
+          render.body_capsules(body.named_points(pose_cam[t]), take.subject.girth, take.palette),
+          cam,
+        )
+        number = take.start + t + 1  # 1-based file names
+        formats.write_jpeg(out / sequence / "imageSequence" / f"img_{number:06d}.jpg", image)
+        if samples is not None and take.index == 0 and t == 0:
+          samples.append(
+            (image, cam.project(skeletons.convert(pose_cam[t], skeletons.POSE3D, skeletons.POSE2D)))
+          )
+    annot = {name: np.concatenate(values) for name, values in annot.items()}
     formats.write_mat73(
       out / sequence / "annot_data.mat",
       {
-        "annot2": cam.project(joints17)[:, None],
-        "annot3": joints17[:, None],
-        "univ_annot3": univ17[:, None],
-        "valid_frame": valid[:, None],
-        "activity_annotation": activity[:, None].astype(np.float64),
+        "annot2": annot["annot2"][:, None],
+        "annot3": annot["annot3"][:, None],
+        "univ_annot3": annot["univ_annot3"][:, None],
+        "valid_frame": annot["valid"][:, None].astype(np.float64),
+        "activity_annotation": annot["activity"][:, None].astype(np.float64),
       },
     )
-    plate = render.background(scene_kind, width, height, rng)
-    pose_cam = cam.world_to_camera(world)
-    for t in range(frames):
-      image, _, _ = render.render(
-        plate, render.body_capsules(body.named_points(pose_cam[t]), subject.girth, palette), cam
-      )
-      formats.write_jpeg(out / sequence / "imageSequence" / f"img_{t + 1:06d}.jpg", image)
-      if samples is not None and t == 0:
-        samples.append(
-          (image, cam.project(skeletons.convert(pose_cam[t], skeletons.POSE3D, skeletons.POSE2D)))
-        )

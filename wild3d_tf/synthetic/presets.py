@@ -19,8 +19,10 @@ class Preset:
   dhp_frames: int = 8
   dhp_video_cameras: tuple = (0, 2)
   dhp_scale: float = 0.25
-  # MPI-INF-3DHP test set: frames per sequence TS1..TS6, image scale.
-  dhp_test_frames: int = 6
+  # MPI-INF-3DHP test set: takes per sequence TS1..TS6 (a take: one person, clothes, background,
+  # camera placement and activity), frames per take (at least 2: one is invalid), image scale.
+  dhp_test_takes: tuple = (2, 2, 2, 2, 2, 2)
+  dhp_test_take_frames: int = 3
   dhp_test_scale: float = 0.25
   # In-the-wild 2D sets: number of images; MPII frame scale (1 = 1280x720).
   mpii_images: int = 6
@@ -41,7 +43,8 @@ PRESETS = {
     dhp_frames=60,
     dhp_video_cameras=(0, 1, 2, 4, 5, 6, 7, 8),
     dhp_scale=0.5,
-    dhp_test_frames=60,
+    dhp_test_takes=(5, 5, 5, 5, 10, 10),
+    dhp_test_take_frames=10,
     dhp_test_scale=0.5,
     mpii_images=200,
     lsp_images=200,
@@ -60,7 +63,9 @@ PRESETS = {
     dhp_frames=120,
     dhp_video_cameras=(0, 2, 4, 8),
     dhp_scale=0.5,
-    dhp_test_frames=200,
+    # At least 50 takes per test column (studio TS1-4, wild TS5, wild TS6): intervals over takes.
+    dhp_test_takes=(13, 13, 13, 13, 50, 50),
+    dhp_test_take_frames=8,
     dhp_test_scale=0.5,
     mpii_images=1500,
     lsp_images=1000,

@@ -4,7 +4,9 @@ Each pixel's ray comes from the camera's own model, lens distortion included
 (the undistorted ray of every pixel is computed once per camera), so the
 picture agrees with the 2D annotations, which are projections through the
 same model. Capsules give perspective foreshortening and correct occlusion;
-left and right limbs wear different colours, as clothing often does.
+left and right limbs wear different colours, as clothing often does. Every
+body has a front: a nose, two eyes and a chest mark (``Palette``), so a
+horizontally flipped back view does not look like a front view.
 """
 
 from __future__ import annotations
@@ -26,12 +28,18 @@ UPPER, LOWER = 1, 2  # mask labels: 3DHP FGmasks G (upper body) and B (lower bod
 
 @dataclasses.dataclass(frozen=True)
 class Palette:
+  """RGB colours (0-255) of one person. ``face_mark`` (nose), ``eyes`` and ``chest_mark`` mark
+  the front in both domains: a horizontal flip of a back view cannot fake them."""
+
   torso: tuple
   left: tuple
   right: tuple
   legs_left: tuple
   legs_right: tuple
   skin: tuple
+  face_mark: tuple
+  eyes: tuple
+  chest_mark: tuple
 
   @classmethod
   def random(cls, rng: np.random.Generator, wild: bool) -> Palette:
@@ -40,7 +48,20 @@ class Palette:
 
     if wild:  # varied clothing
       torso, pants = colour(), colour()
-      return cls(torso, colour(), torso, colour(), pants, colour(120, 230))
+      # The chest mark contrasts with the shirt in brightness, the nose with the (light) skin.
+      dark_shirt = float(np.mean(torso)) < 130
+      chest = colour(175, 250) if dark_shirt else colour(5, 70)
+      return cls(
+        torso,
+        colour(),
+        torso,
+        colour(),
+        pants,
+        colour(120, 230),
+        face_mark=colour(10, 100),
+        eyes=colour(0, 35),
+        chest_mark=chest,
+      )
     # Studio: few colours; left sleeve and trouser leg marked, as in motion-capture suits.
     torso = (60.0, 60.0, 170.0) if rng.uniform() < 0.5 else (170.0, 60.0, 60.0)
     return cls(
@@ -50,6 +71,9 @@ class Palette:
       (230.0, 200.0, 40.0),
       (50.0, 50.0, 50.0),
       (190.0, 150.0, 120.0),
+      face_mark=(150.0, 40.0, 40.0),
+      eyes=(20.0, 20.0, 20.0),
+      chest_mark=(240.0, 240.0, 240.0),
     )
 
 
@@ -70,14 +94,18 @@ def body_capsules(points: dict, girth: float, palette: Palette) -> list[Capsule]
     Capsule(points["l_hip"], points["l_shoulder"], 70 * g, palette.torso, UPPER),
     Capsule(points["r_hip"], points["r_shoulder"], 70 * g, palette.torso, UPPER),
     Capsule(points["thorax"], points["head"], 45 * g, palette.skin, UPPER),
-    Capsule(
-      (points["head"] + points["head_top"]) / 2,
-      (points["head"] + points["head_top"]) / 2,
-      95 * g,
-      palette.skin,
-      UPPER,
-    ),
+    Capsule(points["head_centre"], points["head_centre"], 95 * g, palette.skin, UPPER),
   ]
+  # Front marks: spheres half out of the head and the chest (the z-buffer hides them from
+  # behind). Their offsets from the anchors are for girth 1 and scale with the radii.
+  for name, anchor, radius, colour in (
+    ("nose", "head_centre", 28, palette.face_mark),
+    ("l_eye", "head_centre", 14, palette.eyes),
+    ("r_eye", "head_centre", 14, palette.eyes),
+    ("chest_mark", "chest_centre", 58, palette.chest_mark),
+  ):
+    centre = points[anchor] + g * (points[name] - points[anchor])
+    caps.append(Capsule(centre, centre, radius * g, colour, UPPER))
   for side, arm, leg in (
     ("l", palette.left, palette.legs_left),
     ("r", palette.right, palette.legs_right),

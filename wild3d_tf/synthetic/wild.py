@@ -31,13 +31,18 @@ def elevated_camera(intrinsics, size, rng, max_elevation=35.0) -> cameras.Camera
 def photo(camera: cameras.Camera, people, rng: np.random.Generator, joint_set: skeletons.JointSet):
   """Renders people over clutter; returns (image, [(joints2d (J, 2), visible (J,))] per person).
 
-  ``people`` are (subject, palette, pose) in the camera's frame before its
-  rotation is applied (the rotation tilts the view).
+  ``people`` are (subject, palette, pose) in the frame of a level camera; the
+  camera's rotation turns each person about the point of the optical axis at
+  the person's depth, so a tilted camera looks down or up at the person, who
+  stays where the level camera saw them (rotating the points about the camera
+  itself would swing people out of the picture once the tilt passes half the
+  field of view).
   """
   plate = render.background("wild", camera.size[0], camera.size[1], rng)
   capsules, posed = [], []
   for subject, palette, pose in people:
-    pose_cam = pose @ camera.rotation.T
+    pivot = np.array([0.0, 0.0, pose[:, 2].mean()])
+    pose_cam = (pose - pivot) @ camera.rotation.T + pivot
     capsules += render.body_capsules(body.named_points(pose_cam), subject.girth, palette)
     posed.append(pose_cam)
   image, depth, _ = render.render(plate, capsules, camera)
