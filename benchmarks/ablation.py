@@ -19,7 +19,7 @@ pose shift together):
 
 Beside them two floors that look at no image: the mean training pose and the
 zero pose (every joint at the pelvis). The training recipe is the configs'
-(``--network tiny``: configs/tiny_*.cfg, the CPU recipe; ``--network full``:
+(``--network tiny``: configs/bench_*.cfg, the CPU recipe; ``--network full``:
 the paper's configs/pretrain2d.cfg and full.cfg).
 
 Each stage runs the user-facing command (printed). Scores are per take (a
@@ -87,11 +87,11 @@ SUCCESS = {"wild_gain": 5.0, "standard_errors": 2.0, "studio_loss": 3.0, "above_
 BOOTSTRAP_SAMPLES = 2000
 # --network -> (2D pre-training config, 3D stage config); the steps and decay come from --*_steps.
 CONFIG_FILES = {
-  "tiny": ("tiny_pretrain2d.cfg", "tiny_full.cfg"),
+  "tiny": ("bench_pretrain2d.cfg", "bench_full.cfg"),
   "full": ("pretrain2d.cfg", "full.cfg"),
 }
 NETWORKS = {
-  "tiny": "tiny network (configs/tiny_*.cfg, CPU recipe)",
+  "tiny": "tiny network, the CPU recipe (configs/bench_pretrain2d.cfg, bench_full.cfg)",
   "full": "full network (configs/pretrain2d.cfg, full.cfg: the paper's recipe)",
 }
 
@@ -165,9 +165,7 @@ def take_scores(arrays: dict, preset: str) -> dict:
     take[at] = synthetic_3dhp.test_take_index(PRESETS[preset], sequence, frames[at])
   ids = np.char.add(np.char.add(sequences, "/"), take.astype(str))
   columns = [report.joint_names.index(j) for j in report.pck_joints]
-  per_frame = {
-    p: 100.0 * metrics.pck_from_errors(report.errors[p][:, columns]).mean(-1) for p in PROTOCOLS
-  }
+  per_frame = {p: metrics.pck_from_errors(report.errors[p][:, columns]) for p in PROTOCOLS}
   out = {}
   for title, names in COLUMNS.items():
     takes = sorted(
@@ -562,7 +560,7 @@ def main():
     "--network",
     choices=sorted(CONFIG_FILES),
     default="tiny",
-    help="tiny: the CPU recipe (configs/tiny_*.cfg); full: the paper's network and configs (GPU)",
+    help="tiny: the CPU recipe (configs/bench_*.cfg); full: the paper's network and configs (GPU)",
   )
   parser.add_argument(
     "--variants",

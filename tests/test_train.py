@@ -2,6 +2,7 @@
 MirroredStrategy equals one device, the datasets a run reads."""
 
 import dataclasses
+import json
 import os
 import pathlib
 import random
@@ -622,3 +623,35 @@ def test_datasets_3d_h36m_trains_on_h36m_alone(converted_tiny, tmp_path):
     "beam_preprocess.convert --dataset=NAME --output_dir=DATA_DIR)"
   ]
   assert not (tmp_path / "default").exists()  # a refused run leaves no run folder
+
+
+def test_every_config_file_parses_and_each_stage_pair_builds_the_same_network():
+  # One subprocess: train's (required) flags would stay in this process's FLAGS.
+  script = (
+    "import json, pathlib, sys; from absl import flags; from wild3d_tf import train; "
+    "train.define_flags(); out = {}\n"
+    "for cfg in sorted(pathlib.Path(sys.argv[1]).glob('*.cfg')):\n"
+    "  flags.FLAGS.unparse_flags()\n"
+    "  flags.FLAGS(['train', f'--flagfile={cfg}', '--data_dir=d', '--model_dir=m'])\n"
+    "  rc = train.run_config_from_flags()\n"
+    "  out[cfg.name] = [rc.stage, rc.model.to_json() if hasattr(rc.model, 'to_json') "
+    "else repr(rc.model)]\n"
+    "print(json.dumps(out))"
+  )
+  run = subprocess.run(
+    [sys.executable, "-c", script, str(ROOT / "configs")],
+    capture_output=True,
+    text=True,
+    timeout=300,
+  )
+  assert run.returncode == 0, run.stderr[-2000:]
+  parsed = json.loads(run.stdout.strip().splitlines()[-1])
+  assert set(parsed) == {p.name for p in (ROOT / "configs").glob("*.cfg")}
+  # Stage 2 starts from stage 1's weights (--init_from): the pair must build one network.
+  for first, second in (
+    ("pretrain2d.cfg", "full.cfg"),
+    ("tiny_pretrain2d.cfg", "tiny_full.cfg"),
+    ("bench_pretrain2d.cfg", "bench_full.cfg"),
+  ):
+    assert parsed[first][0] == "pretrain2d" and parsed[second][0] == "full"
+    assert parsed[first][1] == parsed[second][1], (first, second)
