@@ -185,10 +185,12 @@ def test_ctrl_c_saves_and_stops_after_the_current_step(converted_tiny, tmp_path)
     return original(batch)
 
   loop.step = interrupt_at_step_2
+  # The handler before the run (default_int_handler, or SIG_IGN under a background shell).
+  previous = signal.getsignal(signal.SIGINT)
   result = loop.run()
   assert result["stopped_by"] == "SIGINT" and result["step"] == 2
   assert tf.train.latest_checkpoint(str(tmp_path)).endswith("ckpt-2")
-  assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # handler given back
+  assert signal.getsignal(signal.SIGINT) is previous  # handler given back
 
 
 @pytest.mark.slow
