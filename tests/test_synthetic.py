@@ -254,12 +254,17 @@ def test_3dhp_test_ts5_performs_studio_poses_and_ts6_wild_poses(tmp_path):
 # ---------------------------------------------------------------- MPII
 
 
-def test_mpii_release_struct_with_the_real_quirks(synthetic_tiny):
-  release = scipy.io.loadmat(
-    synthetic_tiny / "mpii/mpii_human_pose_v1_u12_2/mpii_human_pose_v1_u12_1.mat",
+def _mpii_release(root):
+  """The RELEASE struct of the generated MPII annotation, read as users of the .mat file do."""
+  return scipy.io.loadmat(
+    root / "mpii/mpii_human_pose_v1_u12_2/mpii_human_pose_v1_u12_1.mat",
     struct_as_record=False,
     squeeze_me=True,
   )["RELEASE"]
+
+
+def test_mpii_release_struct_with_the_real_quirks(synthetic_tiny):
+  release = _mpii_release(synthetic_tiny)
   assert release._fieldnames == [
     "annolist",
     "img_train",
@@ -292,11 +297,7 @@ def test_mpii_release_struct_with_the_real_quirks(synthetic_tiny):
 
 def test_mpii_tilted_cameras_keep_the_people_in_the_picture(synthetic_tiny):
   """Elevated cameras look down or up at each person rather than past them."""
-  release = scipy.io.loadmat(
-    synthetic_tiny / "mpii/mpii_human_pose_v1_u12_2/mpii_human_pose_v1_u12_1.mat",
-    struct_as_record=False,
-    squeeze_me=True,
-  )["RELEASE"]
+  release = _mpii_release(synthetic_tiny)
   points = [
     np.size(rect.annopoints.point)
     for i, entry in enumerate(release.annolist)

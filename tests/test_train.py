@@ -429,15 +429,35 @@ def test_stage1_variables_are_the_ones_the_pretraining_losses_reach(full_batch):
   ]  # fmt: skip
 
 
-def test_recipe_flags_reach_the_run_config_and_a_bad_stride_is_one_line(tmp_path):
-  # In subprocesses: train's (required) flags would stay in this process's FLAGS.
+def _parsed_and_refused(fields: str, recipe: list[str], bad: list[str], tmp_path):
+  """Parses train's flags in subprocesses, all at once (train's required flags would stay in
+  this process's FLAGS): the defaults and ``recipe`` into a RunConfig ``rc``, printing the
+  expression ``fields``; and runs ``python -m wild3d_tf.train`` with ``bad``. Returns (the
+  defaults' printed line, the recipe's, the bad run's exit code, its stderr)."""
   script = (
     "import sys; from absl import flags; from wild3d_tf import train; train.define_flags(); "
     "flags.FLAGS(['train', '--data_dir=d', '--model_dir=m', *sys.argv[1:]]); "
-    "rc = train.run_config_from_flags(); "
-    "print(rc.model.stride, rc.model.heatmap_size, rc.model.tie_camera_scales, "
-    "rc.optimizer.optimizer, rc.optimizer.pretrained_lr_multiplier)"
+    f"rc = train.run_config_from_flags(); print({fields})"
   )
+  commands = [
+    [sys.executable, "-c", script],
+    [sys.executable, "-c", script, *recipe],
+    [sys.executable, "-m", "wild3d_tf.train", f"--data_dir={tmp_path}", f"--model_dir={tmp_path}"]
+    + bad,
+  ]
+  runs = [
+    subprocess.Popen(c, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for c in commands
+  ]
+  (paper, _), (ours, _), (_, refused) = [r.communicate(timeout=300) for r in runs]
+  return (
+    paper.strip().splitlines()[-1],
+    ours.strip().splitlines()[-1],
+    runs[2].returncode,
+    refused,
+  )
+
+
+def test_recipe_flags_reach_the_run_config_and_a_bad_stride_is_one_line(tmp_path):
   recipe = [
     "--variant=tiny",
     "--input_size=128",
@@ -446,50 +466,31 @@ def test_recipe_flags_reach_the_run_config_and_a_bad_stride_is_one_line(tmp_path
     "--optimizer=adam",
     "--pretrained_lr_multiplier=0.01",
   ]
-  commands = [
-    [sys.executable, "-c", script],
-    [sys.executable, "-c", script, *recipe],
-    [sys.executable, "-m", "wild3d_tf.train", f"--data_dir={tmp_path}", f"--model_dir={tmp_path}"]
-    + ["--heatmap_stride=4"],
-  ]
-  runs = [
-    subprocess.Popen(c, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for c in commands
-  ]
-  (paper, _), (ours, _), (_, bad) = [r.communicate(timeout=300) for r in runs]
-  assert paper.strip().splitlines()[-1] == "16 16 False adadelta 1.0"
-  assert ours.strip().splitlines()[-1] == "8 16 True adam 0.01"
-  assert runs[2].returncode == 1
+  paper, ours, code, bad = _parsed_and_refused(
+    "rc.model.stride, rc.model.heatmap_size, rc.model.tie_camera_scales, "
+    "rc.optimizer.optimizer, rc.optimizer.pretrained_lr_multiplier",
+    recipe,
+    ["--heatmap_stride=4"],
+    tmp_path,
+  )
+  assert paper == "16 16 False adadelta 1.0"
+  assert ours == "8 16 True adam 0.01"
+  assert code == 1
   assert bad.strip().splitlines()[-1] == (
     "error: stride (train.py --heatmap_stride) must be one of (16, 8); got 4"
   )
 
 
 def test_data_recipe_flags_reach_the_run_config_and_a_bad_value_names_the_flag(tmp_path):
-  script = (
-    "import sys; from absl import flags; from wild3d_tf import train; train.define_flags(); "
-    "flags.FLAGS(['train', '--data_dir=d', '--model_dir=m', *sys.argv[1:]]); "
-    "rc = train.run_config_from_flags(); "
-    "print(rc.data.bone_length_target, rc.data.batch_composition)"
+  paper, ours, code, bad = _parsed_and_refused(
+    "rc.data.bone_length_target, rc.data.batch_composition",
+    ["--bone_length_target=ratios", "--batch_composition=within_step"],
+    ["--bone_length_target=median"],
+    tmp_path,
   )
-  commands = [
-    [sys.executable, "-c", script],
-    [
-      sys.executable,
-      "-c",
-      script,
-      "--bone_length_target=ratios",
-      "--batch_composition=within_step",
-    ],
-    [sys.executable, "-m", "wild3d_tf.train", f"--data_dir={tmp_path}", f"--model_dir={tmp_path}"]
-    + ["--bone_length_target=median"],
-  ]
-  runs = [
-    subprocess.Popen(c, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for c in commands
-  ]
-  (paper, _), (ours, _), (_, bad) = [r.communicate(timeout=300) for r in runs]
-  assert paper.strip().splitlines()[-1] == "random_subject across_steps"
-  assert ours.strip().splitlines()[-1] == "ratios within_step"
-  assert runs[2].returncode != 0
+  assert paper == "random_subject across_steps"
+  assert ours == "ratios within_step"
+  assert code != 0
   # absl's one line names the flag and the choices (config.BONE_LENGTH_TARGETS).
   assert "flag --bone_length_target=median: value should be one of <random_subject|" in bad, bad
 
