@@ -3,6 +3,8 @@
 import dataclasses
 import filecmp
 import re
+import subprocess
+import sys
 
 import cdflib
 import cv2
@@ -418,3 +420,19 @@ def test_bad_arguments_are_clear(tmp_path):
     generate.generate(str(tmp_path), "huge")
   with pytest.raises(ValueError, match="unknown datasets"):
     generate.generate(str(tmp_path), "tiny", datasets=["coco"])
+
+
+def test_an_unknown_dataset_writer_is_refused_in_one_line_naming_the_flag(tmp_path):
+  # "lspet" is written by the "lsp" writer: a user asking for it gets the list, not a traceback.
+  out = tmp_path / "out"
+  result = subprocess.run(
+    [sys.executable, "-m", "wild3d_tf.synthetic", f"--out={out}", "--datasets=lsp,lspet"],
+    capture_output=True,
+    text=True,
+    timeout=120,
+  )
+  assert result.returncode != 0
+  assert "Traceback" not in result.stderr, result.stderr[-2000:]
+  (line,) = [x for x in result.stderr.splitlines() if "--datasets" in x]
+  assert all(name in line for name in generate.WRITERS), line
+  assert not out.exists()

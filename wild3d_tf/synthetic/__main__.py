@@ -18,7 +18,14 @@ from wild3d_tf.synthetic.presets import PRESETS
 _OUT = flags.DEFINE_string("out", None, "Output folder.", required=True)
 _PRESET = flags.DEFINE_enum("preset", "tiny", sorted(PRESETS), "Size of the datasets.")
 _SEED = flags.DEFINE_integer("seed", 0, "Random seed.")
-_DATASETS = flags.DEFINE_list("datasets", list(generate.WRITERS), "Which writers to run.")
+_DATASETS = flags.DEFINE_list(
+  "datasets", list(generate.WRITERS), f"Which writers to run, of {', '.join(generate.WRITERS)}."
+)
+flags.register_validator(
+  "datasets",
+  lambda names: set(names) <= set(generate.WRITERS),
+  f"expected names of writers: {', '.join(generate.WRITERS)} (lsp writes lsp/ and lspet/)",
+)
 _WORKERS = flags.DEFINE_integer("workers", 2, "Parallel writer processes.")
 _SHEETS = flags.DEFINE_string("contact_sheets", None, "If set, write synthetic_<dataset>.png here.")
 

@@ -231,10 +231,10 @@ def background(kind: str, width: int, height: int, rng: np.random.Generator) -> 
   elif kind == "wild":
     image = np.empty((height, width, 3), np.float32)
     image[:] = rng.uniform(40, 200, 3) * (0.7 + 0.6 * y)
-    for _ in range(int(rng.integers(25, 50))):
+    for _ in range(int(rng.integers(12, 30))):
       colour = tuple(float(c) for c in rng.uniform(0, 255, 3))
       cx, cy = int(rng.integers(0, width)), int(rng.integers(0, height))
-      size = int(rng.integers(width // 40 + 2, width // 5 + 3))
+      size = int(rng.integers(width // 30 + 2, width // 4 + 3))
       if rng.uniform() < 0.5:
         cv2.rectangle(
           image, (cx, cy), (cx + size, cy + int(size * rng.uniform(0.3, 3))), colour, -1
@@ -250,16 +250,9 @@ def background(kind: str, width: int, height: int, rng: np.random.Generator) -> 
           colour,
           -1,
         )
-    for _ in range(int(rng.integers(3, 8))):  # stripes: fences, poles, lines
-      x = int(rng.integers(0, width))
-      cv2.line(
-        image,
-        (x, 0),
-        (x + int(rng.integers(-width // 4, width // 4)), height - 1),
-        tuple(float(c) for c in rng.uniform(0, 255, 3)),
-        int(rng.integers(2, 12)),
-      )
-    image = cv2.GaussianBlur(image, (0, 0), 1.2)
+    # Out of focus, as behind a photographed person: blurred in proportion to the frame, so
+    # clutter has no sharp limb-like edges (thin stripes, which did, are gone).
+    image = cv2.GaussianBlur(image, (0, 0), max(1.2, width / 200))
   else:
     raise ValueError(f"unknown background kind {kind!r}")
   noise = rng.normal(0, 4.0, (height, width, 1)).astype(np.float32)

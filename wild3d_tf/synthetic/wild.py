@@ -19,7 +19,7 @@ def random_person(rng: np.random.Generator, distance: float, offset_x: float = 0
   return subject, render.Palette.random(rng, wild=True), pose
 
 
-def elevated_camera(intrinsics, size, rng, max_elevation=35.0) -> cameras.Camera:
+def elevated_camera(intrinsics, size, rng, max_elevation=25.0) -> cameras.Camera:
   """A camera at the origin tilted up or down (varied elevation, no roll)."""
   tilt = np.radians(rng.uniform(-max_elevation, max_elevation))
   rotation = np.array(
