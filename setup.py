@@ -38,6 +38,16 @@ setuptools.setup(
     "grpcio>=1.60,<2",
   ],
   extras_require={
-    "test": ["pytest>=8,<10", "pytest-xdist>=3.5,<4", "ruff>=0.15,<0.18"],
+    "test": [
+      "pytest>=8,<10",
+      "pytest-xdist>=3.5,<4",
+      "ruff>=0.15,<0.18",
+      # The gs:// conversion test (tests/test_cloud_storage.py): Beam's GCS filesystem needs only
+      # the storage client; the emulator serves it on loopback.
+      "google-cloud-storage>=3.17,<4",
+      "gcp-storage-emulator>=2026.7.19,<2027",
+    ],
+    # Dataflow and gs:// (`pip install wild3d[gcp]`): Beam's GCP I/O, auth and DataflowRunner.
+    "gcp": ["apache-beam[gcp]>=2.77,<3"],
   },
 )

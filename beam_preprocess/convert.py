@@ -2,20 +2,25 @@
 
   python -m beam_preprocess.convert --dataset h36m --input_dir data/h36m --output_dir data/tfrecords
 
-Writes ``<dataset>-<split>.tfrecord-SSSSS-of-NNNNN`` shards, ``<dataset>.dead_letter.jsonl`` and,
-last, ``<dataset>.manifest.json`` into --output_dir (several datasets share one folder: it is
-what training's --data_dir points at). Flags it does not know must be Beam pipeline options (a
+Writes ``<dataset>-<split>.tfrecord-SSSSS-of-NNNNN`` shards, ``<dataset>.dead_letter.jsonl``,
+TFDS's metadata (``dataset_info.json``, ``features.json``: ``tfds.builder_from_directory`` reads
+the folder) and, last, ``<dataset>.manifest.json`` into ``--output_dir/<dataset>/`` (several
+datasets share one --output_dir, each in its own folder: the root is what training's --data_dir
+points at). Flags it does not know must be Beam pipeline options (a
 misspelt flag is an error); without --runner it runs on the DirectRunner in multi-processing mode
 with 2 workers, unless Beam options given say otherwise (--direct_running_mode=in_memory).
 
-Before anything is written, --input_dir (a local or mounted folder: the readers walk it with
-pathlib) must hold what the dataset's download holds (each reader's ``EXPECTED_LAYOUT``). New
+Both folders may be local or URLs of a filesystem Beam knows (``gs://``, with
+``pip install wild3d[gcp]``): every file is read and written through ``beam_preprocess.storage``
+(Beam's ``FileSystems``), so Dataflow's workers read the raw datasets from cloud storage.
+Before anything is written, --input_dir must hold what the dataset's download holds (each
+reader's ``EXPECTED_LAYOUT``). New
 shards go to a staging folder in --output_dir and replace the old ones only when the job
 succeeds, so a failed run leaves the last good conversion as it was. It prints progress (records,
 rejections, rate) and a summary; a known failure is one line on stderr, with the full log and
 trace in the file that line names. On Dataflow:
 
-  python -m beam_preprocess.convert --dataset h36m --input_dir /mnt/datasets/h36m \\
+  python -m beam_preprocess.convert --dataset h36m --input_dir gs://BUCKET/datasets/h36m \\
       --output_dir gs://BUCKET/wild3d --runner DataflowRunner --project PROJECT --region REGION \\
       --temp_location gs://BUCKET/tmp --setup_file ./setup.py --max_num_workers 32
 """
@@ -39,11 +44,11 @@ import uuid
 
 from absl import flags, logging
 import apache_beam as beam
+from apache_beam.io.filesystems import FileSystems
 from apache_beam.options import pipeline_options
 from apache_beam.options.pipeline_options import PipelineOptions
-import tensorflow as tf
 
-from beam_preprocess import sharding, transforms
+from beam_preprocess import sharding, storage, transforms
 from beam_preprocess.readers import h36m_cameras
 from beam_preprocess.records import Options
 from wild3d_tf import h36m_protocol
@@ -51,7 +56,9 @@ from wild3d_tf import h36m_protocol
 FLAGS = flags.FLAGS
 flags.DEFINE_enum("dataset", None, sorted(transforms.READERS), "Dataset to convert.")
 flags.DEFINE_string("input_dir", None, "The dataset's own root folder (as the download unpacks).")
-flags.DEFINE_string("output_dir", None, "Folder for shards, dead letters and the manifest.")
+flags.DEFINE_string(
+  "output_dir", None, "Root folder; shards, dead letters, manifest go to <output_dir>/<dataset>/."
+)
 flags.DEFINE_integer(
   "num_shards", 0, "Shards per split; 0 = one per --records_per_shard records.", lower_bound=0
 )
@@ -170,6 +177,9 @@ def run(argv=None, run_id: str | None = None) -> dict:
   rest = FLAGS(argv, known_only=True)
   # Unknown flags first: a misspelt required flag is named as what it is, not as missing.
   pipeline_opts = beam_options(rest[1:])
+  # The checks and the discovery below read --input_dir here, before the job starts: with the
+  # job's own options (project, credentials), as its workers will.
+  FileSystems.set_options(pipeline_opts)
   for name in ("dataset", "input_dir", "output_dir"):
     if getattr(FLAGS, name) is None:
       raise UsageError(f"--{name} is required")
@@ -191,7 +201,7 @@ def run(argv=None, run_id: str | None = None) -> dict:
   )
   transforms.check_reader_input(FLAGS.dataset, FLAGS.input_dir, options)
   run_id = run_id or uuid.uuid4().hex[:12]
-  tf.io.gfile.makedirs(FLAGS.output_dir)
+  storage.makedirs(FLAGS.output_dir)
   convert = transforms.ConvertDataset(
     FLAGS.dataset,
     FLAGS.input_dir,
@@ -207,8 +217,7 @@ def run(argv=None, run_id: str | None = None) -> dict:
       _ = pipeline | "Convert" >> convert
   finally:  # a job that failed anywhere leaves no staged shards behind
     sharding.discard_staged(convert.staging)
-  with tf.io.gfile.GFile(sharding.manifest_path(FLAGS.output_dir, FLAGS.dataset)) as f:
-    return json.load(f)
+  return json.loads(storage.read_text(sharding.manifest_path(FLAGS.output_dir, FLAGS.dataset)))
 
 
 def _one_line(error: BaseException) -> str:

@@ -13,7 +13,6 @@ and the limit, before anything is allocated.
 
 from __future__ import annotations
 
-import pathlib
 import struct
 import zlib
 
@@ -21,6 +20,7 @@ import h5py
 import numpy as np
 import scipy.io
 
+from beam_preprocess import storage
 from beam_preprocess.records import BadRecord, Options
 
 MAX_MAT_BYTES = Options.max_mat_bytes
@@ -58,16 +58,17 @@ def _inflated_prefix(f, size: int) -> bytes:
   return out
 
 
-def matlab5_sizes(path: pathlib.Path) -> dict[str, int]:
-  """Variable name -> declared bytes of each variable of a MATLAB 5 file, without loading any.
+def matlab5_sizes(path) -> dict[str, int]:
+  """Variable name -> declared bytes of each variable of a MATLAB 5 file (a local path or URL,
+  ``storage``), without loading any: reads only the element tags and matrix headers.
 
   ValueError for a file whose element tags do not parse.
   """
   sizes = {}
-  with open(path, "rb") as f:
+  with storage.open_read(path) as f:
     header = f.read(_MATLAB5_HEADER)
     order = "<" if header[126:128] == b"IM" else ">"
-    end = path.stat().st_size
+    end = storage.size(path)
     at = _MATLAB5_HEADER
     while at + 8 <= end:
       f.seek(at)
@@ -101,23 +102,23 @@ def _refuse_over(sizes: dict[str, int], file: str, max_bytes: int) -> None:
     )
 
 
-def is_hdf5(path: pathlib.Path) -> bool:
+def is_hdf5(path) -> bool:
   """Whether the file is HDF5 (MATLAB 7.3 puts the signature at byte 512 after its text header)."""
-  with open(path, "rb") as f:
+  with storage.open_read(path) as f:
     head = f.read(520)
   return any(head[at : at + 8] == b"\x89HDF\r\n\x1a\n" for at in (0, 512))
 
 
 def load_mat(
-  path: pathlib.Path,
+  path,
   file: str,
   variable_names: list[str],
   max_bytes: int = MAX_MAT_BYTES,
   field: str = "mat",
   **loadmat_kwargs,
 ) -> dict:
-  """``scipy.io.loadmat`` of the named variables of a MATLAB 5 file, if they declare at most
-  ``max_bytes`` in all.
+  """``scipy.io.loadmat`` of the named variables of a MATLAB 5 file (a local path or URL; loadmat
+  reads a URL's file object), if they declare at most ``max_bytes`` in all.
 
   Raises BadRecord naming ``file``: over the limit (field: the largest
   variable), a MATLAB 7.3/HDF5 file, or an unreadable file (field ``field``).
@@ -130,22 +131,24 @@ def load_mat(
     raise BadRecord(file, "-", field, f"unreadable MAT file: {error}") from None
   _refuse_over({k: v for k, v in sizes.items() if k in variable_names}, file, max_bytes)
   try:
-    return scipy.io.loadmat(path, variable_names=variable_names, **loadmat_kwargs)
+    with storage.source(path) as readable:
+      return scipy.io.loadmat(readable, variable_names=variable_names, **loadmat_kwargs)
   except Exception as error:  # scipy raises several types for corrupt files
     raise BadRecord(file, "-", field, f"unreadable MAT file: {error}") from None
 
 
 def read_hdf5(
-  path: pathlib.Path, file: str, names: list[str], max_bytes: int = MAX_MAT_BYTES
+  path, file: str, names: list[str], max_bytes: int = MAX_MAT_BYTES
 ) -> dict[str, np.ndarray]:
-  """The named datasets of an HDF5 (MATLAB 7.3) file as float64 arrays, as stored (MATLAB's
+  """The named datasets of an HDF5 (MATLAB 7.3) file (a local path or URL; h5py reads a URL's
+  file object) as float64 arrays, as stored (MATLAB's
   dimensions reversed), checked before reading: present, hard links (no external links), no
   external storage, and declared sizes (shape x itemsize) within ``max_bytes``.
 
   Raises BadRecord naming ``file`` and the dataset.
   """
   try:
-    with h5py.File(path, "r") as f:
+    with storage.source(path) as readable, h5py.File(readable, "r") as f:
       sizes = {}
       for name in names:
         link = f.get(name, getlink=True)
@@ -163,4 +166,4 @@ def read_hdf5(
       _refuse_over(sizes, file, max_bytes)
       return {name: np.asarray(f[name][()], np.float64) for name in names}
   except OSError as error:
-    raise BadRecord(file, "-", path.name, f"unreadable HDF5 file: {error}") from None
+    raise BadRecord(file, "-", storage.name(path), f"unreadable HDF5 file: {error}") from None

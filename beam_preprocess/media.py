@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import pathlib
 import struct
 
 import cv2
 import numpy as np
 
+from beam_preprocess import storage
 from beam_preprocess.records import BadRecord, Options
 from wild3d_tf import image_guard
 
@@ -37,21 +37,20 @@ def _decode(data: bytes):
   return cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
 
 
-def read_image(
-  path: pathlib.Path, file: str, record: str, max_bytes: int = MAX_IMAGE_BYTES
-) -> np.ndarray:
-  """(H, W, 3) RGB uint8 image of a JPEG or PNG file of at most ``max_bytes`` bytes.
+def read_image(path, file: str, record: str, max_bytes: int = MAX_IMAGE_BYTES) -> np.ndarray:
+  """(H, W, 3) RGB uint8 image of a JPEG or PNG file (a local path or URL, ``storage``) of at
+  most ``max_bytes`` bytes, decoded from its bytes.
 
   BadRecord (naming ``file`` and ``record``) for anything else, for a header
   over ``MAX_SIDE`` and for a truncated file, including a JPEG cut inside its
   image data with its end marker appended again (``image_guard.jpeg_cut``).
   """
-  size = path.stat().st_size
+  size = storage.size(path)
   if size == 0 or size > max_bytes:
     raise BadRecord(
       file, record, "image", f"file size {size} bytes outside 1..{max_bytes} (--max_image_bytes)"
     )
-  data = path.read_bytes()
+  data = storage.read_bytes(path)
   dims = image_dimensions(data)
   if dims is None:
     raise BadRecord(file, record, "image", "not a JPEG or PNG file")
@@ -81,24 +80,36 @@ def frame_ranges(count: int, stride: int, frames_per_item: int) -> list[list[int
   return [frames[i : i + frames_per_item] for i in range(0, len(frames), frames_per_item)]
 
 
-def video_frame_count(path: pathlib.Path) -> int | None:
+def _capture(readable) -> cv2.VideoCapture:
+  """A capture of a local path, or of a file object (``storage.source`` of a URL): OpenCV's
+  FFmpeg backend reads a Python object with read and seek (``cv2.VideoCapture(f, api, params)``)."""
+  if isinstance(readable, str):
+    return cv2.VideoCapture(readable)
+  return cv2.VideoCapture(readable, cv2.CAP_FFMPEG, [])
+
+
+def video_frame_count(path) -> int | None:
   """The frame count a video's header declares (no decoding), None if it cannot be opened.
 
   Only an estimate (containers may declare it wrongly); used to count the records a
   unit of work would have produced when its annotations cannot be read.
   """
-  capture = cv2.VideoCapture(str(path))
-  try:
-    if not capture.isOpened():
-      return None
-    count = int(capture.get(cv2.CAP_PROP_FRAME_COUNT))
-    return count if count > 0 else None
-  finally:
-    capture.release()
+  if not storage.is_file(path):
+    return None
+  with storage.source(path) as readable:
+    capture = _capture(readable)
+    try:
+      if not capture.isOpened():
+        return None
+      count = int(capture.get(cv2.CAP_PROP_FRAME_COUNT))
+      return count if count > 0 else None
+    finally:
+      capture.release()
 
 
-def read_video_frames(path: pathlib.Path, frames: list[int], file: str):
-  """Yields (frame, RGB image or BadRecord) for the requested, increasing frame indices.
+def read_video_frames(path, frames: list[int], file: str):
+  """Yields (frame, RGB image or BadRecord) for the requested, increasing frame indices of a
+  video (a local path, or a URL read through a file object).
 
   Lazily: a frame is decoded when the consumer asks for the next one and only
   the current frame is held, so two of these generators advanced in step (a
@@ -108,31 +119,37 @@ def read_video_frames(path: pathlib.Path, frames: list[int], file: str):
   """
   if not frames:
     return
-  capture = cv2.VideoCapture(str(path))
-  if not capture.isOpened():
-    raise BadRecord(file, f"frames {frames[0]}-{frames[-1]}", "video", "cannot open video")
-  try:
-    position = 0
-    if frames[0] > 0:
-      capture.set(cv2.CAP_PROP_POS_FRAMES, frames[0])
-      position = int(capture.get(cv2.CAP_PROP_POS_FRAMES))
-      if position != frames[0]:  # a container that cannot seek exactly: decode from the start
-        capture.release()
-        capture = cv2.VideoCapture(str(path))
-        position = 0
-    for frame in frames:
-      ok = True
-      while ok and position < frame:  # skipped frames (stride > 1) are grabbed, not converted
-        ok = capture.grab()
-        position += 1
-      image = None
-      if ok:
-        ok, image = capture.read()
-        position += 1
-      if not ok or image is None:
-        yield frame, BadRecord(file, f"frame {frame}", "video", f"video ends before frame {frame}")
-        position = frame + 1
-      else:
-        yield frame, image[..., ::-1]
-  finally:
-    capture.release()
+  with storage.source(path) as readable:
+    capture = _capture(readable)
+    if not capture.isOpened():
+      raise BadRecord(file, f"frames {frames[0]}-{frames[-1]}", "video", "cannot open video")
+    try:
+      position = 0
+      if frames[0] > 0:
+        capture.set(cv2.CAP_PROP_POS_FRAMES, frames[0])
+        position = int(capture.get(cv2.CAP_PROP_POS_FRAMES))
+        if position != frames[0]:  # a container that cannot seek exactly: decode from the start
+          capture.release()
+          if not isinstance(readable, str):
+            readable.seek(0)
+          capture = _capture(readable)
+          position = 0
+      for frame in frames:
+        ok = True
+        while ok and position < frame:  # skipped frames (stride > 1) are grabbed, not converted
+          ok = capture.grab()
+          position += 1
+        image = None
+        if ok:
+          ok, image = capture.read()
+          position += 1
+        if not ok or image is None:
+          yield (
+            frame,
+            BadRecord(file, f"frame {frame}", "video", f"video ends before frame {frame}"),
+          )
+          position = frame + 1
+        else:
+          yield frame, image[..., ::-1]
+    finally:
+      capture.release()

@@ -15,6 +15,7 @@ import pathlib
 
 import numpy as np
 
+from beam_preprocess import storage
 from wild3d_tf import skeletons
 
 NUM_2D = skeletons.POSE2D.num_joints
@@ -175,8 +176,14 @@ class Options:
   h36m_cameras: str = ""
 
 
-def safe_path(root: os.PathLike, relative: str, file: str, record: str) -> pathlib.Path:
-  """``root / relative`` if it stays inside ``root`` and is a regular file, else BadRecord."""
+def safe_path(root, relative: str, file: str, record: str) -> str:
+  """The path of ``relative`` under ``root`` (a local folder or a URL, ``storage``) if it stays
+  inside ``root`` and is a regular file, else BadRecord naming ``file`` and ``record``.
+
+  ``relative`` comes from an annotation or a work item: absolute paths, ``..``, backslashes and
+  NUL are refused for every root; a local path is also resolved (symlinks) and must stay under
+  the resolved root. Object stores have no links, so a URL's check is the lexical one.
+  """
   text = str(relative)
   if (
     not text
@@ -186,6 +193,11 @@ def safe_path(root: os.PathLike, relative: str, file: str, record: str) -> pathl
     or ".." in pathlib.PurePosixPath(text).parts
   ):
     raise BadRecord(file, record, "path", f"path {text!r} leaves the dataset root")
+  if storage.is_url(root):
+    path = storage.join(root, text)
+    if not storage.is_file(path):
+      raise BadRecord(file, record, "path", f"missing file {text}")
+    return path
   root = pathlib.Path(root).resolve()
   path = (root / text).resolve()
   if root not in path.parents:
@@ -194,7 +206,7 @@ def safe_path(root: os.PathLike, relative: str, file: str, record: str) -> pathl
     raise BadRecord(file, record, "path", f"missing file {text}")
   if not path.is_file():
     raise BadRecord(file, record, "path", f"{text} is not a regular file")
-  return path
+  return str(path)
 
 
 def check_finite(value, file: str, record: str, field: str) -> np.ndarray:
@@ -204,8 +216,9 @@ def check_finite(value, file: str, record: str, field: str) -> np.ndarray:
   return value
 
 
-def relative(path: os.PathLike, root: os.PathLike) -> str:
-  return str(pathlib.Path(path).relative_to(root))
+def relative(path, root) -> str:
+  """``path`` relative to ``root`` (local paths or URLs), ``/``-separated."""
+  return storage.relative(path, root)
 
 
 def inside_image(joints2d: np.ndarray, image: np.ndarray) -> np.ndarray:

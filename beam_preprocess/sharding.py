@@ -13,12 +13,15 @@ import hashlib
 import json
 import logging
 import math
+import struct
 
-import tensorflow as tf
+import google_crc32c
+
+from beam_preprocess import storage
 
 # The file names are training's too, so they have one owner, wild3d_tf/shards.py; the path
 # functions are re-exported for the converter.
-from wild3d_tf.shards import INCOMPLETE_SUFFIX, file_sha256, join, shard_name_regex
+from wild3d_tf.shards import INCOMPLETE_SUFFIX, dataset_dir, join, shard_name_regex
 from wild3d_tf.shards import dead_letter_path as dead_letter_path
 from wild3d_tf.shards import manifest_path as manifest_path
 from wild3d_tf.shards import shard_path as shard_path
@@ -36,6 +39,26 @@ def shard_of(key: str, num_shards: int) -> int:
   return int(key_hash(key)[:15], 16) % num_shards
 
 
+def _masked_crc32c(data: bytes) -> int:
+  """TFRecord's masked CRC-32C: rotated right by 15 bits plus a constant (tensorflow's
+  tsl/lib/hash/crc32c.h, Mask)."""
+  crc = google_crc32c.value(data)
+  return (((crc >> 15) | (crc << 17)) + 0xA282EAD8) & 0xFFFFFFFF
+
+
+def tfrecord(serialized: bytes) -> bytes:
+  """One TFRecord as ``tf.io.TFRecordWriter`` writes it uncompressed: length (uint64, little
+  endian), its masked CRC-32C (uint32), the data, the data's masked CRC-32C. Written here so
+  that shards reach any filesystem Beam knows (``storage``), byte for byte as TensorFlow's."""
+  length = struct.pack("<Q", len(serialized))
+  return (
+    length
+    + struct.pack("<I", _masked_crc32c(length))
+    + serialized
+    + struct.pack("<I", _masked_crc32c(serialized))
+  )
+
+
 def write_shard(path: str, records: list[tuple[str, bytes]]) -> dict:
   """Writes (key, serialized) records ordered by key hash; returns count and SHA-256 of the file."""
   ordered = sorted(records, key=lambda kv: key_hash(kv[0]))
@@ -43,11 +66,15 @@ def write_shard(path: str, records: list[tuple[str, bytes]]) -> dict:
     if a == b:
       raise ValueError(f"duplicate record key {a!r} in {path}")
   temporary = path + INCOMPLETE_SUFFIX
-  with tf.io.TFRecordWriter(temporary) as writer:
+  storage.makedirs(path.rpartition("/")[0] or ".")  # the dataset's folder (shards.dataset_dir)
+  digest = hashlib.sha256()
+  with storage.create(temporary) as writer:
     for _, serialized in ordered:
-      writer.write(serialized)
-  tf.io.gfile.rename(temporary, path, overwrite=True)
-  digest = file_sha256(path)
+      framed = tfrecord(serialized)
+      writer.write(framed)
+      digest.update(framed)
+  storage.rename(temporary, path)
+  digest = digest.hexdigest()
   logging.info("wrote %s (%d records)", path, len(ordered))
   return {"file": path.rsplit("/", 1)[-1], "records": len(ordered), "sha256": digest}
 
@@ -55,10 +82,11 @@ def write_shard(path: str, records: list[tuple[str, bytes]]) -> dict:
 def remove_stale_shards(output_dir: str, dataset: str, keep: set[str]) -> list[str]:
   """Deletes this dataset's shards (any split, any shard count) that are not in ``keep``."""
   pattern = shard_name_regex(dataset)
+  folder = dataset_dir(output_dir, dataset)
   removed = []
-  for name in tf.io.gfile.listdir(output_dir):
+  for name in storage.listdir(folder):
     if pattern.match(name) and name not in keep:
-      tf.io.gfile.remove(join(output_dir, name))
+      storage.remove(join(folder, name))
       removed.append(name)
   return sorted(removed)
 
@@ -66,9 +94,9 @@ def remove_stale_shards(output_dir: str, dataset: str, keep: set[str]) -> list[s
 def write_text_atomically(path: str, text: str) -> None:
   """Writes under a temporary name and renames, so readers never see half a file (local or gs://)."""
   temporary = path + INCOMPLETE_SUFFIX
-  with tf.io.gfile.GFile(temporary, "w") as f:
-    f.write(text)
-  tf.io.gfile.rename(temporary, path, overwrite=True)
+  storage.makedirs(path.rpartition("/")[0] or ".")
+  storage.write_text(temporary, text)
+  storage.rename(temporary, path)
 
 
 def write_json_atomically(path: str, data: dict) -> None:
@@ -90,10 +118,12 @@ def commit_staged(staging: str, output_dir: str, dataset: str, files: set[str]) 
   stale shard names. The old manifest goes first (from here on it would vouch for other shards),
   the staging folder last; the caller writes the new manifest after this returns."""
   manifest = manifest_path(output_dir, dataset)
-  if tf.io.gfile.exists(manifest):
-    tf.io.gfile.remove(manifest)
+  if storage.is_file(manifest):
+    storage.remove(manifest)
+  source, target = dataset_dir(staging, dataset), dataset_dir(output_dir, dataset)
+  storage.makedirs(target)
   for name in sorted(files):
-    tf.io.gfile.rename(join(staging, name), join(output_dir, name), overwrite=True)
+    storage.rename(join(source, name), join(target, name))
   removed = remove_stale_shards(output_dir, dataset, files)
   discard_staged(staging)
   return removed
@@ -101,5 +131,4 @@ def commit_staged(staging: str, output_dir: str, dataset: str, files: set[str]) 
 
 def discard_staged(staging: str) -> None:
   """Removes a staging folder and what it holds (nothing happens if there is none)."""
-  if tf.io.gfile.exists(staging):
-    tf.io.gfile.rmtree(staging)
+  storage.rmtree(staging)

@@ -9,7 +9,6 @@ import functools
 import json
 import logging
 import os
-import pathlib
 import sys
 import time
 import traceback
@@ -18,12 +17,11 @@ import uuid
 import apache_beam as beam
 from apache_beam.metrics import Metrics
 import numpy as np
-import tensorflow as tf
 
-from beam_preprocess import encode, sharding
+from beam_preprocess import encode, sharding, storage
 from beam_preprocess.readers import h36m, lsp, mpi_inf_3dhp, mpi_inf_3dhp_test, mpii
 from beam_preprocess.records import BadRecord, CanonicalRecord, Options
-from wild3d_tf import schema, skeletons
+from wild3d_tf import schema, skeletons, tfds_data
 
 DEAD = "dead_letter"
 PROGRESS_SECONDS = 10.0  # how often a worker prints its progress
@@ -72,17 +70,21 @@ BONES = skeletons.POSE3D.bones
 
 def check_input_dir(dataset: str, input_dir) -> None:
   """Raises InputDirError, naming the folder and what the dataset expects there, unless
-  ``input_dir`` is a folder where each of ``EXPECTED_LAYOUTS[dataset]`` matches a path."""
+  ``input_dir`` (a local folder or a URL, ``storage``) is a folder where each of
+  ``EXPECTED_LAYOUTS[dataset]`` matches a path."""
   expected = ", ".join(EXPECTED_LAYOUTS[dataset])
-  root = pathlib.Path(input_dir)
+  root = str(input_dir)
   where = f"--input_dir {input_dir}"
-  if not root.exists():
+  if storage.is_url(root):
+    if not storage.is_dir(root):  # an object store has no empty folders
+      raise InputDirError(f"{where} holds no file (a {dataset} download holds {expected})")
+  elif not os.path.exists(root):
     raise InputDirError(f"{where} does not exist (a {dataset} download holds {expected})")
-  if not root.is_dir():
+  elif not os.path.isdir(root):
     raise InputDirError(f"{where} is not a folder (a {dataset} download holds {expected})")
-  if not any(root.iterdir()):
+  elif not storage.has_entries(root):
     raise InputDirError(f"{where} is empty (a {dataset} download holds {expected})")
-  missing = [p for p in EXPECTED_LAYOUTS[dataset] if next(root.glob(p), None) is None]
+  missing = [p for p in EXPECTED_LAYOUTS[dataset] if not storage.glob(root, p)]
   if len(missing) == len(EXPECTED_LAYOUTS[dataset]):
     raise InputDirError(f"{where} is not a {dataset} download: it holds none of {expected}")
   if missing:
@@ -103,7 +105,7 @@ def check_reader_input(dataset: str, input_dir, options: Options) -> None:
   if check is None:
     return
   try:
-    check(pathlib.Path(input_dir), options)
+    check(str(input_dir), options)
   except ValueError as error:  # the readers' own error types (h36m_cameras.CameraFileError)
     raise InputDirError(str(error)) from None
 
@@ -175,7 +177,7 @@ class ReadAndEncode(beam.DoFn):
 
   def process(self, item):
     _, raw_records, to_record = READERS[self.dataset]
-    root = pathlib.Path(self.input_dir)
+    root = self.input_dir
     expected, split = int(item.get("records", 1)), item.get("split", "")
     done = 0  # records of this item yielded or rejected so far
     try:
@@ -284,7 +286,7 @@ class WriteShard(beam.DoFn):
     self.output_dir, self.dataset = output_dir, dataset
 
   def setup(self):
-    tf.io.gfile.makedirs(self.output_dir)
+    storage.makedirs(self.output_dir)
 
   def process(self, element):
     (split, shard, total), records = element
@@ -309,7 +311,7 @@ def finalize(
   skipped=None,
 ):
   """Fills empty shards, writes dead letters, checks the budget, then replaces the old shards
-  by the new ones and writes the manifest.
+  by the new ones, writes TFDS's metadata (``tfds_data.write_metadata``) and the manifest.
 
   Rejections count records (each dead-letter row's ``records``): the job fails
   when they exceed ``max_rejected_fraction`` of written + rejected. ``expected``
@@ -321,7 +323,7 @@ def finalize(
   """
   expected = expected or {}
   staging = staging or output_dir
-  tf.io.gfile.makedirs(staging)
+  storage.makedirs(staging)
   rows = sorted(dead, key=lambda r: (r["file"], r["record"], r["field"], r["reason"]))
   lost = {}  # split -> rejected records
   for row in rows:
@@ -408,6 +410,9 @@ def finalize(
     removed = sharding.remove_stale_shards(output_dir, dataset, files)
   if removed:
     logging.info("removed %d stale shards of %s: %s", len(removed), dataset, removed[:5])
+  # TFDS's metadata over the new shards, before the manifest: whoever finds the manifest finds
+  # a complete dataset, TFDS's view of it included (splits from the manifest, no extra pass).
+  tfds_data.write_metadata(output_dir, dataset, manifest, sharding.write_text_atomically)
   sharding.write_json_atomically(sharding.manifest_path(output_dir, dataset), manifest)
   logging.info(
     "%s: %d records in %s, %d rejected",
@@ -447,7 +452,7 @@ class ConvertDataset(beam.PTransform):
 
   def expand(self, pbegin):
     work_items = READERS[self.dataset][0]
-    found = work_items(pathlib.Path(self.input_dir), self.options)
+    found = work_items(self.input_dir, self.options)
     items, discovery_errors = found
     skipped = getattr(found, "skipped", {})  # records.Discovery: inputs set aside on purpose
     logging.info(

@@ -36,9 +36,19 @@ BENCHMARKS = {
   ],
   "convert_memory": [["benchmarks/convert_memory.py", "--frames", "500", "2000", "--side", "2048"]],
   "train_speed": [["benchmarks/train_speed.py", "--data_dir", "{data}", "--seconds", "6"]],
+  "input_speed": [["benchmarks/input_speed.py", "--data_dir", "{data}", "--seconds", "6"]],
   "serving_speed": [
-    ["benchmarks/serving_speed.py", "--variant", "tiny", "--seconds", "8"],
-    ["benchmarks/serving_speed.py", "--variant", "full", "--seconds", "8"],
+    ["benchmarks/serving_speed.py", "--variants", "tiny", "full", "--seconds", "30"],
+    [
+      "benchmarks/serving_speed.py",
+      "--variants",
+      "tiny",
+      "full",
+      "--photos",
+      "demo",
+      "--seconds",
+      "20",
+    ],
   ],
   # The gate and the ablation write docs/results.md (through the ablation) and gate.json.
   "gate": [

@@ -1,18 +1,36 @@
-"""Latency at batch 1 and throughput at batch 32 of the exported serving signature,
-with and without XLA.
+"""Throughput of the exported serving signature against the bare network, tiny and full side by
+side in one process, and where the image path's time goes.
 
-Each variant is exported with ``wild3d_tf.export``, reloaded with
-``tf.saved_model.load`` (the graph TF Serving runs) and driven with 640x480
-JPEGs through ``serving_default``. Baseline in the same process: the Keras
-network alone on ready-made crops of the same batch, so the ratios say what
-decoding, checking, cropping and the camera geometry cost, and what XLA buys.
+Each variant's network (random weights) is exported with ``wild3d_tf.export``,
+reloaded with ``tf.saved_model.load`` (the graph TF Serving runs) and driven
+through ``serving_default`` with a batch of 640x480 JPEGs and no box (the whole
+image is cropped). Baseline, in the same process: the Keras network alone on
+ready-made crops of the same batch size. Every measured function is called in
+turn, round after round, so all of them see the same machine load; a ratio is
+images/s over the baseline's images/s of the same variant.
 
-  python benchmarks/serving_speed.py [--variant tiny|full] [--seconds 10]
+The breakdown rows time parts alone: ``serve_crops`` of the same export on
+the baseline's crops (the network inside the SavedModel, with its heatmap
+decoding and camera geometry), then parts of the image path (``tf.function``s
+of the same ops, same images): JPEG decoding only; decoding behind
+``image_guard``'s checks; the whole image path (``ServingModule.crop_images``: checks, decode,
+per-image ``preprocess.prefilter``, one batched ``preprocess.resample``); and
+the per-image path it replaced (``crop_images(batched=False)``: each crop
+sampled whole inside the per-image loop), for comparison.
+
+The JPEGs are uniform noise by default, the worst case for a decoder (about
+360 KB each at OpenCV's quality 95); ``--photos demo`` uses the two shipped
+photos (``wild3d_tf/demo_data``) resized to 640x480 at quality 90 (60-70 KB,
+like a camera's), which decode several times faster.
+
+  python benchmarks/serving_speed.py [--variants tiny full] [--batch 32] [--seconds 10]
+      [--photos noise|demo] [--xla]
 """
 
 from __future__ import annotations
 
 import argparse
+import pathlib
 import tempfile
 import time
 
@@ -21,67 +39,137 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from wild3d_tf import export
+from wild3d_tf import export, image_guard, serving_module
 from wild3d_tf import model as model_lib
 from wild3d_tf.config import VARIANTS, ModelConfig
 
+PHOTO_SHAPE = (480, 640, 3)
+MIN_SAMPLES = 5
+DEMO_PHOTOS = pathlib.Path(__file__).resolve().parents[1] / "wild3d_tf" / "demo_data"
 
-def timings(fn, seconds):
-  """Per-call seconds over at least ``seconds`` of calls (after two warm-up calls)."""
-  fn()
-  fn()
-  samples, start = [], time.perf_counter()
-  while time.perf_counter() - start < seconds or len(samples) < 5:
-    begin = time.perf_counter()
+
+def jpegs(kind: str, count: int) -> list[bytes]:
+  """``count`` encoded 640x480 JPEGs: uniform noise, or the shipped photos in turn."""
+  if kind == "noise":
+    rng = np.random.default_rng(0)
+    images = [(rng.random(PHOTO_SHAPE) * 255).astype(np.uint8) for _ in range(count)]
+    return [cv2.imencode(".jpg", image)[1].tobytes() for image in images]
+  photos = [
+    cv2.resize(cv2.imread(str(path)), PHOTO_SHAPE[1::-1], interpolation=cv2.INTER_AREA)
+    for path in sorted(DEMO_PHOTOS.glob("*.png"))
+  ]
+  quality = [cv2.IMWRITE_JPEG_QUALITY, 90]
+  return [cv2.imencode(".jpg", photos[i % len(photos)], quality)[1].tobytes() for i in range(count)]
+
+
+def round_robin(fns: dict, seconds: float) -> dict:
+  """Per-call seconds of each function, called in turn until ``seconds`` have passed and each has
+  ``MIN_SAMPLES`` samples (after two warm-up calls each)."""
+  for fn in fns.values():
     fn()
-    samples.append(time.perf_counter() - begin)
-  return np.array(samples)
+    fn()
+  samples = {name: [] for name in fns}
+  start = time.perf_counter()
+  while time.perf_counter() - start < seconds or min(map(len, samples.values())) < MIN_SAMPLES:
+    for name, fn in fns.items():
+      begin = time.perf_counter()
+      fn()
+      samples[name].append(time.perf_counter() - begin)
+  return {name: np.array(t) for name, t in samples.items()}
+
+
+def measure(variant: str, batch: int, photos: list, seconds: float, xla: bool, tmp: str):
+  """Rows (what, per-call seconds, is the baseline) for one variant."""
+  config = ModelConfig.for_variant(variant)
+  size = config.input_size
+  keras.utils.set_random_seed(0)
+  network = model_lib.build_model(config)
+  signatures = {}
+  for compiled in (False, True) if xla else (False,):
+    name = f"{variant}_xla{int(compiled)}"
+    path = export.export_saved_model(network, tmp, model_name=name, xla=compiled)
+    signatures[compiled] = tf.saved_model.load(str(path)).signatures
+  crops = tf.constant(
+    np.random.default_rng(1).uniform(0, 255, (batch, size, size, 3)).astype(np.float32)
+  )
+  raw = tf.function(lambda x: network(x, training=False)["pose3d"])
+  images = tf.constant(photos[:batch])
+  zeros = tf.zeros([batch, 4])
+  limits = image_guard.DEFAULT_LIMITS
+  module = serving_module.ServingModule(network, limits=limits)
+  decode = tf.function(
+    lambda images: tf.map_fn(
+      lambda encoded: tf.io.decode_jpeg(encoded, channels=3),
+      images,
+      parallel_iterations=2,
+      fn_output_signature=tf.TensorSpec([None, None, 3], tf.uint8),
+    )
+  )
+  guarded = tf.function(
+    lambda images: tf.map_fn(
+      lambda args: image_guard.decode(args[0], args[1], limits),
+      (images, tf.range(tf.size(images))),
+      parallel_iterations=2,
+      fn_output_signature=tf.TensorSpec([None, None, 3], tf.uint8),
+    )
+  )
+  image_path = tf.function(lambda images: module.crop_images(images, zeros, zeros)[0])
+  before = tf.function(lambda images: module.crop_images(images, zeros, zeros, batched=False)[0])
+  fns = {"Keras network on crops (baseline)": lambda: raw(crops).numpy()}
+  for compiled, signature in signatures.items():
+    fns[f"serving_default, JPEG 640x480{', XLA' if compiled else ''}"] = lambda s=signature: s[
+      "serving_default"
+    ](images=images, boxes=zeros, intrinsics=zeros)["pose3d"].numpy()
+  serve_crops = signatures[False]["serve_crops"]
+  intrinsics = tf.tile(
+    tf.constant([[[float(size), 0, size / 2], [0, size, size / 2], [0, 0, 1]]]), [batch, 1, 1]
+  )
+  fns["part: serve_crops, the export's network path on the same crops"] = lambda: serve_crops(
+    crops=crops, intrinsics=intrinsics
+  )["pose3d"].numpy()
+  fns["part: JPEG decode only"] = lambda: decode(images).shape
+  fns["part: decode behind image_guard's checks"] = lambda: guarded(images).shape
+  fns["part: image path (checks, decode, prefilter, batched resample)"] = lambda: image_path(
+    images
+  ).numpy()
+  fns["part: image path, slow path (each crop whole in the per-image loop)"] = lambda: before(
+    images
+  ).numpy()
+  timed = round_robin(fns, seconds)
+  return [(what, t, what.endswith("(baseline)")) for what, t in timed.items()]
 
 
 def main():
   parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-  parser.add_argument("--variant", choices=list(VARIANTS), default="tiny")
-  parser.add_argument("--seconds", type=float, default=10.0)
-  args = parser.parse_args()
-  model_config = ModelConfig.for_variant(args.variant)
-  size = model_config.input_size
-  keras.utils.set_random_seed(0)
-  network = model_lib.build_model(model_config)
-  rng = np.random.default_rng(0)
-  photos = [
-    cv2.imencode(".jpg", (rng.random((480, 640, 3)) * 255).astype(np.uint8))[1].tobytes()
-    for _ in range(32)
-  ]
-  rows = []
-  with tempfile.TemporaryDirectory() as tmp:
-    signatures = {}
-    for xla in (False, True):
-      path = export.export_saved_model(network, tmp, model_name=f"xla{int(xla)}", xla=xla)
-      signatures[xla] = tf.saved_model.load(str(path)).signatures["serving_default"]
-    raw = tf.function(lambda x: network(x, training=False)["pose3d"])
-    for batch in (1, 32):
-      crops = tf.constant(rng.uniform(0, 255, (batch, size, size, 3)).astype(np.float32))
-      inputs = {
-        "images": tf.constant(photos[:batch]),
-        "boxes": tf.zeros([batch, 4]),
-        "intrinsics": tf.zeros([batch, 4]),
-      }
-      base = timings(lambda crops=crops: raw(crops).numpy(), args.seconds)
-      rows.append((batch, "Keras network on crops (baseline)", base, base))
-      for xla, signature in signatures.items():
-        t = timings(lambda s=signature, i=inputs: s(**i)["pose3d"].numpy(), args.seconds)
-        rows.append((batch, f"serving_default, JPEG 640x480{', XLA' if xla else ''}", t, base))
-  print(f"variant {args.variant}, input {size}, TF {tf.__version__}")
-  print(
-    "| batch | what | p50 latency ms | p99 latency ms | images/s | ratio to baseline (images/s) |"
+  parser.add_argument(
+    "--variants", "--variant", nargs="+", choices=list(VARIANTS), default=["tiny", "full"]
   )
+  parser.add_argument("--batch", type=int, default=32)
+  parser.add_argument("--seconds", type=float, default=10.0, help="Per variant, at least.")
+  parser.add_argument("--photos", choices=["noise", "demo"], default="noise")
+  parser.add_argument("--xla", action="store_true", help="Also time an export with --xla.")
+  args = parser.parse_args()
+  photos = jpegs(args.photos, args.batch)
+  what = "random noise" if args.photos == "noise" else "demo photos"
+  print(
+    f"batch {args.batch}, {np.mean([len(p) for p in photos]) / 1e3:.0f} KB JPEGs of "
+    f"{PHOTO_SHAPE[1]}x{PHOTO_SHAPE[0]} {what}, TF {tf.__version__}, "
+    f"{args.seconds:g} s per variant, calls in turn"
+  )
+  print()
+  print("| variant | input | what | p50 ms per batch | images/s | ratio to the network |")
   print("|---|---|---|---|---|---|")
-  for batch, what, t, base in rows:
-    rate, base_rate = batch / np.median(t), batch / np.median(base)
-    print(
-      f"| {batch} | {what} | {1000 * np.median(t):.1f} | {1000 * np.percentile(t, 99):.1f} | "
-      f"{rate:.1f} | {rate / base_rate:.2f} |"
-    )
+  with tempfile.TemporaryDirectory() as tmp:
+    for variant in args.variants:
+      size = ModelConfig.for_variant(variant).input_size
+      rows = measure(variant, args.batch, photos, args.seconds, args.xla, tmp)
+      base_rate = next(args.batch / np.median(t) for _, t, base in rows if base)
+      for what, t, _ in rows:
+        rate = args.batch / np.median(t)
+        print(
+          f"| {variant} | {size} | {what} | {1000 * np.median(t):.1f} | {rate:.1f} | "
+          f"{rate / base_rate:.2f} |"
+        )
 
 
 if __name__ == "__main__":

@@ -1,5 +1,6 @@
 """Shared fixtures: the synthetic tiny datasets, generated once per test process."""
 
+import pathlib
 import struct
 
 import pytest
@@ -23,6 +24,24 @@ def convert_dataset(dataset, input_dir, output_dir, *extra):
       *extra,
     ]
   )
+
+
+def upload_tree(local_dir, url: str) -> int:
+  """Copies every file under the local folder ``local_dir`` to ``url`` through tf.io.gfile, at
+  the same relative paths (``ram://`` stands in for ``gs://``: Beam's FileSystems, which the
+  converter writes through, does not know ``ram://``); returns how many files it copied."""
+  import tensorflow as tf
+
+  from wild3d_tf import storage
+
+  local_dir, count = pathlib.Path(local_dir), 0
+  for path in sorted(local_dir.rglob("*")):
+    if path.is_file():
+      target = storage.join(url, path.relative_to(local_dir).as_posix())
+      tf.io.gfile.makedirs(storage.parent(target))
+      tf.io.gfile.copy(str(path), target, overwrite=True)
+      count += 1
+  return count
 
 
 @pytest.fixture(scope="session")
@@ -87,7 +106,9 @@ def tiny_export(tiny_checkpoint, tmp_path_factory):
   from wild3d_tf import export, inference
 
   base = tmp_path_factory.mktemp("export")
-  return export.export_saved_model(inference.load_network(str(tiny_checkpoint[0])), str(base))
+  return pathlib.Path(
+    export.export_saved_model(inference.load_network(str(tiny_checkpoint[0])), str(base))
+  )
 
 
 def record_ends(blob: bytes) -> list[int]:

@@ -209,10 +209,7 @@ TEST_SET = "mpi_inf_3dhp_test"
 
 def _copy_test_set(folder, to):
   """A copy of the converted 3DHP test set (manifest and shards) to damage; its first shard."""
-  to.mkdir()
-  for path in folder.iterdir():
-    if path.name.startswith(f"{TEST_SET}-") or path.name == f"{TEST_SET}.manifest.json":
-      shutil.copy(path, to / path.name)
+  shutil.copytree(folder / TEST_SET, to / TEST_SET)  # its folder: <root>/<dataset>/
   return shards.shard_files(str(to), TEST_SET, "test")[0]
 
 

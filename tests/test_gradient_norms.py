@@ -23,7 +23,8 @@ from wild3d_tf.trainer import CALIBRATION_FILE, Trainer
 def four_batches(converted_tiny):
   """The first four global batches (8) of the full stage at 64 px: 3D, 2D-only, 3D, 2D-only."""
   folder, _ = converted_tiny
-  config = DataConfig(data_dir=str(folder), batch_size=8, shuffle_buffer=16)
+  # Finished in the pipeline: _direct_norm feeds the images to the network itself.
+  config = DataConfig(data_dir=str(folder), batch_size=8, shuffle_buffer=16, augment_in_step=False)
   stream = data.training_dataset(
     config, "full", input_size=64, heatmap_size=ModelConfig.tiny(64).heatmap_size
   )

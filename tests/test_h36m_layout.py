@@ -109,7 +109,7 @@ def test_videopose3d_values_decode_with_the_tangential_pair_reversed(tmp_path):
 def test_synthetic_h36m_has_the_release_layout_and_no_cameras_json(synthetic_tiny):
   root = synthetic_tiny / "h36m"
   assert not (root / "cameras.json").exists()
-  assert h36m_cameras.find(root) == root / "metadata.xml"
+  assert h36m_cameras.find(root) == str(root / "metadata.xml")
   text = (root / "metadata.xml").read_text()
   w0 = text.split("<w0>[")[1].split("]</w0>")[0].split(" ")  # as 3d-pose-baseline parses it
   assert len(w0) == 300
@@ -185,14 +185,14 @@ def test_the_flag_and_the_search_order_pick_the_camera_file(synthetic_tiny, tmp_
   with pytest.raises(h36m_cameras.CameraFileError, match="--h36m_cameras /nowhere/m.xml"):
     h36m_cameras.find(root, "/nowhere/m.xml")
   (root / "cameras.json").write_text("{}")
-  assert h36m_cameras.find(root) == root / "cameras.json"
+  assert h36m_cameras.find(root) == str(root / "cameras.json")
   shutil.copy(synthetic_tiny / "h36m/metadata.xml", root)
-  assert h36m_cameras.find(root) == root / "metadata.xml"  # the release's own file first
-  assert h36m_cameras.find(root, str(root / "cameras.json")) == root / "cameras.json"
+  assert h36m_cameras.find(root) == str(root / "metadata.xml")  # the release's own file first
+  assert h36m_cameras.find(root, str(root / "cameras.json")) == str(root / "cameras.json")
   (root / "metadata.xml").unlink()  # the release's code package unpacked into the root
   (root / "Release-v1.2").mkdir()
   shutil.copy(synthetic_tiny / "h36m/metadata.xml", root / "Release-v1.2")
-  assert h36m_cameras.find(root) == root / "Release-v1.2/metadata.xml"
+  assert h36m_cameras.find(root) == str(root / "Release-v1.2/metadata.xml")
   (root / "bad.xml").write_text("<metadata><w0>[1 2 3]</w0></metadata>")
   with pytest.raises(h36m_cameras.CameraFileError, match="w0 holds 3 numbers, expected 300"):
     h36m_cameras.load(root, str(root / "bad.xml"))

@@ -27,7 +27,9 @@ from wild3d_tf import (
   geometry,
   heatmaps,
   image_guard,
+  inference,
   preprocess,
+  serving_module,
   skeletons,
 )
 
@@ -145,7 +147,7 @@ def test_export_layout_and_contract(tiny_export, tiny_checkpoint, loaded):
   assert meta["default_fov_degrees"] == 55.0 == cameras.DEFAULT_FOV_DEGREES
   # A second export is the next version, as TF Serving expects.
   again = export.export_saved_model(tiny_checkpoint[1], str(tiny_export.parents[1]))
-  assert again.name == "2"
+  assert again == str(tiny_export.parent / "2")
 
 
 def test_saved_model_matches_keras_on_the_same_crops(tiny_checkpoint, loaded):
@@ -263,6 +265,53 @@ def test_box_and_default_intrinsics(loaded):
   assert [n.decode() for n in out["joint_names_3d"].numpy()[0]] == list(skeletons.POSE3D.joints)
 
 
+def per_image_reference(network, images, boxes):
+  """The image path as it was before it was batched: decode and ``preprocess.crop`` one image at a
+  time, then the network. Returns (crops (B, S, S, 3), pose2d (B, 14, 2), pose3d (B, 17, 3))."""
+  crops, image_from_input, cameras_k = [], [], []
+  for index, (encoded, box) in enumerate(zip(images, boxes)):
+    image = image_guard.decode(tf.constant(encoded), index, image_guard.DEFAULT_LIMITS)
+    height, width = image.shape[:2]
+    square = preprocess.box_around_person(tf.constant(box, tf.float32), height, width)
+    crop, input_from_image = preprocess.crop(image, square, SIZE)
+    crops.append(crop)
+    image_from_input.append(tf.linalg.inv(input_from_image))
+    cameras_k.append(inference.default_intrinsics(height, width))
+  out = inference.Predictor(network).on_images(
+    tf.stack(crops), tf.stack(image_from_input), tf.stack(cameras_k)
+  )
+  return tf.stack(crops).numpy(), out["pose2d"].numpy(), out["pose3d"].numpy()
+
+
+def test_batched_image_path_equals_the_per_image_crop(tiny_checkpoint, loaded):
+  # Sizes and boxes that take every branch of the crop and pad the batch unevenly: a whole
+  # 640x480 photo (shrunk 10x: antialiased), a 40x28 PNG (enlarged: sampled directly), a box
+  # shrunk 4.4x, a box half outside its image (zeros there), and one shrunk 1.4x (direct, so its
+  # prefiltered part is the largest of the batch and pads the others).
+  rng = np.random.default_rng(5)
+  small_png = cv2.imencode(".png", (rng.random((28, 40, 3)) * 255).astype(np.uint8))[1].tobytes()
+  images = [jpeg(480, 640, 1), small_png, jpeg(300, 200, 2), jpeg(200, 240, 3), jpeg(120, 90, 4)]
+  boxes = np.array(
+    [[0, 0, 0, 0], [0, 0, 0, 0], [10, 20, 110, 220], [-30, 150, 90, 260], [10, 10, 74, 60]],
+    np.float32,
+  )
+  reference_crops, reference_2d, reference_3d = per_image_reference(
+    tiny_checkpoint[1], images, boxes
+  )
+  module = serving_module.ServingModule(tiny_checkpoint[1])
+  inputs = (tf.constant(images), tf.constant(boxes), tf.zeros([len(images), 4]))
+  crops = tf.function(module.crop_images)(*inputs)[0]
+  # Bit for bit: each output pixel is the same bilinear sum of the same prefiltered pixels, and
+  # the batch's zero padding is read exactly where one image alone reads the zeros outside it.
+  np.testing.assert_array_equal(crops.numpy(), reference_crops)
+  slow = tf.function(lambda *x: module.crop_images(*x, batched=False))(*inputs)[0]
+  np.testing.assert_array_equal(slow.numpy(), reference_crops)
+  # The joints then differ only by the network's graph-versus-eager kernels (POSE_TOLERANCE).
+  out = call_images(loaded, images, boxes=boxes)
+  np.testing.assert_allclose(out["pose2d"].numpy(), reference_2d, **POSE_TOLERANCE)
+  np.testing.assert_allclose(out["pose3d"].numpy(), reference_3d, **POSE_TOLERANCE)
+
+
 # --------------------------------------------------------------------------- safety at the boundary
 
 BAD_IMAGES = {
@@ -280,6 +329,8 @@ BAD_IMAGES = {
     "8000x8000 pixels exceed the limit of 40000000 pixels",
   ),
   "truncated_jpeg": (jpeg()[:400], "truncated"),
+  # Cut after the start of scan: the header walk passes, only the end-marker scan refuses it.
+  "jpeg_without_end_marker": (jpeg()[:-2], "truncated"),
   "truncated_png": (
     cv2.imencode(".png", np.full((40, 40, 3), 7, np.uint8))[1].tobytes()[:60],
     "truncated",

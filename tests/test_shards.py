@@ -1,5 +1,8 @@
-"""The converter's folder has one set of names, read and written through tf.io.gfile on both sides:
-shards converted under a URL (TF's in-memory ``ram://`` standing in for ``gs://``) train."""
+"""The converter's folder has one set of names, read through tf.io.gfile by training and validation:
+shards converted into a local folder and copied under a URL (TF's in-memory ``ram://`` standing in
+for ``gs://``) are listed, checked against their manifests and read there. The converter itself
+writes through Beam's FileSystems, which does not know ``ram://``; its writing to a URL is tested
+on ``gs://`` against a GCS emulator (tests/test_cloud_storage.py)."""
 
 import dataclasses
 import json
@@ -8,7 +11,7 @@ import subprocess
 import sys
 
 from conftest import convert_dataset as _convert
-from conftest import record_ends
+from conftest import record_ends, upload_tree
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -26,11 +29,13 @@ def url(request):
 
 def test_names_are_hand_checkable():
   assert shards.shard_name("h36m", "train", 2, 3) == "h36m-train.tfrecord-00002-of-00003"
+  # One folder per dataset under the root (TFDS reads a dataset from its own folder).
+  assert shards.dataset_dir("gs://b/x/", "h36m") == "gs://b/x/h36m"
   assert shards.shard_path("gs://b/x/", "h36m", "test", 0, 1) == (
-    "gs://b/x/h36m-test.tfrecord-00000-of-00001"
+    "gs://b/x/h36m/h36m-test.tfrecord-00000-of-00001"
   )
-  assert shards.manifest_path("gs://b/x", "lsp") == "gs://b/x/lsp.manifest.json"
-  assert shards.dead_letter_path("/d", "mpii") == "/d/mpii.dead_letter.jsonl"
+  assert shards.manifest_path("gs://b/x", "lsp") == "gs://b/x/lsp/lsp.manifest.json"
+  assert shards.dead_letter_path("/d", "mpii") == "/d/mpii/mpii.dead_letter.jsonl"
   # The converter writes through the same functions.
   assert sharding.shard_path is shards.shard_path and sharding.manifest_path is shards.manifest_path
   lsp_train = shards.shard_name_regex("lsp", "train")
@@ -44,12 +49,22 @@ def test_names_are_hand_checkable():
   assert not any_split.match("mpi_inf_3dhp.manifest.json")
 
 
-def test_converted_shards_under_a_url_are_readable_by_training(synthetic_tiny, url):
+def test_converted_shards_under_a_url_are_readable_by_training(synthetic_tiny, url, tmp_path):
   manifests = {
-    dataset: _convert(dataset, synthetic_tiny / dataset, url, "--num_shards=2")
+    dataset: _convert(dataset, synthetic_tiny / dataset, tmp_path, "--num_shards=2")
     for dataset in ("lsp", "lspet")
   }
-  assert sorted(tf.io.gfile.listdir(url)) == [
+  # The converter left the 14 files listed below and nothing else (no staging folder, no
+  # .incomplete shard); they are read back under the URL.
+  assert upload_tree(tmp_path, url) == 14
+  assert sorted(n.rstrip("/") for n in tf.io.gfile.listdir(url)) == ["lsp", "lspet"]
+  listed = tf.io.gfile.listdir(f"{url}/lsp") + tf.io.gfile.listdir(f"{url}/lspet")
+  listed.remove("et")  # ram:// matches prefixes: it lists the folder lspet/ under lsp/ as "et"
+  assert sorted(listed) == [
+    "dataset_info.json",  # TFDS's metadata, one pair per dataset folder
+    "dataset_info.json",
+    "features.json",
+    "features.json",
     "lsp-test.tfrecord-00000-of-00002",
     "lsp-test.tfrecord-00001-of-00002",
     "lsp-train.tfrecord-00000-of-00002",
@@ -67,8 +82,8 @@ def test_converted_shards_under_a_url_are_readable_by_training(synthetic_tiny, u
   assert shards.converted_datasets(f"{url}/absent") == []
   files = data.shard_files(url, "lsp", "train", check_digests=True)
   assert files == [
-    f"{url}/lsp-train.tfrecord-00000-of-00002",
-    f"{url}/lsp-train.tfrecord-00001-of-00002",
+    f"{url}/lsp/lsp-train.tfrecord-00000-of-00002",
+    f"{url}/lsp/lsp-train.tfrecord-00001-of-00002",
   ]
   config = DataConfig.tiny(url)
   prepared = list(
@@ -83,10 +98,13 @@ def test_converted_shards_under_a_url_are_readable_by_training(synthetic_tiny, u
   assert len(keys) == 4 + 8 and {k.split("/")[0] for k in keys} == {"lsp", "lspet"}
 
 
-def test_shards_that_differ_from_the_manifest_are_refused_under_a_url(synthetic_tiny, url):
-  _convert("lsp", synthetic_tiny / "lsp", url)
+def test_shards_that_differ_from_the_manifest_are_refused_under_a_url(
+  synthetic_tiny, url, tmp_path
+):
+  _convert("lsp", synthetic_tiny / "lsp", tmp_path)
+  upload_tree(tmp_path, url)
   [shard] = data.shard_files(url, "lsp", "test")
-  tf.io.gfile.copy(shard, f"{url}/lsp-test.tfrecord-00000-of-00002")
+  tf.io.gfile.copy(shard, f"{url}/lsp/lsp-test.tfrecord-00000-of-00002")
   with pytest.raises(FileNotFoundError, match=r"not listed \['lsp-test.tfrecord-00000-of-00002'\]"):
     data.shard_files(url, "lsp", "test")
   tf.io.gfile.remove(shard)
@@ -129,6 +147,21 @@ def test_a_manifest_of_another_version_is_refused_naming_it(url):
     data.load_manifest(url, "h36m")
 
 
+def test_a_conversion_in_the_flat_layout_is_named_as_such(url):
+  """Before one folder per dataset, shards and manifests lay directly in --data_dir."""
+  tf.io.gfile.makedirs(url)
+  _write(f"{url}/lsp.manifest.json", "{}")
+  with pytest.raises(
+    FileNotFoundError,
+    match=r"holds conversions in the old flat layout \(lsp.manifest.json directly in it; now "
+    r"<dataset>/ folders\); expected lsp/lsp.manifest.json",
+  ):
+    data.require_manifests(url, ["lsp"])
+  with pytest.raises(FileNotFoundError, match="lies directly in the folder, the layout before one"):
+    data.load_manifest(url, "lsp")
+  assert shards.converted_datasets(url) == []
+
+
 def test_bone_lengths_are_read_from_manifests_under_a_url(url):
   tf.io.gfile.makedirs(url)
   manifest = {
@@ -157,17 +190,21 @@ def _read_all(dataset):
     pass
 
 
-def _lsp_train(synthetic_tiny, url):
-  """The one train shard of the converted synthetic LSP (4 records) and its bytes."""
-  manifest = _convert("lsp", synthetic_tiny / "lsp", url)
+def _lsp_train(synthetic_tiny, url, local_dir):
+  """The one train shard of the synthetic LSP (4 records), converted into ``local_dir`` and copied
+  under ``url``: its URL and its bytes."""
+  manifest = _convert("lsp", synthetic_tiny / "lsp", local_dir)
+  upload_tree(local_dir, url)
   [train] = data.shard_files(url, "lsp", "train")
   blob = _read(train)
   assert len(record_ends(blob)) == manifest["splits"]["train"]["shards"][0]["records"] == 4
   return train, blob
 
 
-def test_a_shard_cut_at_a_record_boundary_fails_training_and_validation(synthetic_tiny, url):
-  train, blob = _lsp_train(synthetic_tiny, url)
+def test_a_shard_cut_at_a_record_boundary_fails_training_and_validation(
+  synthetic_tiny, url, tmp_path
+):
+  train, blob = _lsp_train(synthetic_tiny, url, tmp_path)
   _write_bytes(train, blob[: record_ends(blob)[2]])
   assert sum(1 for _ in tf.data.TFRecordDataset(train)) == 3  # TF reads 3 records, no error
   message = re.escape(
@@ -183,8 +220,8 @@ def test_a_shard_cut_at_a_record_boundary_fails_training_and_validation(syntheti
     )
 
 
-def test_a_flipped_byte_fails_naming_the_shard_and_the_record(synthetic_tiny, url):
-  train, blob = _lsp_train(synthetic_tiny, url)
+def test_a_flipped_byte_fails_naming_the_shard_and_the_record(synthetic_tiny, url, tmp_path):
+  train, blob = _lsp_train(synthetic_tiny, url, tmp_path)
   damaged = bytearray(blob)
   damaged[record_ends(blob)[0] + 12 + 40] ^= 0x01  # in record 1's payload: its CRC fails
   _write_bytes(train, bytes(damaged))
@@ -205,8 +242,10 @@ def test_a_flipped_byte_fails_naming_the_shard_and_the_record(synthetic_tiny, ur
     _read_all(shards.read_checked([train]))
 
 
-def test_a_shard_longer_than_its_manifest_fails_and_unlisted_files_are_refused(synthetic_tiny, url):
-  train, blob = _lsp_train(synthetic_tiny, url)
+def test_a_shard_longer_than_its_manifest_fails_and_unlisted_files_are_refused(
+  synthetic_tiny, url, tmp_path
+):
+  train, blob = _lsp_train(synthetic_tiny, url, tmp_path)
   _write_bytes(train, blob + blob[: record_ends(blob)[0]])  # record 0 once more
   with pytest.raises(
     tf.errors.InvalidArgumentError, match=re.escape(f"{train}: more than 4 records")
@@ -216,7 +255,9 @@ def test_a_shard_longer_than_its_manifest_fails_and_unlisted_files_are_refused(s
   with pytest.raises(ValueError, match="not a shard name"):
     shards.listed_records([f"{url}/lsp.manifest.json"])
   with pytest.raises(ValueError, match="lsp-val.tfrecord-00000-of-00001: not listed in"):
-    shards.listed_records([f"{url}/lsp-val.tfrecord-00000-of-00001"])
+    shards.listed_records([f"{url}/lsp/lsp-val.tfrecord-00000-of-00001"])
+  with pytest.raises(ValueError, match="lsp-train.tfrecord-00000-of-00001: not in a folder lsp/"):
+    shards.listed_records([f"{url}/lsp-train.tfrecord-00000-of-00001"])  # the flat layout
 
 
 def test_verify_shards_is_a_training_flag_off_by_default():

@@ -37,7 +37,8 @@ def _loop(
   jit_compile=False,
 ):
   keras.utils.set_random_seed(0)
-  config = DataConfig(data_dir=str(folder), batch_size=8, shuffle_buffer=32)
+  # Augmentation in the step (the default with an accelerator): Trainer.finish is exercised.
+  config = DataConfig(data_dir=str(folder), batch_size=8, shuffle_buffer=32, augment_in_step=True)
   dataset = data.training_dataset(
     config, "full", input_size=size, heatmap_size=ModelConfig.tiny(size).heatmap_size
   )
@@ -124,7 +125,10 @@ def test_xla_is_a_setting_of_the_loop(converted_tiny, tmp_path):
   folder, _ = converted_tiny
   loops = {xla: _loop(folder, tmp_path / f"xla{xla}", 1, jit_compile=xla) for xla in (False, True)}
   assert loops[True]._compiled_step._jit_compile and not loops[False]._compiled_step._jit_compile
-  batch = next(loops[False].iterator)
+  staged = next(loops[False].iterator)
+  # The images finished beforehand: XLA rounds a few pixels of the in-step augmentation by a
+  # grey level otherwise (tests/test_augment.py), which moves the loss by about 2e-4.
+  batch = loops[False].trainer.finish(staged)
   before = [v.numpy() for v in loops[True].trainer.network.trainable_variables]
   for loop in loops.values():
     assert bool(loop.step(batch))
@@ -142,6 +146,7 @@ def test_xla_is_a_setting_of_the_loop(converted_tiny, tmp_path):
     for v, b in zip(loops[True].trainer.network.trainable_variables, before)
   ]
   assert np.mean(np.array(moved) > 0) > 0.9  # the compiled step updated the network
+  assert bool(loops[True].step(staged))  # augmentation inside the XLA-compiled step
   with pytest.raises(ValueError, match="LoopConfig"):
     loops[True].trainer.compile(optimizer=loops[True].trainer.optimizer, jit_compile=True)
 
@@ -227,6 +232,7 @@ def _train_command(folder, model_dir, steps, digests, *extra):
     "--deterministic",
     f"--batch_digest_file={digests}",
     "--image_summaries_every=0",
+    "--augment_in_step",  # the batches are staged; the step finishes them
     *extra,
   ]
 
@@ -324,9 +330,10 @@ def test_mirrored_over_two_cpus_equals_one_device(converted_tiny, tmp_path):
 
 @pytest.fixture(scope="module")
 def full_batch(converted_tiny):
-  """One global batch (8) of the full stage's stream at 64 px: every label the terms read."""
+  """One global batch (8) of the full stage's stream at 64 px: every label the terms read, and
+  the images (augmentation finished in the pipeline)."""
   folder, _ = converted_tiny
-  config = DataConfig(data_dir=str(folder), batch_size=8, shuffle_buffer=16)
+  config = DataConfig(data_dir=str(folder), batch_size=8, shuffle_buffer=16, augment_in_step=False)
   heatmap_size = ModelConfig.tiny(64).heatmap_size
   return next(iter(data.training_dataset(config, "full", input_size=64, heatmap_size=heatmap_size)))
 
@@ -555,19 +562,18 @@ def test_two_workers_under_multiworker_mirrored_end_with_identical_weights(
   assert int(chief["global_step/.ATTRIBUTES/VARIABLE_VALUE"]) == 6
 
 
-def _subset(folder, target, prefixes):
-  """A data folder holding only the converted files of some datasets (symbolic links)."""
+def _subset(folder, target, datasets):
+  """A data folder holding only the converted folders of some datasets (symbolic links)."""
   target.mkdir()
-  for path in folder.iterdir():
-    if path.name.startswith(prefixes):
-      (target / path.name).symlink_to(path)
+  for dataset in datasets:
+    (target / dataset).symlink_to(folder / dataset)
   return target
 
 
 def test_pretraining_reads_no_3d_dataset_and_a_missing_one_is_named(converted_tiny, tmp_path):
   folder, _ = converted_tiny
-  only_2d = _subset(folder, tmp_path / "only_2d", ("mpii", "lsp"))  # lsp* holds lspet too
-  config = DataConfig(data_dir=str(only_2d), batch_size=8, shuffle_buffer=16)
+  only_2d = _subset(folder, tmp_path / "only_2d", ("mpii", "lsp", "lspet"))
+  config = DataConfig(data_dir=str(only_2d), batch_size=8, shuffle_buffer=16, augment_in_step=False)
   heatmap_size = ModelConfig.tiny(64).heatmap_size
   batch = next(
     iter(data.training_dataset(config, "pretrain2d", input_size=64, heatmap_size=heatmap_size))
@@ -589,7 +595,7 @@ def test_datasets_3d_h36m_trains_on_h36m_alone(converted_tiny, tmp_path):
   """configs/full_h36m_only.cfg's setting: a folder without MPI-INF-3DHP trains with
   --datasets_3d=h36m, and without the flag refuses in one line naming what is missing."""
   folder, _ = converted_tiny
-  no_3dhp = _subset(folder, tmp_path / "no_3dhp", ("mpii", "lsp", "h36m"))
+  no_3dhp = _subset(folder, tmp_path / "no_3dhp", ("mpii", "lsp", "lspet", "h36m"))
 
   def command(name, *extra):
     return [
@@ -622,7 +628,7 @@ def test_datasets_3d_h36m_trains_on_h36m_alone(converted_tiny, tmp_path):
   assert runs[1].returncode == 1
   assert refused_err.strip().splitlines() == [
     f"error: --data_dir {no_3dhp} has no conversion of mpi_inf_3dhp; expected "
-    "mpi_inf_3dhp.manifest.json (the converter's --output_dir: python -m "
+    "mpi_inf_3dhp/mpi_inf_3dhp.manifest.json (the converter's --output_dir: python -m "
     "beam_preprocess.convert --dataset=NAME --output_dir=DATA_DIR)"
   ]
   assert not (tmp_path / "default").exists()  # a refused run leaves no run folder

@@ -30,7 +30,7 @@ import time
 
 import tensorflow as tf
 
-from wild3d_tf import config
+from wild3d_tf import config, storage
 
 CHECKPOINT_NAME = "ckpt"  # the prefix of the Loop's CheckpointManager: ckpt-<step>.index, ...
 STATE_FILE = "checkpoint"  # tf.train.CheckpointManager's state file
@@ -94,7 +94,9 @@ def incomplete_reason(prefix: str) -> str | None:
   if missing:
     return f"{prefix}.data-{missing[0]:05d}-of-{total:05d} is missing ({len(missing)} of {total})"
   try:
-    tf.train.load_checkpoint(prefix)  # reads the index (a truncated one fails here)
+    # Reads the index (a truncated one fails here). Not tf.train.load_checkpoint: it takes a
+    # prefix that tf.io.gfile.isdir calls a folder for one (ram:// matches by prefix) as one.
+    tf.compat.v1.train.NewCheckpointReader(prefix)
   except (tf.errors.OpError, ValueError) as error:
     return f"{index} is unreadable: {_first_line(error)}"
   return None
@@ -290,9 +292,11 @@ class ModelDirLock:
 
   Where the filesystem supports ``fcntl.flock``, the kernel lock is the truth: it goes with
   the process, so a killed run never leaves the model_dir locked (its file, still holding
-  its pid, is taken over with a warning). Elsewhere (flock refused with ENOLCK and the like)
-  the file alone is the lock: one whose pid is dead on this host is taken over with a
-  warning; one of a live pid, or of another host, refuses.
+  its pid, is taken over with a warning). Elsewhere (flock refused with ENOLCK and the like,
+  and a model_dir that is a URL: gs://, through tf.io.gfile) the file alone is the lock: one
+  whose pid is dead on this host is taken over with a warning; one of a live pid, or of
+  another host, refuses. (An object store has no exclusive create: two runs started in the
+  same instant could both pass; the lock is there for the usual mistake, a second command.)
 
   ``acquire`` raises ModelDirInUse naming the model_dir, the lock file and its holder.
   Use as a context manager, or call ``acquire`` and ``release``; ``name`` lets tasks of one
@@ -328,6 +332,9 @@ class ModelDirLock:
     )
 
   def acquire(self) -> ModelDirLock:
+    if not storage.is_local(self.path):
+      tf.io.gfile.makedirs(self.model_dir)
+      return self._acquire_without_flock()
     os.makedirs(self.model_dir, exist_ok=True)
     while True:
       fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
@@ -364,13 +371,25 @@ class ModelDirLock:
     self._fd = fd
     return self
 
-  def _acquire_without_flock(self) -> ModelDirLock:
-    record = self._new_record()
+  def _create(self, record: str) -> bool:
+    """Writes ``record`` as the lock file unless one exists; whether it did."""
+    if not storage.is_local(self.path):
+      if tf.io.gfile.exists(self.path):
+        return False
+      storage.write_text(self.path, record)
+      return True
     try:
       fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
     except FileExistsError:
-      with open(self.path, encoding="utf-8", errors="replace") as f:
-        text = f.read()
+      return False
+    os.write(fd, record.encode())
+    os.close(fd)
+    return True
+
+  def _acquire_without_flock(self) -> ModelDirLock:
+    record = self._new_record()
+    if not self._create(record):
+      text = storage.read_bytes(self.path).decode("utf-8", "replace")
       try:
         holder = json.loads(text)
         stale = holder["host"] == socket.gethostname() and not _process_alive(int(holder["pid"]))
@@ -381,13 +400,7 @@ class ModelDirLock:
       logging.warning(
         "taking over %s left by %s: that process is gone", self.path, self._describe(text)
       )
-      temporary = f"{self.path}.{os.getpid()}"
-      with open(temporary, "w") as f:
-        f.write(record)
-      os.replace(temporary, self.path)
-    else:
-      os.write(fd, record.encode())
-      os.close(fd)
+      storage.write_text(self.path, record)  # a temporary name, renamed over the old file
     self._record = record
     return self
 
@@ -396,11 +409,10 @@ class ModelDirLock:
     if self._record is None:
       return
     try:
-      with open(self.path, encoding="utf-8", errors="replace") as f:
-        ours = f.read() == self._record
+      ours = storage.read_bytes(self.path).decode("utf-8", "replace") == self._record
       if ours:
-        os.remove(self.path)  # while still locked: a newcomer then creates a fresh file
-    except FileNotFoundError:
+        tf.io.gfile.remove(self.path)  # while still locked: a newcomer then creates a fresh file
+    except (FileNotFoundError, tf.errors.NotFoundError):
       pass
     if self._fd is not None:
       os.close(self._fd)  # closing the descriptor drops the flock

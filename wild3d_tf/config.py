@@ -17,6 +17,7 @@ import typing
 
 import tensorflow as tf
 
+from wild3d_tf import storage
 from wild3d_tf.losses import LossWeights
 
 CONFIG_FILE = "config.json"  # in a training run's model_dir
@@ -120,6 +121,9 @@ BONE_LENGTH_TARGETS = ("random_subject", "mean_skeleton", "ratios")
 # How stage full feeds 3D and 2D-only data: whole batches of one kind alternating step by step
 # (the paper's design card), or one batch of each kind per step, one update on both.
 BATCH_COMPOSITIONS = ("across_steps", "within_step")
+# Where training reads the converted datasets: the shards through the manifests (each shard's
+# record count checked as it is read), or TFDS over the same folders (``tfds_data``).
+INPUT_SOURCES = ("shards", "tfds")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -154,8 +158,13 @@ class DataConfig:
   # Check each shard's SHA-256 against its manifest before reading (a full read of every shard;
   # record counts are always checked, as the shards are read).
   verify_shard_digests: bool = False
+  input_source: str = "shards"  # one of INPUT_SOURCES
   bone_length_target: str = "random_subject"
   batch_composition: str = "across_steps"
+  # Where augmentation's image work runs: batched in the training step (True, data.finish_batch),
+  # per example in the tf.data pipeline (False, data.finish_example), or None: in the step when
+  # TensorFlow sees a GPU or TPU, else in the pipeline (data.augments_in_step).
+  augment_in_step: bool | None = None
 
   def __post_init__(self):
     for name, allowed in (("datasets_2d", DATASETS_2D_ALLOWED), ("datasets_3d", DATASETS_3D)):
@@ -181,6 +190,7 @@ class DataConfig:
     for name, allowed in (
       ("bone_length_target", BONE_LENGTH_TARGETS),
       ("batch_composition", BATCH_COMPOSITIONS),
+      ("input_source", INPUT_SOURCES),
     ):
       if getattr(self, name) not in allowed:
         raise ValueError(
@@ -321,15 +331,11 @@ class RunConfig:
 
   def save(self, model_dir: str) -> str:
     """Writes ``<model_dir>/config.json`` (any filesystem tf.io.gfile knows); returns its path."""
-    path = config_path(model_dir)
-    tf.io.gfile.makedirs(model_dir)
-    with tf.io.gfile.GFile(path, "w") as f:
-      f.write(self.to_json())
-    return path
+    return storage.write_text(config_path(model_dir), self.to_json())
 
 
 def config_path(model_dir: str) -> str:
-  return f"{str(model_dir).rstrip('/')}/{CONFIG_FILE}"
+  return storage.join(model_dir, CONFIG_FILE)
 
 
 def load(model_dir: str) -> RunConfig:

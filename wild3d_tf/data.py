@@ -11,6 +11,14 @@ correction, docs/datasets.md), then by the crop's in-plane rotation, then
 mirrored with the flip, and made root-relative. The crop (box, matrix, warp,
 mirror) is ``preprocess``'s, the one serving uses; the random draws are
 ``augment``'s; the prepared example's keys are declared in ``preprocess``.
+
+The work is split where it runs best: per example on the CPU, ``stage_example``
+parses, decodes and draws (the crop's matrix, flip, colour factors, which
+examples get a new background) and computes every label; per batch,
+``finish_batch`` does the image work (new backgrounds, colour jitter, the warp,
+the flip, heatmap targets) with plain TF ops that XLA compiles, inside the
+training step (``trainer.Trainer``), so an accelerator does it
+(``DataConfig.augment_in_step``; off, the pipeline runs it after batching).
 """
 
 from __future__ import annotations
@@ -18,7 +26,16 @@ from __future__ import annotations
 import numpy as np
 import tensorflow as tf
 
-from wild3d_tf import augment, geometry_tf, heatmaps, preprocess, schema, shards, skeletons
+from wild3d_tf import (
+  augment,
+  geometry_tf,
+  heatmaps,
+  preprocess,
+  schema,
+  shards,
+  skeletons,
+  tfds_data,
+)
 from wild3d_tf.config import DataConfig
 
 # --------------------------------------------------------------------------- shards
@@ -40,11 +57,17 @@ def require_manifests(data_dir: str, datasets) -> None:
   missing = [d for d in datasets if not shards.has_manifest(data_dir, d)]
   if not missing:
     return
-  names = ", ".join(shards.manifest_path(data_dir, d).rsplit("/", 1)[-1] for d in missing)
+  root = len(shards.join(data_dir, ""))  # names relative to the root: <dataset>/<manifest>
+  names = ", ".join(shards.manifest_path(data_dir, d)[root:] for d in missing)
   if not tf.io.gfile.isdir(data_dir):
     where = f"--data_dir {data_dir} does not exist"
-  elif not [n for n in tf.io.gfile.listdir(data_dir) if n.endswith(".manifest.json")]:
-    where = f"--data_dir {data_dir} holds no converted dataset at all (no *.manifest.json)"
+  elif shards.flat_manifests(data_dir):
+    where = (
+      f"--data_dir {data_dir} holds conversions in the old flat layout "
+      f"({', '.join(shards.flat_manifests(data_dir))} directly in it; now <dataset>/ folders)"
+    )
+  elif not shards.converted_datasets(data_dir):
+    where = f"--data_dir {data_dir} holds no converted dataset at all (no */*.manifest.json)"
   else:
     where = f"--data_dir {data_dir} has no conversion of {', '.join(missing)}"
   raise FileNotFoundError(
@@ -107,46 +130,77 @@ def reference_bone_lengths(bone_table, target: str, seed):
   return tf.constant(np.mean(np.asarray(bone_table, np.float64), axis=0), tf.float32), flag
 
 
-def prepare(
+# The keys ``stage_example`` adds to an example's labels for ``finish_batch``, which does the
+# image work of a whole batch inside the training step and removes them.
+STORED_IMAGE = "stored_image"  # (N, N, 3) uint8 the record's decoded crop, zero-padded to N
+STORED_SIZE = "stored_size"  # (2,) int32 the crop's (height, width) before the padding
+STORED_MASK = "stored_mask"  # (N, N, 1) uint8 its foreground mask where NEW_BACKGROUND, else 255
+NEW_BACKGROUND = "new_background"  # () bool replace the background (augment.replace_backgrounds)
+BACKGROUND_CELLS = "background_cells"  # (6, 6, 3) float32 its coarse grid (augment.texture_cells)
+BACKGROUND_KEYS = "background_keys"  # (2,) int64 its pixel noise's keys (augment.texture_noise)
+COLOUR = "colour"  # (3,) float32 augment.colour_parameters
+JITTER_COLOUR = "jitter_colour"  # () bool apply COLOUR
+INPUT_PX_FROM_STORED_PX = "input_px_from_stored_px"  # (3, 3) float64 the crop, before the flip
+STAGED_KEYS = (
+  STORED_IMAGE,
+  STORED_SIZE,
+  STORED_MASK,
+  NEW_BACKGROUND,
+  BACKGROUND_CELLS,
+  BACKGROUND_KEYS,
+  COLOUR,
+  JITTER_COLOUR,
+  INPUT_PX_FROM_STORED_PX,
+)
+
+
+def stage_example(
   record: dict,
   seed,
   config: DataConfig,
   training: bool,
   input_size: int,
-  heatmap_size: int | None,
   bone_table=None,
+  stored_side: int | None = None,
 ) -> dict:
-  """One parsed record (``schema.parse``) -> model input and targets (``preprocess``'s keys).
+  """The CPU's part of ``prepare``: decode, draw, and every label; no image work but decoding.
 
-  The crop is ``preprocess``'s square around the labelled 2D joints, jittered
-  and flipped by ``augment`` when ``training``. ``input_size`` S and
-  ``heatmap_size`` are the network's (``ModelConfig.input_size`` and
-  ``.heatmap_size``: the model owns both); a None ``heatmap_size`` leaves the
-  heatmap targets out (evaluation, lifting). Returns:
-  ``IMAGE`` (S, S, 3) uint8, ``HEATMAPS`` (heatmap_size, heatmap_size, 14),
-  ``JOINTS2D_INPUT_PX`` (14, 2), ``JOINTS2D_SUPERVISED`` and
-  ``JOINTS2D_VISIBLE`` (14,) (``joint_masks_2d``; heatmap targets are drawn
-  at the supervised joints), ``JOINTS3D_VIRTUAL_MM`` (17, 3) root-relative,
-  ``HAS_3D``, ``REFERENCE_BONE_LENGTHS_MM`` (16,) and
-  ``BONE_LENGTHS_SCALE_FREE`` (``reference_bone_lengths`` of ``bone_table``
-  and ``config.bone_length_target``), ``CAMERA_FROM_VIRTUAL`` (3, 3) (before
-  the flip), ``FLIPPED`` and ``INPUT_PX_FROM_IMAGE_PX`` (3, 3).
+  Takes ``prepare``'s arguments and returns its labels (all its keys but ``IMAGE`` and
+  ``HEATMAPS``) and ``STAGED_KEYS``: the decoded crop and mask, the crop's matrix, the colour
+  factors and the new background's coarse grid and noise keys, from which ``finish_batch``
+  makes the images and heatmaps of a whole batch (``finish_example``: of this one example).
+  ``stored_side`` pads the crop and mask with zeros to that square
+  side, so examples of crops stored at several sizes batch (None: as decoded); a crop larger
+  than it raises InvalidArgumentError naming the record and the side.
   """
   size = input_size
   seeds = tf.random.experimental.stateless_split(
     tf.stack([seed, tf.constant(config.seed, tf.int64)]), 5
   )
-  image = tf.cast(tf.io.decode_jpeg(record[schema.IMAGE_CROP_JPEG], channels=3), tf.float32)
+  image = tf.io.decode_jpeg(record[schema.IMAGE_CROP_JPEG], channels=3)
+  stored_size = tf.shape(image)[:2]
+  opaque = lambda: tf.fill([stored_size[0], stored_size[1], 1], tf.constant(255, tf.uint8))  # noqa: E731
   if training:
-
-    def replaced():
-      mask = tf.cast(tf.io.decode_png(record[schema.MASK_CROP_PNG], channels=1), tf.float32) / 255.0
-      return augment.replace_background(image, mask, seeds[0])
-
     use = (record[schema.HAS_MASK] > 0) & augment.coin(seeds[1], config.background_probability)
-    image = tf.cond(use, replaced, lambda: image)
-    if config.color:
-      image = augment.jitter_colour(image, seeds[2])
+    mask = tf.cond(use, lambda: tf.io.decode_png(record[schema.MASK_CROP_PNG], channels=1), opaque)
+  else:
+    use, mask = tf.constant(False), opaque()
+  if stored_side is not None:
+    with tf.control_dependencies(
+      [
+        tf.debugging.Assert(
+          tf.reduce_all(stored_size <= stored_side),
+          [
+            f"a stored crop is larger than the {stored_side} px side of the batch (the "
+            "manifests' crop_size); record and (height, width):",
+            record[schema.KEY],
+            stored_size,
+          ],
+        )
+      ]
+    ):
+      image = tf.image.pad_to_bounding_box(image, 0, 0, stored_side, stored_side)
+      mask = tf.image.pad_to_bounding_box(mask, 0, 0, stored_side, stored_side)
 
   labelled = record[schema.JOINTS2D_LABELLED] > 0
   square = preprocess.box_around_joints(record[schema.JOINTS2D_CROP_PX], labelled)
@@ -157,8 +211,6 @@ def prepare(
   else:
     angle, flip = tf.constant(0.0, tf.float64), tf.constant(False)
   matrix = preprocess.crop_matrix(square, size, angle)
-  image = preprocess.warp(image, matrix, size)
-  image = tf.cast(tf.where(flip, preprocess.mirror_image(image), image), tf.uint8)
 
   joints2d = geometry_tf.apply_affine(record[schema.JOINTS2D_CROP_PX], matrix)
   supervised, visible = joint_masks_2d(
@@ -198,8 +250,8 @@ def prepare(
   )
 
   reference, scale_free = reference_bone_lengths(bone_table, config.bone_length_target, seeds[4])
-  prepared = {
-    preprocess.IMAGE: image,
+  background = tf.random.experimental.stateless_split(seeds[0], 2)
+  return {
     preprocess.JOINTS2D_INPUT_PX: tf.cast(joints2d, tf.float32),
     preprocess.JOINTS2D_SUPERVISED: tf.cast(supervised, tf.float32),
     preprocess.JOINTS2D_VISIBLE: tf.cast(visible, tf.float32),
@@ -210,12 +262,134 @@ def prepare(
     preprocess.CAMERA_FROM_VIRTUAL: rotation,
     preprocess.FLIPPED: flip,
     preprocess.INPUT_PX_FROM_IMAGE_PX: input_from_image,
+    STORED_IMAGE: image,
+    STORED_SIZE: stored_size,
+    STORED_MASK: mask,
+    NEW_BACKGROUND: use,
+    BACKGROUND_CELLS: augment.texture_cells(background[0]),
+    BACKGROUND_KEYS: background[1],
+    COLOUR: augment.colour_parameters(seeds[2]),
+    JITTER_COLOUR: tf.constant(training and config.color),
+    INPUT_PX_FROM_STORED_PX: matrix,
   }
+
+
+def _with_heatmaps(prepared: dict, input_size: int, heatmap_size: int | None) -> dict:
   if heatmap_size is not None:
     prepared[preprocess.HEATMAPS] = heatmaps.encode(
-      tf.cast(joints2d, tf.float32), supervised, heatmap_size, stride=size // heatmap_size
+      prepared[preprocess.JOINTS2D_INPUT_PX],
+      prepared[preprocess.JOINTS2D_SUPERVISED],
+      heatmap_size,
+      stride=input_size // heatmap_size,
     )
   return prepared
+
+
+def finish_batch(batch: dict, input_size: int, heatmap_size: int | None) -> dict:
+  """A batch of ``stage_example``'s examples -> the batch of ``prepare``'s (the step's input).
+
+  The image work, on the whole batch: the new backgrounds (``augment.replace_backgrounds``)
+  and colour jitter (``augment.jitter_colours``) on the stored crops, the warp to the
+  ``input_size`` crop (``preprocess.warp_batch``), the flip, and the heatmap targets of
+  ``heatmap_size`` (None: none). Every example's result depends on its own values alone, so
+  a replica's slice of a batch gives that slice of the batch's result, up to float rounding
+  (in graph mode the warp's matrix products take other kernels at another batch size, which
+  moves a few values by one grey level). Plain TF ops that XLA
+  compiles: ``trainer.Trainer`` runs it inside the training step, on the accelerator when
+  there is one. ``STAGED_KEYS`` are removed; ``IMAGE`` (B, S, S, 3) uint8 and ``HEATMAPS``
+  are added.
+  """
+  images = tf.cast(batch[STORED_IMAGE], tf.float32)
+  masks = tf.cast(batch[STORED_MASK], tf.float32) / 255.0
+  images = augment.replace_backgrounds(
+    images, masks, batch[BACKGROUND_CELLS], batch[BACKGROUND_KEYS], batch[NEW_BACKGROUND]
+  )
+  jitter = batch[JITTER_COLOUR]
+  images = tf.cond(
+    tf.reduce_any(jitter),
+    lambda: tf.where(
+      jitter[:, None, None, None], augment.jitter_colours(images, batch[COLOUR]), images
+    ),
+    lambda: images,
+  )
+  images = preprocess.warp_batch(
+    images, batch[INPUT_PX_FROM_STORED_PX], input_size, batch[STORED_SIZE]
+  )
+  flip = batch[preprocess.FLIPPED][:, None, None, None]
+  prepared = {k: v for k, v in batch.items() if k not in STAGED_KEYS}
+  prepared[preprocess.IMAGE] = tf.cast(
+    tf.where(flip, preprocess.mirror_image(images), images), tf.uint8
+  )
+  return _with_heatmaps(prepared, input_size, heatmap_size)
+
+
+def prepare(
+  record: dict,
+  seed,
+  config: DataConfig,
+  training: bool,
+  input_size: int,
+  heatmap_size: int | None,
+  bone_table=None,
+) -> dict:
+  """One parsed record (``schema.parse``) -> model input and targets (``preprocess``'s keys).
+
+  The crop is ``preprocess``'s square around the labelled 2D joints, jittered
+  and flipped by ``augment`` when ``training``. ``input_size`` S and
+  ``heatmap_size`` are the network's (``ModelConfig.input_size`` and
+  ``.heatmap_size``: the model owns both); a None ``heatmap_size`` leaves the
+  heatmap targets out (evaluation, lifting). Returns:
+  ``IMAGE`` (S, S, 3) uint8, ``HEATMAPS`` (heatmap_size, heatmap_size, 14),
+  ``JOINTS2D_INPUT_PX`` (14, 2), ``JOINTS2D_SUPERVISED`` and
+  ``JOINTS2D_VISIBLE`` (14,) (``joint_masks_2d``; heatmap targets are drawn
+  at the supervised joints), ``JOINTS3D_VIRTUAL_MM`` (17, 3) root-relative,
+  ``HAS_3D``, ``REFERENCE_BONE_LENGTHS_MM`` (16,) and
+  ``BONE_LENGTHS_SCALE_FREE`` (``reference_bone_lengths`` of ``bone_table``
+  and ``config.bone_length_target``), ``CAMERA_FROM_VIRTUAL`` (3, 3) (before
+  the flip), ``FLIPPED`` and ``INPUT_PX_FROM_IMAGE_PX`` (3, 3).
+
+  ``stage_example`` then ``finish_example``: the CPU's per-example path (evaluation, and
+  training with ``DataConfig.augment_in_step`` off); without ``training``, serving's crop
+  (``preprocess.warp``) bit for bit.
+  """
+  staged = stage_example(record, seed, config, training, input_size, bone_table)
+  return finish_example(staged, input_size, heatmap_size)
+
+
+def finish_example(staged: dict, input_size: int, heatmap_size: int | None) -> dict:
+  """``finish_batch`` for one of ``stage_example``'s examples, in the ops that are fastest on a
+  CPU (TF's fused colour kernels, serving's ``preprocess.warp``): the input pipeline's path.
+
+  The same transforms with the same draws as ``finish_batch``'s; the results agree but for
+  float rounding (tests/test_augment.py pins them together: a value may move by one grey
+  level). ``finish_batch`` is written for a whole batch on an accelerator and for XLA; on a CPU
+  this per-example path costs a fraction of it.
+  """
+  image = tf.cast(staged[STORED_IMAGE], tf.float32)
+  if staged[STORED_IMAGE].shape[0] is not None:  # zero-padded: the crop's own pixels
+    image = image[: staged[STORED_SIZE][0], : staged[STORED_SIZE][1]]
+
+  def replaced():
+    size = tf.shape(image)
+    mask = tf.cast(staged[STORED_MASK][: size[0], : size[1]], tf.float32) / 255.0
+    texture = augment.background_textures(
+      staged[BACKGROUND_CELLS][None], staged[BACKGROUND_KEYS][None], size[0], size[1]
+    )[0]
+    return image * mask + texture * (1.0 - mask)
+
+  image = tf.cond(staged[NEW_BACKGROUND], replaced, lambda: image)
+
+  def jittered():
+    shift, contrast, saturation = tf.unstack(staged[COLOUR])
+    out = tf.image.adjust_contrast(tf.image.adjust_brightness(image, shift), contrast)
+    return tf.clip_by_value(tf.image.adjust_saturation(out, saturation), 0.0, 255.0)
+
+  image = tf.cond(staged[JITTER_COLOUR], jittered, lambda: image)
+  image = preprocess.warp(image, staged[INPUT_PX_FROM_STORED_PX], input_size)
+  image = tf.cond(staged[preprocess.FLIPPED], lambda: preprocess.mirror_image(image), lambda: image)
+  prepared = {k: v for k, v in staged.items() if k not in STAGED_KEYS}
+  prepared[preprocess.IMAGE] = tf.cast(image, tf.uint8)
+  return _with_heatmaps(prepared, input_size, heatmap_size)
 
 
 # --------------------------------------------------------------------------- streams
@@ -233,7 +407,7 @@ def _prepared(
   ds = tf.data.Dataset.zip((serialized, tf.data.Dataset.random(seed=seed)))
   return ds.map(
     lambda record, s: prepare(
-      schema.parse(record), s, config, training, input_size, heatmap_size, bone_table
+      parsed(record), s, config, training, input_size, heatmap_size, bone_table
     ),
     num_parallel_calls=tf.data.AUTOTUNE,
     deterministic=True,
@@ -302,8 +476,16 @@ def mixed_examples(
   return _prepared(records, config, True, seed, bone_table, input_size, heatmap_size)
 
 
+def parsed(record) -> dict:
+  """``schema.parse`` of a serialized record; a record TFDS read is a dict of the same keys and
+  values already (``tfds_data.training_records``)."""
+  return record if isinstance(record, dict) else schema.parse(record)
+
+
 def mixed_records(config: DataConfig, datasets, seed: int) -> tf.data.Dataset:
-  """Endless serialized training records of several converted datasets, mixed throughout.
+  """Endless training records of several converted datasets, mixed throughout: serialized,
+  or with ``config.input_source`` "tfds" as TFDS reads them (``schema.parse``'s dicts, the
+  crop still its JPEG: ``tfds_data.training_records``); ``parsed`` takes either.
 
   Each dataset is its own shuffled stream and the streams are sampled in
   proportion to their training records, so any stretch of the stream holds
@@ -318,6 +500,7 @@ def mixed_records(config: DataConfig, datasets, seed: int) -> tf.data.Dataset:
   if not datasets:
     raise ValueError("no datasets to read")
   require_manifests(config.data_dir, datasets)
+  # Checked against the manifests whichever source reads them (TFDS lists the same shards).
   files = {
     d: shard_files(config.data_dir, d, "train", check_digests=config.verify_shard_digests)
     for d in datasets
@@ -329,8 +512,10 @@ def mixed_records(config: DataConfig, datasets, seed: int) -> tf.data.Dataset:
       "(their manifests list no train split)"
     )
   streams = [
-    _records(paths, True, seed + index, config.shuffle_buffer)
-    for index, paths in enumerate(files.values())
+    tfds_data.training_records(config.data_dir, dataset, seed + index, config.shuffle_buffer)
+    if config.input_source == "tfds"
+    else _records(paths, True, seed + index, config.shuffle_buffer)
+    for index, (dataset, paths) in enumerate(files.items())
   ]
   counts = [
     load_manifest(config.data_dir, dataset)["splits"]["train"]["records"] for dataset in files
@@ -376,6 +561,12 @@ def training_dataset(
   every batch. ``input_size`` and ``heatmap_size`` are the network's
   (``ModelConfig``): the sides of the crops and heatmap targets.
 
+  Where augmentation runs is ``augments_in_step(config)``'s: in the training step, the batches
+  are ``stage_example``'s (decoded crops, labels and the per-example draws), the image work
+  left to ``finish_batch`` (``trainer.Trainer`` does it; call it yourself to look at the
+  images); in the pipeline, every example is finished here (``finish_example``). The same
+  batches result but for float rounding (a grey level here and there).
+
   Only the datasets the stage reads must be converted: pre-training needs no
   3D dataset. With 3D data, samples carry reference bone lengths of the 3D
   datasets' training subjects (the ``bone_2d`` loss of samples without 3D
@@ -386,25 +577,28 @@ def training_dataset(
   require_manifests(config.data_dir, stage_datasets(config, stage))
   batch = config.batch_size
   bones = None if stage == "pretrain2d" else bone_length_table(config.data_dir, config.datasets_3d)
+  in_step = augments_in_step(config)
+  # Staged crops are padded to one side so that they batch; the pipeline's own warp needs not.
+  stored_side = (
+    stored_crop_side(config.data_dir, stage_datasets(config, stage)) if in_step else None
+  )
+
+  def example(record, seed):
+    staged = stage_example(parsed(record), seed, config, True, input_size, bones, stored_side)
+    return staged if in_step else finish_example(staged, input_size, heatmap_size)
+
+  def stream(datasets, seed):
+    records = mixed_records(config, datasets, seed)
+    examples = tf.data.Dataset.zip((records, tf.data.Dataset.random(seed=seed))).map(
+      example, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True
+    )
+    return examples.batch(batch, drop_remainder=True)
+
   if stage != "full3d":
-    stream_2d = mixed_examples(
-      config,
-      config.datasets_2d,
-      config.seed,
-      bones,
-      input_size=input_size,
-      heatmap_size=heatmap_size,
-    ).batch(batch, drop_remainder=True)
+    stream_2d = stream(config.datasets_2d, config.seed)
   if stage == "pretrain2d":
     return stream_2d.prefetch(tf.data.AUTOTUNE)
-  stream_3d = mixed_examples(
-    config,
-    config.datasets_3d,
-    config.seed + 1,
-    bones,
-    input_size=input_size,
-    heatmap_size=heatmap_size,
-  ).batch(batch, drop_remainder=True)
+  stream_3d = stream(config.datasets_3d, config.seed + 1)
   if stage == "full3d":
     return stream_3d.prefetch(tf.data.AUTOTUNE)
   if config.batch_composition == "within_step":
@@ -415,6 +609,31 @@ def training_dataset(
   return tf.data.Dataset.choose_from_datasets([stream_3d, stream_2d], choice).prefetch(
     tf.data.AUTOTUNE
   )
+
+
+def augments_in_step(config: DataConfig) -> bool:
+  """Whether augmentation's image work runs in the training step: ``config.augment_in_step``,
+  or where that is None (the default), whether TensorFlow sees an accelerator (a GPU or TPU).
+  On a CPU alone, the pipeline's parallel per-example path (``finish_example``) is the faster
+  one and overlaps the step (docs/benchmarks.md, "Augmentation inside the training step")."""
+  if config.augment_in_step is not None:
+    return config.augment_in_step
+  return bool(tf.config.list_logical_devices("GPU") or tf.config.list_logical_devices("TPU"))
+
+
+def stored_crop_side(data_dir: str, datasets) -> int:
+  """The largest side (pixels) of the crops the converter stored for ``datasets``: their
+  manifests' ``options.crop_size`` (beam_preprocess.convert --crop_size). ValueError names a
+  manifest without it (a conversion older than the option)."""
+  sides = []
+  for dataset in datasets:
+    side = load_manifest(data_dir, dataset).get("options", {}).get("crop_size")
+    if side is None:
+      raise ValueError(
+        f"the {dataset} manifest in {data_dir} has no options.crop_size; convert it again"
+      )
+    sides.append(int(side))
+  return max(sides)
 
 
 def interleave_samples(first: dict, second: dict) -> dict:

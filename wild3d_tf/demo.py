@@ -3,7 +3,7 @@
 1. ``python -m wild3d_tf.synthetic``: the ``tiny`` preset in the native layouts of
    H3.6M, MPI-INF-3DHP (train and test), MPII, LSP and LSPET, with contact sheets.
 2. ``python -m beam_preprocess.convert`` for each dataset: sharded TFRecords,
-   dead letters and manifests in one folder.
+   dead letters, manifests and TFDS metadata, one folder per dataset under one root.
 3. ``python -m wild3d_tf.train --flagfile configs/tiny_pretrain2d.cfg``: 2D pre-training.
 4. ``python -m wild3d_tf.train --flagfile configs/tiny_full.cfg``: the full model,
    3D and 2D-only batches alternating, from the pre-trained weights.
@@ -41,7 +41,7 @@ from absl import flags, logging
 import h5py
 import numpy as np
 
-from wild3d_tf import cameras, export, geometry, metrics, preprocess, skeletons, visualize
+from wild3d_tf import cameras, export, geometry, metrics, preprocess, skeletons, storage, visualize
 from wild3d_tf.synthetic import bvh, generate, scene
 
 _OUTPUT_DIR = flags.DEFINE_string("output_dir", "demo_output", "Where the report and pictures go.")
@@ -109,8 +109,7 @@ def run(bvh_path: str, output_dir: str, seed: int = 0, stride: int = 12) -> dict
       prediction_virtual, gt_rel
     ),
   }
-  os.makedirs(output_dir, exist_ok=True)
-  lines = [
+  lines = [  # written through tf.io.gfile (storage): output_dir may be a URL
     f"# wild3d demo: geometry and metrics on {os.path.basename(bvh_path)}",
     "",
     f"{len(world)} poses of real CMU motion, camera {camera.name} intrinsics with distortion, "
@@ -121,16 +120,17 @@ def run(bvh_path: str, output_dir: str, seed: int = 0, stride: int = 12) -> dict
   ]
   for name, report in reports.items():
     lines += [f"## {name}", "", report.to_markdown()]
-  pathlib.Path(output_dir, "report.md").write_text("\n".join(lines))
+  storage.write_text(storage.join(output_dir, "report.md"), "\n".join(lines))
   results = {name: report.to_json() for name, report in reports.items()}
-  pathlib.Path(output_dir, "results.json").write_text(json.dumps(results, indent=2))
+  storage.write_text(storage.join(output_dir, "results.json"), json.dumps(results, indent=2))
 
   curves = {name: metrics.pck_curve(r.errors["unscaled"]) for name, r in reports.items()}
   curves["procrustes (either)"] = metrics.pck_curve(
     reports["with perspective correction"].errors["procrustes"]
   )
-  pathlib.Path(output_dir, "pck_curves.png").write_bytes(
-    visualize.figure_to_png(visualize.pck_curve_figure(curves))
+  storage.write_bytes(
+    storage.join(output_dir, "pck_curves.png"),
+    visualize.figure_to_png(visualize.pck_curve_figure(curves)),
   )
 
   frame = int(np.argmax(np.abs(rays[:, 0])))
@@ -147,7 +147,7 @@ def run(bvh_path: str, output_dir: str, seed: int = 0, stride: int = 12) -> dict
   visualize.plot_pose_3d(ax3d, gt_rel[frame], label="ground truth")
   visualize.plot_pose_3d(ax3d, corrected[frame], style="--", label="simulated prediction")
   ax3d.legend(loc="upper left")
-  pathlib.Path(output_dir, "skeleton.png").write_bytes(visualize.figure_to_png(fig))
+  storage.write_bytes(storage.join(output_dir, "skeleton.png"), visualize.figure_to_png(fig))
   return results
 
 
@@ -238,7 +238,7 @@ def main(argv):
       f"--output_dir={evaluation}",
     ],
   )
-  version = export.next_version(exported / "wild3d")
+  version = export.next_version(str(exported / "wild3d"))
   _stage(
     "6/8 export for TF Serving",
     [
@@ -283,7 +283,7 @@ def main(argv):
   print(
     f"\nArtefacts under {out}:\n"
     f"  data/                 synthetic native datasets; synthetic_*.png contact sheets\n"
-    f"  tfrecords/            shards, manifests, dead letters\n"
+    f"  tfrecords/<dataset>/  shards, manifest, dead letters, TFDS metadata\n"
     f"  runs/pretrain2d, runs/full   checkpoints and TensorBoard logs "
     f"(tensorboard --logdir {runs})\n"
     f"  evaluation/           results.md, results.json, pck_curve.png (synthetic 3DHP test set)\n"

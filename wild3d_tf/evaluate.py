@@ -43,7 +43,6 @@ from wild3d_tf import cli  # first: quiets TensorFlow's start-up before it is im
 # isort: split
 
 import json
-import pathlib
 
 from absl import app, flags
 import numpy as np
@@ -59,6 +58,7 @@ from wild3d_tf import (
   preprocess,
   schema,
   shards,
+  storage,
   visualize,
 )
 from wild3d_tf.config import DataConfig
@@ -240,8 +240,7 @@ def report_for(
 
 
 def write_outputs(report: metrics.Report, arrays: dict, output_dir: str, header: dict) -> dict:
-  out = pathlib.Path(output_dir)
-  out.mkdir(parents=True, exist_ok=True)
+  # Any filesystem tf.io.gfile knows (--output_dir may be gs://).
   read, frames = len(arrays["pred"]), len(scored(arrays)["pred"])
   results = {
     **header,
@@ -250,7 +249,9 @@ def write_outputs(report: metrics.Report, arrays: dict, output_dir: str, header:
     "frames_skipped_invalid": read - frames,  # frame/valid 0: outside the protocol
     **report.to_json(),
   }
-  (out / "results.json").write_text(json.dumps(results, indent=1, sort_keys=True))
+  storage.write_text(
+    storage.join(output_dir, "results.json"), json.dumps(results, indent=1, sort_keys=True)
+  )
   lines = [
     f"# {header['dataset']}: {frames} poses scored ({read - frames} invalid frames skipped)",
     "",
@@ -263,7 +264,7 @@ def write_outputs(report: metrics.Report, arrays: dict, output_dir: str, header:
     "",
     report.to_markdown(),
   ]
-  (out / "results.md").write_text("\n".join(lines))
+  storage.write_text(storage.join(output_dir, "results.md"), "\n".join(lines))
   pck_columns = [report.joint_names.index(j) for j in report.pck_joints]
   curves = {
     f"{name} (unscaled)": metrics.pck_curve(report.errors["unscaled"][mask][:, pck_columns])
@@ -273,8 +274,8 @@ def write_outputs(report: metrics.Report, arrays: dict, output_dir: str, header:
   curves["All (Procrustes)"] = metrics.pck_curve(report.errors["procrustes"][:, pck_columns])
   fig = visualize.pck_curve_figure(curves)
   fig.axes[0].set_title(f"{header['dataset']}: 3D PCK curve")
-  (out / "pck_curve.png").write_bytes(visualize.figure_to_png(fig))
-  np.savez_compressed(out / "predictions.npz", **arrays)
+  storage.write_bytes(storage.join(output_dir, "pck_curve.png"), visualize.figure_to_png(fig))
+  storage.save_npz(storage.join(output_dir, "predictions.npz"), **arrays)
   return results
 
 

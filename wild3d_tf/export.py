@@ -27,7 +27,6 @@ from wild3d_tf import cli  # first: quiets TensorFlow's start-up before it is im
 import json
 import os
 import pathlib
-import shutil
 
 from absl import flags
 import numpy as np
@@ -41,6 +40,7 @@ from wild3d_tf import (
   preprocess,
   serving_module,
   skeletons,
+  storage,
 )
 
 FLAGS = flags.FLAGS
@@ -147,18 +147,24 @@ def check_limits(limits: image_guard.Limits, input_size: int | None = None) -> N
     )
 
 
-def serve_command(model_base: pathlib.Path, model_name: str, limits: image_guard.Limits) -> str:
+def serve_command(model_base: str, model_name: str, limits: image_guard.Limits) -> str:
   """The ``docker run`` line that serves ``model_base`` (the folder of numbered versions) with
-  the pinned image, published on loopback only, the gRPC message cap sized by ``limits``."""
+  the pinned image, published on loopback only, the gRPC message cap sized by ``limits``. A
+  local folder is mounted; a URL (gs://) is TF Serving's --model_base_path."""
+  if storage.is_local(model_base):
+    source = f"-v {pathlib.Path(model_base).resolve()}:/models/{model_name} "
+  else:
+    source = f"-e MODEL_BASE_PATH={storage.parent(model_base)} "
   return (
     f"docker run --rm -p 127.0.0.1:8500:8500 -p 127.0.0.1:8501:8501 "
-    f"-v {model_base.resolve()}:/models/{model_name} -e MODEL_NAME={model_name} {SERVING_IMAGE} "
+    f"{source}-e MODEL_NAME={model_name} {SERVING_IMAGE} "
     f"--grpc_channel_arguments=grpc.max_receive_message_length={grpc_request_bytes(limits)}"
   )
 
 
-def next_version(model_base: pathlib.Path) -> int:
-  versions = [int(p.name) for p in model_base.glob("*") if p.is_dir() and p.name.isdigit()]
+def next_version(model_base: str) -> int:
+  names = tf.io.gfile.listdir(model_base) if tf.io.gfile.isdir(model_base) else []
+  versions = [int(n.rstrip("/")) for n in names if n.rstrip("/").isdigit()]
   return max(versions, default=0) + 1
 
 
@@ -204,8 +210,9 @@ def export_saved_model(
   limits: image_guard.Limits = image_guard.DEFAULT_LIMITS,
   source: str = "",
   xla: bool = False,
-) -> pathlib.Path:
-  """Writes ``export_dir/model_name/version`` and returns its path.
+) -> str:
+  """Writes ``export_dir/model_name/version`` and returns its path (``export_dir`` may be a
+  URL: gs://, ram://).
 
   Raises ExportOptionError naming the flag for a version TF Serving would ignore
   (``check_version``), limits that refuse every request (``check_limits``) or a version
@@ -213,23 +220,25 @@ def export_saved_model(
   """
   check_version(version)
   check_limits(limits)
-  base = pathlib.Path(export_dir) / model_name
-  base.mkdir(parents=True, exist_ok=True)
+  base = storage.join(export_dir, model_name)
+  tf.io.gfile.makedirs(base)
   version = version if version is not None else next_version(base)
-  final = base / str(version)
-  if final.exists():
+  final = storage.join(base, str(version))
+  if tf.io.gfile.exists(final):
     raise ExportOptionError(f"--version={version}: {final} exists; pass another or remove it")
-  staging = base / f".staging-{version}-{os.getpid()}"
-  shutil.rmtree(staging, ignore_errors=True)
+  staging = storage.join(base, f".staging-{version}-{os.getpid()}")
+  if tf.io.gfile.exists(staging):
+    tf.io.gfile.rmtree(staging)
   module = serving_module.ServingModule(network, flip, limits, xla)
   check_limits(limits, module.input_size)
-  tf.saved_model.save(module, str(staging), signatures=module.signatures())
-  extra = staging / "assets.extra"
-  extra.mkdir()
-  with tf.io.TFRecordWriter(str(extra / WARMUP_FILE)) as writer:
+  tf.saved_model.save(module, staging, signatures=module.signatures())
+  extra = storage.join(staging, "assets.extra")
+  tf.io.gfile.makedirs(extra)
+  with tf.io.TFRecordWriter(storage.join(extra, WARMUP_FILE)) as writer:
     for log in _warmup_requests(model_name, module.input_size):
       writer.write(log.SerializeToString())
-  (extra / "wild3d.json").write_text(
+  storage.write_text(
+    storage.join(extra, "wild3d.json"),
     json.dumps(
       {
         "source": source,
@@ -251,9 +260,10 @@ def export_saved_model(
         },
       },
       indent=1,
-    )
+    ),
   )
-  os.rename(staging, final)
+  # TF Serving loads a version once its saved_model.pb is there: that file goes last.
+  storage.move_tree(staging, final, last=("saved_model.pb",))
   return final
 
 
@@ -279,7 +289,7 @@ def main(argv):
     xla=FLAGS.xla,
   )
   print(f"exported {path} (signatures serving_default, serve_images_only, serve_crops)")
-  command = serve_command(path.parent, FLAGS.model_name, limits)
+  command = serve_command(storage.parent(path), FLAGS.model_name, limits)
   print(f"serve it (on loopback; see serving/README.md): {command}")
 
 

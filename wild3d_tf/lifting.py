@@ -28,7 +28,6 @@ from wild3d_tf import cli  # first: quiets TensorFlow's start-up before it is im
 # isort: split
 
 import json
-import pathlib
 
 from absl import app, flags
 import keras
@@ -36,7 +35,7 @@ import numpy as np
 import tensorflow as tf
 from tqdm import tqdm
 
-from wild3d_tf import config, data, inference, preprocess, skeletons
+from wild3d_tf import config, data, inference, preprocess, skeletons, storage
 from wild3d_tf.config import DATASETS_3D, DataConfig
 
 FLAGS = flags.FLAGS
@@ -179,25 +178,24 @@ class Lifter:
     return tf.concat([tf.zeros_like(pose[:, :1]), pose], axis=1)
 
   def save(self, folder: str) -> None:
-    out = pathlib.Path(folder)
-    out.mkdir(parents=True, exist_ok=True)
-    self.network.save(out / MODEL_FILE)
-    (out / STATS_FILE).write_text(
+    """Writes ``MODEL_FILE`` and ``STATS_FILE`` into ``folder`` (local or a URL: gs://)."""
+    tf.io.gfile.makedirs(folder)
+    self.network.save(storage.join(folder, MODEL_FILE))  # Keras copies to URLs through gfile
+    storage.write_text(
+      storage.join(folder, STATS_FILE),
       json.dumps(
         {k: v.tolist() if isinstance(v, np.ndarray) else v for k, v in self.stats.items()}, indent=1
-      )
+      ),
     )
 
   @classmethod
   def load(cls, folder: str) -> Lifter:
-    path = pathlib.Path(folder)
-    if not (path / MODEL_FILE).is_file() or not (path / STATS_FILE).is_file():
+    model, stats = storage.join(folder, MODEL_FILE), storage.join(folder, STATS_FILE)
+    if not (tf.io.gfile.exists(model) and tf.io.gfile.exists(stats)):
       raise FileNotFoundError(
         f"{folder}: no {MODEL_FILE} and {STATS_FILE}; train one with python -m wild3d_tf.lifting"
       )
-    return cls(
-      keras.models.load_model(path / MODEL_FILE), json.loads((path / STATS_FILE).read_text())
-    )
+    return cls(keras.models.load_model(model), json.loads(storage.read_text(stats)))
 
 
 def crop_predictor(checkpoint: str, lifter_dir: str, flip: bool):

@@ -37,7 +37,7 @@ from absl import app, flags
 import numpy as np
 import tensorflow as tf
 
-from wild3d_tf import image_guard, inference, serving_module, skeletons, visualize
+from wild3d_tf import image_guard, inference, serving_module, skeletons, storage, visualize
 
 FLAGS = flags.FLAGS
 
@@ -116,7 +116,21 @@ def output_names(paths: list[str]) -> list[str]:
 
 
 def read_image_file(path: str, max_bytes: int) -> bytes:
-  """The file's bytes, refusing what is not a regular file of a sane size (before reading it)."""
+  """The file's bytes, refusing what is not a regular file of a sane size (before reading it).
+
+  ``path`` may be a URL tf.io.gfile knows (gs://): its size is checked from the listing."""
+  if not storage.is_local(path):
+    try:
+      info = tf.io.gfile.stat(path)
+      if info.is_directory:
+        raise ValueError("not a regular file")
+      if info.length == 0:
+        raise ValueError("empty file")
+      if info.length > max_bytes:
+        raise ValueError(f"{info.length} bytes exceed the limit of {max_bytes} bytes")
+      return storage.read_bytes(path)
+    except tf.errors.OpError as error:
+      raise ValueError(f"cannot read: {_first_line(error)}") from None
   try:
     info = os.stat(path)
   except OSError as error:
@@ -190,11 +204,10 @@ def predict_files(
   """Predicts each file alone, so one bad file costs only itself; returns the failures, one line
   each. Outputs are named by ``output_names``. Raises PredictError naming --output_dir when an
   output cannot be written (every later one would fail the same way)."""
-  out = pathlib.Path(output_dir)
-  try:
-    out.mkdir(parents=True, exist_ok=True)
-  except OSError as error:
-    raise PredictError(f"--output_dir={output_dir}: {error.strerror or error}") from error
+  try:  # any filesystem tf.io.gfile knows (gs://)
+    tf.io.gfile.makedirs(output_dir)
+  except tf.errors.OpError as error:
+    raise PredictError(f"--output_dir={output_dir}: {_first_line(error)}") from error
   failures = []
   names = output_names(list(paths))
   for path, stem in zip(paths, names):
@@ -220,17 +233,18 @@ def predict_files(
         image, outputs, 0, f"{pathlib.Path(path).name} (mean confidence {mean_confidence:.2f})"
       )
     )
+    written = storage.join(output_dir, stem)
     try:
-      (out / f"{stem}.json").write_text(json.dumps(to_json(outputs, 0, path), indent=1))
-      (out / f"{stem}.png").write_bytes(png)
-    except OSError as error:
+      storage.write_text(f"{written}.json", json.dumps(to_json(outputs, 0, path), indent=1))
+      storage.write_bytes(f"{written}.png", png)
+    except tf.errors.OpError as error:
       raise PredictError(
-        f"--output_dir={output_dir}: cannot write {error.filename}: {error.strerror or error}"
+        f"--output_dir={output_dir}: cannot write {written}: {_first_line(error)}"
       ) from error
     apart = (
       "" if stem == pathlib.Path(path).stem else " (named apart: another input shares its name)"
     )
-    print(f"ok {path}: {out / stem}.json, {out / stem}.png{apart}", flush=True)
+    print(f"ok {path}: {written}.json, {written}.png{apart}", flush=True)
   return failures
 
 

@@ -8,7 +8,9 @@ serving takes the square around a user's person box, or the whole image
 ``BOX_MARGIN`` on each side, so the network sees a person at the same scale
 in training and in use. ``crop_matrix`` maps the square onto the network's
 input grid and ``warp`` resamples the image there, antialiased when it
-shrinks, so a 4000 px photo does not alias. The mirror functions flip images,
+shrinks, so a 4000 px photo does not alias; ``warp_batch`` is the same warp
+of a whole batch of the stored crops in ops XLA compiles, which the training
+step runs (``data.finish_batch``). The mirror functions flip images,
 2D joints, heatmaps and 3D poses left-right and swap left and right labels
 (flip augmentation, flip test-time augmentation).
 
@@ -22,6 +24,8 @@ original camera.
 """
 
 from __future__ import annotations
+
+import math
 
 import tensorflow as tf
 
@@ -107,20 +111,6 @@ def crop_matrix(square, size: int, angle=0.0):
   return turn @ geometry_tf.crop_matrix(tf.cast(square, tf.float64), float(size))
 
 
-def _sample(image, input_from_image, size):
-  """Bilinear samples of a float32 ``image`` on a ``size`` grid, zeros outside."""
-  inverse = tf.linalg.inv(input_from_image)
-  transform = tf.cast(tf.reshape(inverse, [9])[:8] / inverse[2, 2], tf.float32)
-  return tf.raw_ops.ImageProjectiveTransformV3(
-    images=image[None],
-    transforms=transform[None],
-    output_shape=tf.constant([size, size], tf.int32),
-    fill_value=tf.constant(0.0),
-    interpolation="BILINEAR",
-    fill_mode="CONSTANT",
-  )[0]
-
-
 def _translation(x, y):
   zero, one = tf.zeros_like(x), tf.ones_like(x)
   return tf.stack([tf.stack([one, zero, x]), tf.stack([zero, one, y]), tf.stack([zero, zero, one])])
@@ -144,6 +134,65 @@ def _region(image, input_from_image, size, margin):
   return pixels, input_from_image @ _translation(low[0], low[1])
 
 
+def prefilter(image, input_from_image, size: int):
+  """The part of ``warp`` that reads the image, one image at a time: what ``resample`` samples.
+
+  ``image`` (H, W, C) any real dtype, ``input_from_image`` (3, 3) maps its
+  pixels to the ``size`` output grid. Returns ``pixels`` (h, w, C) float32,
+  the rectangle of the image the grid reads (plus the filters' reach,
+  clipped to the image), reduced with an antialiasing (triangle) filter to
+  the output's scale where the map shrinks ``ANTIALIAS_FROM`` times or more,
+  and ``input_from_pixels`` (3, 3) float64, the map from ``pixels`` to the
+  output grid. Its cost follows the image's size, which differs per image;
+  ``pixels`` is about the output's size (at most about ``ANTIALIAS_FROM``
+  times it per side for a map without rotation), so a batch of them pads
+  cheaply into one ``resample`` call.
+  """
+  input_from_image = tf.cast(input_from_image, tf.float64)
+  shrink = tf.math.rsqrt(tf.abs(tf.linalg.det(input_from_image[:2, :2])))
+  # The margin covers the bilinear neighbours and the antialiasing filter's reach.
+  pixels, input_from_pixels = _region(image, input_from_image, size, 2.0 + tf.math.ceil(shrink))
+
+  def direct():
+    return tf.cast(pixels, tf.float32), input_from_pixels
+
+  def antialiased():
+    extent = tf.cast(tf.shape(pixels)[1::-1], tf.float64)  # (width, height)
+    reduced = tf.maximum(tf.round(extent / shrink), 1.0)
+    scale = reduced / extent
+    # Half-pixel centres: reduced pixel = scale * (pixel + 0.5) - 0.5.
+    reduced_from_pixels = _translation((scale[0] - 1) / 2, (scale[1] - 1) / 2) @ tf.linalg.diag(
+      tf.concat([scale, [1.0]], 0)
+    )
+    small = tf.image.resize(pixels, tf.cast(reduced[::-1], tf.int32), antialias=True)
+    return small, input_from_pixels @ tf.linalg.inv(reduced_from_pixels)
+
+  return tf.cond(shrink >= ANTIALIAS_FROM, antialiased, direct)
+
+
+def resample(pixels, input_from_pixels, size: int):
+  """(B, size, size, C) float32 bilinear samples of a batch, rounded to integers in [0, 255].
+
+  ``pixels`` (B, h, w, C) float32 (``prefilter``'s outputs, zero-padded at
+  the bottom and right to a common size: bilinear sampling reads zeros
+  outside an image, so the padding changes no output) and
+  ``input_from_pixels`` (B, 3, 3) their maps to the output grid. One
+  ``ImageProjectiveTransformV3`` call for the whole batch. The result is
+  rounded like the stored uint8 crops training reads.
+  """
+  inverse = tf.linalg.inv(tf.cast(input_from_pixels, tf.float64))
+  transforms = tf.reshape(inverse, [-1, 9])[:, :8] / inverse[:, 2, 2:]
+  resampled = tf.raw_ops.ImageProjectiveTransformV3(
+    images=pixels,
+    transforms=tf.cast(transforms, tf.float32),
+    output_shape=tf.constant([size, size], tf.int32),
+    fill_value=tf.constant(0.0),
+    interpolation="BILINEAR",
+    fill_mode="CONSTANT",
+  )
+  return tf.round(tf.clip_by_value(resampled, 0.0, 255.0))
+
+
 def warp(image, input_from_image, size: int):
   """(size, size, C) float32 resampling of an (H, W, C) image, integers in [0, 255].
 
@@ -155,29 +204,12 @@ def warp(image, input_from_image, size: int):
   output is sampled bilinearly. Only that part is converted to float, so a
   uint8 photo and the same photo in float32 give the same crop, and a large
   uint8 photo is never converted whole. The result is rounded like the
-  stored uint8 crops training reads.
+  stored uint8 crops training reads. It is ``prefilter`` then ``resample``;
+  a batch of images of different sizes is ``prefilter`` per image, padded,
+  and one ``resample`` (``serving_module``), to the same values.
   """
-  input_from_image = tf.cast(input_from_image, tf.float64)
-  shrink = tf.math.rsqrt(tf.abs(tf.linalg.det(input_from_image[:2, :2])))
-  # The margin covers the bilinear neighbours and the antialiasing filter's reach.
-  pixels, input_from_pixels = _region(image, input_from_image, size, 2.0 + tf.math.ceil(shrink))
-
-  def direct():
-    return _sample(tf.cast(pixels, tf.float32), input_from_pixels, size)
-
-  def antialiased():
-    extent = tf.cast(tf.shape(pixels)[1::-1], tf.float64)  # (width, height)
-    reduced = tf.maximum(tf.round(extent / shrink), 1.0)
-    scale = reduced / extent
-    # Half-pixel centres: reduced pixel = scale * (pixel + 0.5) - 0.5.
-    reduced_from_pixels = _translation((scale[0] - 1) / 2, (scale[1] - 1) / 2) @ tf.linalg.diag(
-      tf.concat([scale, [1.0]], 0)
-    )
-    small = tf.image.resize(pixels, tf.cast(reduced[::-1], tf.int32), antialias=True)
-    return _sample(small, input_from_pixels @ tf.linalg.inv(reduced_from_pixels), size)
-
-  resampled = tf.cond(shrink >= ANTIALIAS_FROM, antialiased, direct)
-  return tf.round(tf.clip_by_value(resampled, 0.0, 255.0))
+  pixels, input_from_pixels = prefilter(image, input_from_image, size)
+  return resample(pixels[None], input_from_pixels[None], size)[0]
 
 
 def crop(image, square, size: int):
@@ -188,6 +220,144 @@ def crop(image, square, size: int):
   """
   matrix = crop_matrix(square, size)
   return warp(image, matrix, size), matrix
+
+
+# --------------------------------------------------------------------------- the batched warp
+
+
+def _translations(offsets):
+  """(B, 3, 3) float64 translations by (B, 2) offsets (x, y)."""
+  eye = tf.eye(3, batch_shape=tf.shape(offsets)[:1], dtype=tf.float64)
+  return eye + tf.pad(offsets[:, :, None], [[0, 0], [0, 1], [2, 0]])
+
+
+def _sample_batch(images, input_from_source, size: int, offset, limit):
+  """(B, size, size, C) bilinear samples, as ``resample``'s ImageProjectiveTransformV3 takes them.
+
+  ``images`` (B, H, W, C) float32; ``input_from_source`` (B, 3, 3) float64 affine maps from a
+  source rectangle's pixels to output pixels; the source rectangle of image b starts at
+  ``offset[b]`` (x, y) and is ``limit[b]`` (width, height) pixels large (int32): reads outside
+  it are zeros. Written with gathers, so XLA compiles it; the arithmetic is the op's.
+  """
+  inverse = tf.linalg.inv(input_from_source)
+  transform = tf.cast(tf.reshape(inverse, [-1, 9])[:, :6] / inverse[:, 2:3, 2], tf.float32)
+  grid = tf.range(size, dtype=tf.float32)
+  out_x, out_y = grid[None, None, :], grid[None, :, None]
+  t = [transform[:, i, None, None] for i in range(6)]
+  x = t[0] * out_x + t[1] * out_y + t[2]  # (B, size, size) source pixels
+  y = t[3] * out_x + t[4] * out_y + t[5]
+  x_floor, y_floor = tf.floor(x), tf.floor(y)
+  x_ceil, y_ceil = x_floor + 1, y_floor + 1
+  shape = tf.shape(images)
+  flat = tf.reshape(images, [shape[0], shape[1] * shape[2], shape[3]])
+  offset = tf.cast(offset, tf.int32)[:, :, None, None]
+  limit = tf.cast(limit, tf.int32)[:, :, None, None]
+
+  def read(row, col):
+    row, col = tf.cast(row, tf.int32), tf.cast(col, tf.int32)
+    inside = (col >= 0) & (col < limit[:, 0]) & (row >= 0) & (row < limit[:, 1])
+    index = tf.where(inside, (row + offset[:, 1]) * shape[2] + col + offset[:, 0], 0)
+    values = tf.gather(flat, tf.reshape(index, [shape[0], -1]), batch_dims=1)
+    values = tf.reshape(values, [shape[0], size, size, shape[3]])
+    return tf.where(inside[..., None], values, 0.0)
+
+  wx0, wx1 = (x_ceil - x)[..., None], (x - x_floor)[..., None]
+  top = wx0 * read(y_floor, x_floor) + wx1 * read(y_floor, x_ceil)
+  bottom = wx0 * read(y_ceil, x_floor) + wx1 * read(y_ceil, x_ceil)
+  return (y_ceil - y)[..., None] * top + (y - y_floor)[..., None] * bottom
+
+
+def _triangle_weights(starts, lengths, reduced, rows: int, columns: int):
+  """(B, rows, columns) float32 matrices of ``tf.image.resize(..., antialias=True)`` (bilinear:
+  a triangle filter widened by the reduction) along one axis, as its ScaleAndTranslate kernel
+  computes them: output pixel i < ``reduced[b]`` of a segment of ``lengths[b]`` source pixels
+  starting at ``starts[b]``; rows at and past ``reduced[b]`` are zero."""
+  lengths_f, reduced_f = tf.cast(lengths, tf.float32), tf.cast(reduced, tf.float32)
+  inv_scale = 1.0 / (reduced_f / lengths_f)[:, None, None]
+  kernel_scale = tf.maximum(inv_scale, 1.0)
+  sample = (tf.range(rows, dtype=tf.float32)[None, :, None] + 0.5) * inv_scale
+  source = tf.range(columns)[None, None, :] - tf.cast(starts, tf.int32)[:, None, None]
+  first = tf.math.ceil(sample - kernel_scale - 0.5)
+  last = tf.floor(sample + kernel_scale - 0.5)
+  source_f = tf.cast(source, tf.float32)
+  inside = (
+    (source >= 0)
+    & (source < tf.cast(lengths, tf.int32)[:, None, None])
+    & (source_f >= first)
+    & (source_f <= last)
+    & (tf.range(rows)[None, :, None] < tf.cast(reduced, tf.int32)[:, None, None])
+  )
+  weights = tf.maximum(0.0, 1.0 - tf.abs((source_f + 0.5 - sample) * (1.0 / kernel_scale)))
+  weights = tf.where(inside, weights, 0.0)
+  total = tf.reduce_sum(weights, -1, keepdims=True)
+  return tf.where(total > 0, weights * (1.0 / tf.where(total > 0, total, 1.0)), 0.0)
+
+
+def warp_batch(images, input_from_image, size: int, image_sizes=None):
+  """(B, size, size, C) float32 ``warp`` of each of a batch of images, integers in [0, 255].
+
+  ``images`` (B, H, W, C), any real dtype; image b's own pixels fill the top left
+  ``image_sizes[b]`` (int32 (B, 2): height, width) of a zero-padded batch (None: all H x W).
+  ``input_from_image`` (B, 3, 3) maps each image's pixels to output pixels: similarity maps
+  (rotation, uniform scale, translation: ``crop_matrix``'s), which bound the reduced grid of
+  the antialiasing below. The same computation as ``warp``'s, batched: the same region of each
+  image (``_region``), the same antialiasing (the triangle filter of ``tf.image.resize`` to the
+  same reduced grid, here as two matrix products) where the map shrinks by ``ANTIALIAS_FROM``
+  or more, the same bilinear sampling (here gathers); it equals ``warp`` but for float
+  rounding, which moves a value that lands on .5 by one grey level. Plain TF ops that XLA
+  compiles, for the training step (``data.finish_batch``).
+  """
+  images = tf.cast(images, tf.float32)
+  matrices = tf.cast(input_from_image, tf.float64)
+  shape = tf.shape(images)
+  if image_sizes is None:
+    image_sizes = tf.tile(shape[None, 1:3], [shape[0], 1])
+  extent = tf.cast(tf.reverse(image_sizes, [1]), tf.float64)  # (B, 2) width, height
+  # The determinant written out: XLA has no MatrixDeterminant.
+  det = matrices[:, 0, 0] * matrices[:, 1, 1] - matrices[:, 0, 1] * matrices[:, 1, 0]
+  shrink = tf.math.rsqrt(tf.abs(det))
+  # ``_region`` of every image: the part the output grid reads, with ``warp``'s margin.
+  margin = (2.0 + tf.math.ceil(shrink))[:, None]
+  edge = [-0.5, size - 0.5]
+  corners = tf.constant([[x, y, 1.0] for x in edge for y in edge], tf.float64)
+  points = tf.einsum("kj,bij->bki", corners, tf.linalg.inv(matrices))
+  points = points[..., :2] / points[..., 2:]
+  low = tf.clip_by_value(tf.floor(tf.reduce_min(points, 1)) - margin, 0.0, extent - 1.0)
+  high = tf.clip_by_value(tf.math.ceil(tf.reduce_max(points, 1)) + margin + 1, low + 1.0, extent)
+  start = tf.cast(low, tf.int32)
+  lengths = tf.cast(high, tf.int32) - start  # (B, 2) width, height
+  input_from_pixels = matrices @ _translations(low)
+  direct = _sample_batch(images, input_from_pixels, size, start, lengths)
+  antialias = shrink >= ANTIALIAS_FROM
+
+  def antialiased():
+    lengths_f = tf.cast(lengths, tf.float64)
+    reduced = tf.maximum(tf.round(lengths_f / shrink[:, None]), 1.0)
+    scale = reduced / lengths_f
+    ones = tf.ones_like(scale[:, :1])
+    reduced_from_pixels = _translations((scale - 1) / 2) @ tf.linalg.diag(
+      tf.concat([scale, ones], 1)
+    )
+    # The reduced grid's sides: at most the image's over the least shrink, and for a
+    # similarity map at most the output's diagonal and the margins over the shrink.
+    bounds = []
+    for side in images.shape[1:3]:
+      bound = int(math.ceil(size * math.sqrt(2.0) + 8.5))
+      bounds.append(bound if side is None else min(bound, int(side / ANTIALIAS_FROM + 0.5) + 1))
+    rows = _triangle_weights(start[:, 1], lengths[:, 1], reduced[:, 1], bounds[0], shape[1])
+    columns = _triangle_weights(start[:, 0], lengths[:, 0], reduced[:, 0], bounds[1], shape[2])
+    small = tf.einsum("brh,bhwc->brwc", rows, images)
+    small = tf.einsum("bsw,brwc->brsc", columns, small)
+    zero = tf.zeros_like(start)
+    source = input_from_pixels @ tf.linalg.inv(reduced_from_pixels)
+    return _sample_batch(small, source, size, zero, tf.cast(reduced, tf.int32))
+
+  resampled = tf.cond(
+    tf.reduce_any(antialias),
+    lambda: tf.where(antialias[:, None, None, None], antialiased(), direct),
+    lambda: direct,
+  )
+  return tf.round(tf.clip_by_value(resampled, 0.0, 255.0))
 
 
 # --------------------------------------------------------------------------- the mirror

@@ -19,7 +19,10 @@ root-relative; ``pose3d_crop`` the same in the crop's camera; ``pose2d``
 ``valid`` (B,) whether every output is finite, and ``joint_names_3d``
 (B, 17) / ``joint_names_2d`` (B, 14). Only core TF ops, validation first
 (``image_guard``), float32 throughout. The crop of ``serving_default`` is
-``preprocess``'s (the box margin and resampling training used).
+``preprocess``'s (the box margin and resampling training used): each image is
+checked, decoded and prefiltered on its own (two in flight, so a request holds
+at most two decoded photos), then the crops of the whole batch are sampled in
+one call (``crop_images``); the values are ``preprocess.warp``'s, bit for bit.
 """
 
 from __future__ import annotations
@@ -106,6 +109,23 @@ class ServingModule(tf.Module):
     return self._serve_images(images, zeros, zeros)
 
   def _serve_images(self, images, boxes, intrinsics):
+    crops, image_from_input, cameras, squares = self.crop_images(images, boxes, intrinsics)
+    return self._outputs(self._network(crops, image_from_input, cameras), squares, cameras)
+
+  def crop_images(self, images, boxes, intrinsics, batched: bool = True):
+    """``serving_default``'s image path: the checked inputs, decoded and cropped.
+
+    ``images`` string [B], ``boxes`` and ``intrinsics`` float32 [B, 4] as in
+    the module's docstring. Returns ``crops`` (B, S, S, 3) float32 integers in
+    [0, 255] (``preprocess.warp``'s values: ``prefilter`` per image, then one
+    ``preprocess.resample`` for the batch), ``image_from_input`` (B, 3, 3)
+    float32 crop pixels to image pixels, ``cameras`` (B, 3, 3) float32 K and
+    ``squares`` (B, 3) float32 (cx, cy, side) image pixels. Raises
+    InvalidArgument naming the element and the check for a refused input.
+    ``batched=False`` is the slow path it replaced, kept as the reference
+    that the parity test and ``benchmarks/serving_speed.py`` compare with:
+    each crop whole (``preprocess.warp``) inside the per-image loop.
+    """
     with tf.control_dependencies(
       [
         _shape_check(images, "images"),
@@ -168,25 +188,51 @@ class ServingModule(tf.Module):
       )
       camera = tf.where(k_given, given, inference.default_intrinsics(height, width))
       square = preprocess.box_around_person(box, height, width)
-      crop, input_from_image = preprocess.crop(image, square, size)
+      input_from_image = preprocess.crop_matrix(square, size)
+      if batched:
+        # Per image only what depends on its size: decoding and the antialiased reduction of
+        # the part the crop reads (about the crop's size); the bilinear crops of the whole
+        # batch are one call below.
+        pixels, input_from_pixels = preprocess.prefilter(image, input_from_image, size)
+        pixels = tf.RaggedTensor.from_tensor(pixels)
+      else:
+        pixels = preprocess.warp(image, input_from_image, size)
+        input_from_pixels = tf.eye(3, dtype=tf.float64)  # the crop is its own grid
       image_from_input = tf.cast(tf.linalg.inv(input_from_image), tf.float32)
-      return crop, image_from_input, camera, tf.cast(square, tf.float32)
+      return (
+        pixels,
+        input_from_pixels,
+        image_from_input,
+        camera,
+        tf.cast(square, tf.float32),
+      )
 
     with tf.control_dependencies(checks):
       images = tf.identity(images)
       indices = tf.range(count)
-    crops, image_from_input, cameras, squares = tf.map_fn(
+    pixels, input_from_pixels, image_from_input, cameras, squares = tf.map_fn(
       one,
       (images, boxes, intrinsics, indices),
       parallel_iterations=2,
       fn_output_signature=(
-        tf.TensorSpec([size, size, 3], tf.float32),
+        tf.RaggedTensorSpec([None, None, 3], tf.float32, ragged_rank=1)
+        if batched
+        else tf.TensorSpec([size, size, 3], tf.float32),
+        tf.TensorSpec([3, 3], tf.float64),
         tf.TensorSpec([3, 3], tf.float32),
         tf.TensorSpec([3, 3], tf.float32),
         tf.TensorSpec([3], tf.float32),
       ),
     )
-    return self._outputs(self._network(crops, image_from_input, cameras), squares, cameras)
+    if not batched:
+      return pixels, image_from_input, cameras, squares
+    # An empty map_fn's ragged result has flat values of shape (0,), not (0, 3).
+    pixels = pixels.with_flat_values(tf.reshape(pixels.flat_values, [-1, 3]))
+    # Zero padding to the batch's largest prefiltered image reads as the zeros outside each image.
+    crops = preprocess.resample(
+      pixels.to_tensor(shape=[None, None, None, 3]), input_from_pixels, size
+    )
+    return crops, image_from_input, cameras, squares
 
   def _network(self, crops, image_from_input, cameras) -> dict:
     """``predictor.on_images``; an empty batch runs as one blank crop whose outputs are dropped,

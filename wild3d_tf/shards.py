@@ -3,8 +3,10 @@
 ``beam_preprocess/sharding.py`` writes these files and training, evaluation and
 the benchmarks read them (through ``data.shard_files``), both with the names
 here and only through ``tf.io.gfile``, so the folder may be local or on any
-filesystem TensorFlow knows (``gs://``, ``ram://``). One folder holds several
-datasets: training's --data_dir is the converter's --output_dir.
+filesystem TensorFlow knows (``gs://``, ``ram://``). One root folder holds several
+datasets, each in its own folder ``<root>/<dataset>/`` (``dataset_dir``: the one place that
+rule is spelt; TFDS reads a dataset from such a folder, ``wild3d_tf/tfds_data.py``): training's
+--data_dir is the converter's --output_dir, the root.
 
 Readers check the shards against the manifest: the file list and, where asked,
 each SHA-256 (``shard_files``), and each shard's record count as it is read
@@ -20,7 +22,7 @@ import re
 
 import tensorflow as tf
 
-from wild3d_tf import schema
+from wild3d_tf import schema, storage
 
 SHARD_PATTERN = "{dataset}-{split}.tfrecord-{shard:05d}-of-{num_shards:05d}"
 MANIFEST_PATTERN = "{dataset}.manifest.json"
@@ -30,9 +32,7 @@ INCOMPLETE_SUFFIX = ".incomplete"
 _SPLIT = r"[A-Za-z0-9_]+"
 
 
-def join(folder: str, name: str) -> str:
-  """``folder/name`` for local paths and URLs (pathlib would turn ``gs://b`` into ``gs:/b``)."""
-  return f"{str(folder).rstrip('/')}/{name}"
+join = storage.join  # ``folder/name`` for local paths and URLs (the converter imports it here)
 
 
 def shard_name(dataset: str, split: str, shard: int, num_shards: int) -> str:
@@ -40,8 +40,14 @@ def shard_name(dataset: str, split: str, shard: int, num_shards: int) -> str:
   return SHARD_PATTERN.format(dataset=dataset, split=split, shard=shard, num_shards=num_shards)
 
 
-def shard_path(folder: str, dataset: str, split: str, shard: int, num_shards: int) -> str:
-  return join(folder, shard_name(dataset, split, shard, num_shards))
+def dataset_dir(root: str, dataset: str) -> str:
+  """The folder of one converted dataset under a root (--data_dir, the converter's
+  --output_dir): its shards, dead letters, manifest and TFDS metadata."""
+  return join(root, dataset)
+
+
+def shard_path(root: str, dataset: str, split: str, shard: int, num_shards: int) -> str:
+  return join(dataset_dir(root, dataset), shard_name(dataset, split, shard, num_shards))
 
 
 def shard_name_regex(dataset: str, split: str | None = None) -> re.Pattern:
@@ -53,17 +59,26 @@ def shard_name_regex(dataset: str, split: str | None = None) -> re.Pattern:
   )
 
 
-def manifest_path(folder: str, dataset: str) -> str:
-  return join(folder, MANIFEST_PATTERN.format(dataset=dataset))
+def manifest_path(root: str, dataset: str) -> str:
+  return join(dataset_dir(root, dataset), MANIFEST_PATTERN.format(dataset=dataset))
 
 
-def dead_letter_path(folder: str, dataset: str) -> str:
-  return join(folder, DEAD_LETTER_PATTERN.format(dataset=dataset))
+def dead_letter_path(root: str, dataset: str) -> str:
+  return join(dataset_dir(root, dataset), DEAD_LETTER_PATTERN.format(dataset=dataset))
 
 
-def has_manifest(folder: str, dataset: str) -> bool:
-  """Whether a conversion of ``dataset`` into ``folder`` finished (the manifest is written last)."""
-  return tf.io.gfile.exists(manifest_path(folder, dataset))
+def has_manifest(root: str, dataset: str) -> bool:
+  """Whether a conversion of ``dataset`` into ``root`` finished (the manifest is written last)."""
+  return tf.io.gfile.exists(manifest_path(root, dataset))
+
+
+def flat_manifests(root: str) -> list[str]:
+  """Manifest file names lying directly in ``root``: a conversion in the layout before one
+  folder per dataset (what an error about a missing dataset should point out)."""
+  if not tf.io.gfile.isdir(root):
+    return []
+  suffix = MANIFEST_PATTERN.format(dataset="")
+  return sorted(n for n in tf.io.gfile.listdir(root) if n.endswith(suffix))
 
 
 def is_current(folder: str, dataset: str) -> bool:
@@ -76,13 +91,12 @@ def is_current(folder: str, dataset: str) -> bool:
   return True
 
 
-def converted_datasets(folder: str) -> list[str]:
-  """The datasets whose conversion into ``folder`` finished (a manifest is there), sorted."""
-  suffix = MANIFEST_PATTERN.format(dataset="")
-  if not tf.io.gfile.isdir(folder):
+def converted_datasets(root: str) -> list[str]:
+  """The datasets whose conversion into ``root`` finished (their manifest is there), sorted."""
+  if not tf.io.gfile.isdir(root):
     return []
-  names = tf.io.gfile.listdir(folder)
-  return sorted(n[: -len(suffix)] for n in names if n.endswith(suffix) and len(n) > len(suffix))
+  names = (n.rstrip("/") for n in tf.io.gfile.listdir(root))
+  return sorted(n for n in names if not n.startswith(".") and has_manifest(root, n))
 
 
 def load_manifest(data_dir: str, dataset: str) -> dict:
@@ -94,9 +108,15 @@ def load_manifest(data_dir: str, dataset: str) -> dict:
   """
   path = manifest_path(data_dir, dataset)
   if not tf.io.gfile.exists(path):
+    flat = MANIFEST_PATTERN.format(dataset=dataset) in flat_manifests(data_dir)
     raise FileNotFoundError(
-      f"no manifest for {dataset} in {data_dir} ({path.rsplit('/', 1)[-1]}): the conversion did "
-      "not finish, or never ran; run python -m beam_preprocess.convert"
+      f"no manifest for {dataset} in {data_dir} ({path}): "
+      + (
+        "it lies directly in the folder, the layout before one folder per dataset; "
+        if flat
+        else "the conversion did not finish, or never ran; "
+      )
+      + "run python -m beam_preprocess.convert"
     )
   with tf.io.gfile.GFile(path, "r") as f:
     try:
@@ -120,31 +140,34 @@ def file_sha256(path: str) -> str:
 def shard_files(data_dir: str, dataset: str, split: str, check_digests: bool = False) -> list[str]:
   """Paths of the shards the manifest lists for one split, in manifest order; [] without the split.
 
-  The folder must hold exactly those shards of the split (FileNotFoundError
-  names the missing and the unlisted ones); with ``check_digests`` each file's
-  SHA-256 must equal the manifest's (ValueError names the file).
+  ``data_dir`` is the root; the shards are in ``dataset_dir(data_dir, dataset)``,
+  which must hold exactly those shards of the split (FileNotFoundError names the
+  missing and the unlisted ones); with ``check_digests`` each file's SHA-256 must
+  equal the manifest's (ValueError names the file).
   """
   manifest = load_manifest(data_dir, dataset)
   if split not in manifest["splits"]:
     return []
+  folder = dataset_dir(data_dir, dataset)
   entries = manifest["splits"][split]["shards"]
   listed = [entry["file"] for entry in entries]
   pattern = shard_name_regex(dataset, split)
-  present = {name for name in tf.io.gfile.listdir(data_dir) if pattern.match(name.rstrip("/"))}
+  present = {name for name in tf.io.gfile.listdir(folder) if pattern.match(name.rstrip("/"))}
   missing, extra = sorted(set(listed) - present), sorted(present - set(listed))
   if missing or extra:
     raise FileNotFoundError(
-      f"{data_dir}: shards of {dataset}/{split} differ from its manifest: "
+      f"{folder}: shards of {dataset}/{split} differ from its manifest: "
       f"missing {missing}, not listed {extra}"
     )
   if check_digests:
     for entry in entries:
-      digest = file_sha256(join(data_dir, entry["file"]))
+      digest = file_sha256(join(folder, entry["file"]))
       if digest != entry["sha256"]:
         raise ValueError(
-          f"{entry['file']}: SHA-256 {digest} differs from the manifest's {entry['sha256']}"
+          f"{join(folder, entry['file'])}: SHA-256 {digest} differs from the manifest's "
+          f"{entry['sha256']}"
         )
-  return [join(data_dir, name) for name in listed]
+  return [join(folder, name) for name in listed]
 
 
 _SHARD_NAME = re.compile(rf"^(?P<dataset>.+)-(?P<split>{_SPLIT})\.tfrecord-\d{{5}}-of-\d{{5}}$")
@@ -153,9 +176,10 @@ _SHARD_NAME = re.compile(rf"^(?P<dataset>.+)-(?P<split>{_SPLIT})\.tfrecord-\d{{5
 def listed_records(files: list[str]) -> list[int]:
   """The record count the manifest lists for each of ``files`` (shard paths, any folders).
 
-  Each shard's manifest is the one of its dataset in its folder (both read
-  from the path). Raises ValueError naming a path that is not a shard name or
-  that its manifest does not list, FileNotFoundError when there is no manifest.
+  Each shard's manifest is the one of its dataset beside it (``<root>/<dataset>/``,
+  both read from the path). Raises ValueError naming a path that is not a shard
+  name, not in its dataset's folder or not listed by its manifest,
+  FileNotFoundError when there is no manifest.
   """
   manifests, counts = {}, []
   for path in files:
@@ -164,12 +188,16 @@ def listed_records(files: list[str]) -> list[int]:
     if not match:
       raise ValueError(f"{path}: not a shard name ({SHARD_PATTERN}); no manifest vouches for it")
     dataset, split = match["dataset"], match["split"]
-    if (folder, dataset) not in manifests:
-      manifests[folder, dataset] = load_manifest(folder or ".", dataset)
-    entries = manifests[folder, dataset]["splits"].get(split, {}).get("shards", [])
+    root, _, own = folder.rpartition("/")
+    if own != dataset:
+      raise ValueError(f"{path}: not in a folder {dataset}/ (<root>/<dataset>/<shard>)")
+    root = root or ("/" if folder.startswith("/") else ".")
+    if (root, dataset) not in manifests:
+      manifests[root, dataset] = load_manifest(root, dataset)
+    entries = manifests[root, dataset]["splits"].get(split, {}).get("shards", [])
     records = [entry["records"] for entry in entries if entry["file"] == name]
     if not records:
-      raise ValueError(f"{path}: not listed in {manifest_path(folder or '.', dataset)}")
+      raise ValueError(f"{path}: not listed in {manifest_path(root, dataset)}")
     counts.append(int(records[0]))
   return counts
 

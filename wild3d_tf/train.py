@@ -23,7 +23,6 @@ from wild3d_tf import cli  # first: quiets TensorFlow's start-up before it is im
 import dataclasses
 import itertools
 import json
-import os
 import sys
 import types
 
@@ -32,7 +31,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from wild3d_tf import checkpoints, config, data, metrics, model, preprocess, visualize
+from wild3d_tf import checkpoints, config, data, metrics, model, preprocess, storage, visualize
 from wild3d_tf.config import DataConfig, LoopConfig, ModelConfig, OptimizerConfig, RunConfig
 from wild3d_tf.losses import LossWeights
 from wild3d_tf.trainer import CALIBRATION_FILE, GRADIENT_GROUPS, Loop, Trainer, make_optimizer
@@ -40,6 +39,8 @@ from wild3d_tf.trainer import CALIBRATION_FILE, GRADIENT_GROUPS, Loop, Trainer, 
 FLAGS = flags.FLAGS
 _DATA, _LOOP, _OPT = DataConfig("."), LoopConfig(".", 0), OptimizerConfig()  # flag defaults
 
+
+FLAGS_FILE = "flags.txt"  # in the model_dir: the command line's flags, as absl writes a flagfile
 
 # Exit status of a run stopped by a signal after saving (128 + the signal number, the shell's
 # convention): distinct from success (0), errors (1) and usage errors.
@@ -114,6 +115,14 @@ def define_flags():
     "background_probability",
     _DATA.background_probability,
     "Augmentation: chance of a random background where the record has a foreground mask.",
+  )
+  flags.DEFINE_bool(
+    "augment_in_step",
+    _DATA.augment_in_step,
+    "Warp, colour jitter, new backgrounds and heatmap targets run batched inside the training "
+    "step (--augment_in_step) or per example in the tf.data pipeline (--noaugment_in_step); "
+    "unset: in the step when TensorFlow sees a GPU or TPU, else in the pipeline. The same "
+    "batches either way, but for float rounding.",
   )
   flags.DEFINE_enum(
     "optimizer",
@@ -227,6 +236,14 @@ def define_flags():
     "Check every training and validation shard's SHA-256 against its manifest before training "
     "(a full read; record counts are always checked as shards are read).",
   )
+  flags.DEFINE_enum(
+    "input_source",
+    _DATA.input_source,
+    list(config.INPUT_SOURCES),
+    "Read the training data from the shards (each one's record count checked as it is read) or "
+    "through TFDS (tfds.builder_from_directory over --data_dir/<dataset>, written by the "
+    "converter); the shards are checked against the manifests either way.",
+  )
   flags.mark_flags_as_required(["data_dir", "model_dir"])
 
   flags.register_validator(
@@ -268,8 +285,10 @@ def run_config_from_flags(f=FLAGS) -> RunConfig:
       shuffle_buffer=f.shuffle_buffer,
       seed=f.seed,
       verify_shard_digests=f.verify_shards,
+      input_source=f.input_source,
       bone_length_target=f.bone_length_target,
       batch_composition=f.batch_composition,
+      augment_in_step=f.augment_in_step,
     ),
     loss=(
       LossWeights.pretrain2d() if f.stage == "pretrain2d" else LossWeights.for_ablation(f.ablation)
@@ -342,7 +361,8 @@ def summary_hook(writer, trainer: Trainer, optimizer, every_images: int):
       if hasattr(optimizer, "dynamic_scale"):
         tf.summary.scalar("train/loss_scale", float(optimizer.dynamic_scale.numpy()))
       if every_images and step % every_images == 0:
-        tf.summary.image("skeletons", _skeleton_images(trainer.network, batch), max_outputs=4)
+        shown = trainer.finish({key: value[:4] for key, value in batch.items()})
+        tf.summary.image("skeletons", _skeleton_images(trainer.network, shown), max_outputs=4)
     writer.flush()
 
   return hook
@@ -458,7 +478,7 @@ def validation_hook(network, data_config: DataConfig, dataset: str, batches: int
 
 def _worker_dir(model_dir: str, task_id: int) -> str:
   """Where a non-chief worker of a multi-worker run saves (only the chief's copy is the run's)."""
-  return os.path.join(model_dir, f"worker_{task_id}")
+  return storage.join(model_dir, f"worker_{task_id}")
 
 
 def _own_dir(run_config: RunConfig) -> str:
@@ -505,8 +525,7 @@ def _train(run_config: RunConfig, flags_text: str | None = None) -> dict:
   rc = resumed_loss_weights(rc)  # before config.json is rewritten: it holds them
   rc.save(model_dir)  # once the data is found, so a wrong --data_dir leaves no run folder
   if flags_text is not None:
-    with tf.io.gfile.GFile(f"{model_dir.rstrip('/')}/flags.txt", "w") as f:
-      f.write(flags_text)
+    storage.write_text(storage.join(model_dir, FLAGS_FILE), flags_text)
   with strategy.scope():
     global_step = tf.Variable(0, dtype=tf.int64, trainable=False, name="global_step")
     network = model.build_model(rc.model, imagenet_weights=rc.imagenet_weights)
@@ -531,7 +550,7 @@ def _train(run_config: RunConfig, flags_text: str | None = None) -> dict:
     # Every worker takes part in saving; only the chief's copy is the run's.
     worker_dir = _worker_dir(model_dir, strategy.cluster_resolver.task_id)
     loop_config = dataclasses.replace(loop_config, model_dir=worker_dir)
-  writer = tf.summary.create_file_writer(os.path.join(loop_config.model_dir, "train"))
+  writer = tf.summary.create_file_writer(storage.join(loop_config.model_dir, "train"))
   periodic = []
   if rc.validate_every:
     hook = validation_hook(network, rc.data, rc.validation_dataset, rc.validation_batches, writer)
@@ -560,8 +579,7 @@ def _train(run_config: RunConfig, flags_text: str | None = None) -> dict:
     trainer.loss_weights = calibrated
     rc = dataclasses.replace(rc, loss=calibrated)
     rc.save(model_dir)
-    with tf.io.gfile.GFile(f"{model_dir.rstrip('/')}/{CALIBRATION_FILE}", "w") as f:
-      f.write(json.dumps(report, indent=1))
+    storage.write_text(storage.join(model_dir, CALIBRATION_FILE), json.dumps(report, indent=1))
     print(calibration_table(report), flush=True)
   return loop.run()
 

@@ -33,7 +33,7 @@ import time
 import keras
 import tensorflow as tf
 
-from wild3d_tf import checkpoints, losses, model, preprocess
+from wild3d_tf import checkpoints, data, losses, model, preprocess
 from wild3d_tf.config import OPTIMIZERS, LoopConfig
 from wild3d_tf.losses import LossWeights
 
@@ -129,7 +129,19 @@ class Trainer(keras.Model):
   def call(self, images, training=False):
     return self.network(images, training=training)
 
+  def finish(self, batch: dict) -> dict:
+    """``batch`` ready for the network: a batch of ``data.stage_example``'s examples (the training
+    pipeline's, ``DataConfig.augment_in_step``) through ``data.finish_batch`` at this
+    trainer's input size and its network's heatmap side; a prepared batch as it is. Runs
+    where it is called: inside ``train_step`` on the replica's device; eagerly to look at a
+    batch's images (train.py's image summaries)."""
+    if data.STORED_IMAGE not in batch:
+      return batch
+    heatmap_size = self.network.output["heatmaps"].shape[1]
+    return data.finish_batch(batch, self.input_size, heatmap_size)
+
   def train_step(self, batch):
+    batch = self.finish(batch)
     labels = self.labels(batch)
     with tf.GradientTape() as tape:
       outputs = self.network(batch[preprocess.IMAGE], training=True)
@@ -211,6 +223,7 @@ class Trainer(keras.Model):
     }
 
   def _measure(self, active, batch):
+    batch = self.finish(batch)
     labels = self.labels(batch)
     variables = self.network.trainable_variables
     in_trunk = [is_pretrained(v) for v in variables]
@@ -426,7 +439,7 @@ class Loop:
 
   def _distributed_step(self, batch):
     replicas = self.strategy.num_replicas_in_sync
-    per_replica = batch[preprocess.IMAGE].shape[0] // replicas
+    per_replica = batch[preprocess.JOINTS2D_INPUT_PX].shape[0] // replicas  # staged or prepared
 
     def slice_for(context):
       start = context.replica_id_in_sync_group * per_replica
@@ -502,9 +515,10 @@ class Loop:
           int(self.loss_scale_skipped.numpy()),
         )
       if config.batch_digest_file:
+        # Every tensor, so a staged batch (``data.stage_example``'s: crops, matrices, draws) and a
+        # prepared one are both pinned down whole.
         digest = hashlib.sha256(
-          batch[preprocess.IMAGE].numpy().tobytes()
-          + batch[preprocess.JOINTS2D_INPUT_PX].numpy().tobytes()
+          b"".join(batch[key].numpy().tobytes() for key in sorted(batch))
         ).hexdigest()
         with open(config.batch_digest_file, "a") as f:
           f.write(f"{step} {digest}\n")

@@ -10,12 +10,12 @@ set aside and counted (``wild3d_tf.h36m_protocol``). Formats: docs/datasets.md, 
 
 from __future__ import annotations
 
-import pathlib
+import os
 
 import cdflib
 import numpy as np
 
-from beam_preprocess import media
+from beam_preprocess import matfile, media, storage
 from beam_preprocess.readers import h36m_cameras
 from beam_preprocess.records import (
   BadRecord,
@@ -41,9 +41,13 @@ def action_of(take: str) -> str | None:
   return h36m_protocol.action_of(take)
 
 
-def _cdf(path: pathlib.Path, width: int, file: str) -> np.ndarray:
+def _cdf(path, width: int, file: str, max_bytes: int = matfile.MAX_MAT_BYTES) -> np.ndarray:
+  """The (N, width) ``Pose`` variable of a pose CDF; cdflib opens only local paths, so a URL is
+  spooled into a temporary file of at most ``max_bytes`` (--max_mat_bytes) first. BadRecord
+  naming ``file`` for a broken file, another shape or one over the limit."""
   try:
-    pose = cdflib.CDF(str(path)).varget("Pose")
+    with storage.local_copy(path, max_bytes) as local:
+      pose = cdflib.CDF(local).varget("Pose")
   except Exception as error:  # cdflib raises many kinds for broken files
     raise BadRecord(file, "-", "Pose", f"unreadable CDF: {error}") from None
   pose = np.asarray(pose, np.float64)
@@ -52,21 +56,22 @@ def _cdf(path: pathlib.Path, width: int, file: str) -> np.ndarray:
   return pose[0]
 
 
-def check_input(root: pathlib.Path, options: Options) -> None:
+def check_input(root, options: Options) -> None:
   """Raises h36m_cameras.CameraFileError unless a camera file is found (``options.h36m_cameras``
   or one of ``h36m_cameras.SEARCHED`` in ``root``) and decodes."""
   h36m_cameras.load(root, options.h36m_cameras, options.max_mat_bytes)
 
 
-def _pose_frames(path: pathlib.Path) -> int | None:
+def _pose_frames(path, max_bytes: int = matfile.MAX_MAT_BYTES) -> int | None:
   """Frames a pose CDF declares (its header, no data read), None if it cannot be read."""
   try:
-    return int(cdflib.CDF(str(path)).varinq("Pose").Dim_Sizes[0])
+    with storage.local_copy(path, max_bytes) as local:
+      return int(cdflib.CDF(local).varinq("Pose").Dim_Sizes[0])
   except Exception:  # cdflib raises many kinds for broken files
     return None
 
 
-def _reason_to_skip(subject: str, take: str, camera: str, video: pathlib.Path | None) -> str:
+def _reason_to_skip(subject: str, take: str, camera: str, video: str | None) -> str:
   """Why a take is set aside ("" to convert it): see wild3d_tf.h36m_protocol."""
   if h36m_protocol.action_of(take) is None:
     return h36m_protocol.SKIP_NOT_PROTOCOL
@@ -77,7 +82,13 @@ def _reason_to_skip(subject: str, take: str, camera: str, video: pathlib.Path | 
   return ""
 
 
-def work_items(root: pathlib.Path, options: Options):
+def _take_key(path: str, root) -> tuple[str, str, str]:
+  """(subject, take, camera) of ``S*/<folders>/<take>.<camera>.<ext>`` under ``root``."""
+  parts = relative(path, root).split("/")
+  return (parts[0], *os.path.splitext(parts[-1])[0].rsplit(".", 1))
+
+
+def work_items(root, options: Options):
   """One item per (subject, take, camera) and range of ``options.frames_per_item`` frames.
 
   Returns a records.Discovery: (items, bad) and ``skipped``. Each item has
@@ -90,13 +101,11 @@ def work_items(root: pathlib.Path, options: Options):
   h36m_cameras.CameraFileError when no camera file is found or it cannot be
   decoded (every record would be lost).
   """
-  root = pathlib.Path(root)
   check_input(root, options)  # no camera file: every record would be lost
   monos = {
-    (p.parts[-4], *p.stem.rsplit(".", 1)): p
-    for p in root.glob("S*/MyPoseFeatures/D3_Positions_mono/*.*.cdf")
+    _take_key(p, root): p for p in storage.glob(root, "S*/MyPoseFeatures/D3_Positions_mono/*.*.cdf")
   }
-  videos = {(p.parts[-3], *p.stem.rsplit(".", 1)): p for p in root.glob("S*/Videos/*.*.mp4")}
+  videos = {_take_key(p, root): p for p in storage.glob(root, "S*/Videos/*.*.mp4")}
   items, bad, skipped = [], [], {}
   for key in sorted(set(monos) | set(videos)):
     subject, take, camera = key
@@ -105,7 +114,7 @@ def work_items(root: pathlib.Path, options: Options):
     stride = options.test_frame_stride if split == "test" else options.frame_stride
     reason = _reason_to_skip(subject, take, camera, video)
     if reason:
-      frames = (_pose_frames(mono) if mono else None) or (
+      frames = (_pose_frames(mono, options.max_mat_bytes) if mono else None) or (
         media.video_frame_count(video) if video else None
       )
       entry = skipped.setdefault(reason, {"records": 0, "videos": 0})
@@ -123,7 +132,7 @@ def work_items(root: pathlib.Path, options: Options):
       continue
     file = relative(mono, root)
     try:
-      count = len(_cdf(mono, 96, file))
+      count = len(_cdf(mono, 96, file, options.max_mat_bytes))
     except BadRecord as error:  # the take's records are lost: as many as its video's frames
       lost = len(range(0, (media.video_frame_count(video) if video else 0) or 0, stride))
       bad.append(error.counting(lost, split))
@@ -142,20 +151,19 @@ def work_items(root: pathlib.Path, options: Options):
   return Discovery(items, bad, skipped)
 
 
-def raw_records(root: pathlib.Path, item: dict, options: Options):
+def raw_records(root, item: dict, options: Options):
   subject, take, camera = item["subject"], item["take"], item["camera"]
-  features = root / subject / "MyPoseFeatures"
   mono_file = f"{subject}/MyPoseFeatures/D3_Positions_mono/{take}.{camera}.cdf"
-  mono = _cdf(features / "D3_Positions_mono" / f"{take}.{camera}.cdf", 96, mono_file)
+  mono = _cdf(storage.join(root, mono_file), 96, mono_file, options.max_mat_bytes)
   d2_file = f"{subject}/MyPoseFeatures/D2_Positions/{take}.{camera}.cdf"
-  d2 = _cdf(safe_path(root, d2_file, d2_file, "-"), 64, d2_file)
+  d2 = _cdf(safe_path(root, d2_file, d2_file, "-"), 64, d2_file, options.max_mat_bytes)
   try:
     camera_file, all_cameras = h36m_cameras.load(root, options.h36m_cameras, options.max_mat_bytes)
   except h36m_cameras.CameraFileError as error:
     raise BadRecord("-", f"{subject}/{camera}", "camera", str(error)) from None
   if (subject, camera) not in all_cameras:
     raise BadRecord(
-      camera_file.name,
+      storage.name(camera_file),
       f"{subject}/{camera}",
       "camera",
       "no calibration for this subject and camera",

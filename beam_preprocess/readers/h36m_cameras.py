@@ -30,12 +30,11 @@ from __future__ import annotations
 import functools
 import json
 import os
-import pathlib
 import xml.etree.ElementTree as ElementTree
 
 import numpy as np
 
-from beam_preprocess import matfile
+from beam_preprocess import matfile, storage
 from beam_preprocess.records import Options
 from wild3d_tf import cameras
 
@@ -63,20 +62,20 @@ class CameraFileError(ValueError):
   """No camera file, or one that cannot be decoded; the message names the file and the field."""
 
 
-def find(root: os.PathLike, override: str = "") -> pathlib.Path:
-  """The camera file: ``override`` (--h36m_cameras) if given, else the first of ``SEARCHED`` in
-  ``root``. Raises CameraFileError naming everything searched when there is none."""
+def find(root: os.PathLike | str, override: str = "") -> str:
+  """The camera file's path (local or URL, ``storage``): ``override`` (--h36m_cameras) if given,
+  else the first of ``SEARCHED`` in ``root``. Raises CameraFileError naming everything searched
+  when there is none."""
   if override:
-    path = pathlib.Path(override)
-    if not path.is_file():
+    if not storage.is_file(override):
       raise CameraFileError(f"--h36m_cameras {override}: no such file")
-    return path
-  root = pathlib.Path(root)
+    return str(override)
   for name in SEARCHED:
-    if (root / name).is_file():
-      return root / name
+    if storage.is_file(storage.join(root, name)):
+      return storage.join(root, name)
+  searched = ", ".join(storage.join(root, n) for n in SEARCHED)
   raise CameraFileError(
-    f"no Human3.6M camera parameters: searched {', '.join(str(root / n) for n in SEARCHED)}; "
+    f"no Human3.6M camera parameters: searched {searched}; "
     "copy metadata.xml from the release's code (code-v1.2.zip) into the input folder, or pass "
     "--h36m_cameras PATH (metadata.xml, 3d-pose-baseline's cameras.h5 or a JSON of "
     "VideoPose3D's camera values)"
@@ -84,38 +83,39 @@ def find(root: os.PathLike, override: str = "") -> pathlib.Path:
 
 
 def load(
-  root: os.PathLike, override: str = "", max_bytes: int = Options.max_mat_bytes
-) -> tuple[pathlib.Path, Cameras]:
+  root: os.PathLike | str, override: str = "", max_bytes: int = Options.max_mat_bytes
+) -> tuple[str, Cameras]:
   """(file, cameras) of the camera file ``find`` picks; raises CameraFileError."""
   path = find(root, override)
-  stat = path.stat()
-  return path, _load_cached(str(path.resolve()), stat.st_size, stat.st_mtime_ns, max_bytes)
+  resolved, size, changed = storage.version(path)
+  return path, _load_cached(resolved, size, changed, max_bytes)
 
 
 @functools.lru_cache(maxsize=4)
-def _load_cached(path: str, size: int, mtime_ns: int, max_bytes: int) -> Cameras:
-  # Keyed on size and mtime too: a file replaced between runs in one process is read again.
-  del mtime_ns
-  file = pathlib.Path(path)
+def _load_cached(path: str, size: int, changed: float, max_bytes: int) -> Cameras:
+  # Keyed on size and last change too: a file replaced between runs in one process is read again.
+  del changed
   if size > max_bytes:
     raise CameraFileError(f"{path}: {size} bytes, over the limit of {max_bytes} (--max_mat_bytes)")
-  if file.suffix.lower() == ".xml":
-    return read_metadata_xml(file)
-  if matfile.is_hdf5(file):
-    return read_cameras_h5(file, max_bytes)
-  if file.suffix.lower() == ".json":
-    return read_videopose3d_json(file)
+  suffix = os.path.splitext(storage.name(path))[1].lower()
+  if suffix == ".xml":
+    return read_metadata_xml(path)
+  if matfile.is_hdf5(path):
+    return read_cameras_h5(path, max_bytes)
+  if suffix == ".json":
+    return read_videopose3d_json(path)
   raise CameraFileError(f"{path}: not metadata.xml, an HDF5 cameras.h5 or a .json file")
 
 
-def read_metadata_xml(path: pathlib.Path) -> Cameras:
+def read_metadata_xml(path) -> Cameras:
   """The cameras of every subject with a calibration in metadata.xml's ``w0``.
 
   A subject whose 6 extrinsic numbers are all zero has none. Raises
   CameraFileError naming the file and the element.
   """
   try:
-    tree = ElementTree.parse(path)
+    with storage.source(path) as readable:
+      tree = ElementTree.parse(readable)
   except (ElementTree.ParseError, OSError) as error:
     raise CameraFileError(f"{path}: not readable XML: {error}") from None
   element = next(tree.getroot().iter("w0"), None)
@@ -147,7 +147,7 @@ def read_metadata_xml(path: pathlib.Path) -> Cameras:
   return out
 
 
-def _index2id(tree: ElementTree.ElementTree, path: pathlib.Path) -> tuple[str, ...]:
+def _index2id(tree: ElementTree.ElementTree, path) -> tuple[str, ...]:
   """Camera ids in w0's order: ``dbcameras/index2id`` where the file has it."""
   element = tree.getroot().find(".//dbcameras/index2id")
   if element is None:
@@ -160,7 +160,7 @@ def _index2id(tree: ElementTree.ElementTree, path: pathlib.Path) -> tuple[str, .
   return ids
 
 
-def read_cameras_h5(path: pathlib.Path, max_bytes: int = Options.max_mat_bytes) -> Cameras:
+def read_cameras_h5(path, max_bytes: int = Options.max_mat_bytes) -> Cameras:
   """The cameras of 3d-pose-baseline's cameras.h5 (every ``subject<s>`` group it holds).
 
   Raises CameraFileError naming the file and the dataset.
@@ -168,7 +168,7 @@ def read_cameras_h5(path: pathlib.Path, max_bytes: int = Options.max_mat_bytes) 
   import h5py  # only this format needs it
 
   try:
-    with h5py.File(path, "r") as f:
+    with storage.source(path) as readable, h5py.File(readable, "r") as f:
       groups = [(name, sorted(f[name])) for name in sorted(f) if isinstance(f[name], h5py.Group)]
   except OSError as error:
     raise CameraFileError(f"{path}: unreadable HDF5 file: {error}") from None
@@ -220,14 +220,14 @@ def _shape(path, where, field, value, size):
     )
 
 
-def read_videopose3d_json(path: pathlib.Path) -> Cameras:
+def read_videopose3d_json(path) -> Cameras:
   """The cameras of a JSON holding VideoPose3D's published values (either structure above).
 
   Subjects with empty entries (VideoPose3D's S2-S4) have none. Raises
   CameraFileError naming the file and the entry.
   """
   try:
-    data = json.loads(path.read_text())
+    data = json.loads(storage.read_text(path))
   except (OSError, ValueError) as error:
     raise CameraFileError(f"{path}: not readable JSON: {error}") from None
   if not isinstance(data, dict):
@@ -258,7 +258,7 @@ def read_videopose3d_json(path: pathlib.Path) -> Cameras:
   return out
 
 
-def _by_camera(entries, path: pathlib.Path, where: str) -> dict:
+def _by_camera(entries, path, where: str) -> dict:
   """Camera id -> entry of a list in camera order (VideoPose3D) or of a mapping by id."""
   if isinstance(entries, list):
     if len(entries) != len(cameras.H36M_CAMERA_IDS):
@@ -273,7 +273,7 @@ def _by_camera(entries, path: pathlib.Path, where: str) -> dict:
   raise CameraFileError(f"{path}: {where} is neither a list nor a mapping of cameras")
 
 
-def _checked(camera: cameras.Camera, path: pathlib.Path, where: str) -> cameras.Camera:
+def _checked(camera: cameras.Camera, path, where: str) -> cameras.Camera:
   """``camera`` if its values are plausible for H3.6M, else CameraFileError naming ``where``."""
   k = camera.intrinsics
   center = -camera.rotation.T @ camera.translation

@@ -8,11 +8,9 @@ test split (1000 / 1000 in the real set); LSPET is training data only.
 
 from __future__ import annotations
 
-import pathlib
-
 import numpy as np
 
-from beam_preprocess import matfile, media
+from beam_preprocess import matfile, media, storage
 from beam_preprocess.records import BadRecord, CanonicalRecord, Options, check_finite, safe_path
 
 # What --input_dir must hold, as globs each matching at least one path (convert checks it first).
@@ -20,9 +18,7 @@ EXPECTED_LAYOUT = ("joints.mat", "images/im*.jpg")
 LAYOUTS = {"lsp": ((3, 14), "im{:04d}.jpg"), "lspet": ((14, 3), "im{:05d}.jpg")}
 
 
-def load_joints(
-  root: pathlib.Path, dataset: str, max_bytes: int = matfile.MAX_MAT_BYTES
-) -> np.ndarray:
+def load_joints(root, dataset: str, max_bytes: int = matfile.MAX_MAT_BYTES) -> np.ndarray:
   """(N, 14, 3) joints as x, y (1-based), flag, whatever the file's layout; BadRecord naming
   joints.mat when it is missing, unreadable, of another layout or declares over ``max_bytes``."""
   shape, _ = LAYOUTS[dataset]
@@ -48,13 +44,13 @@ def split_of(dataset: str, index: int, count: int) -> str:
   return "train" if dataset != "lsp" or index < count // 2 else "test"
 
 
-def work_items(root: pathlib.Path, options: Options, dataset: str):
+def work_items(root, options: Options, dataset: str):
   """One item per image (``records`` 1, its ``split``); an unreadable joints.mat is one dead
   letter standing for every image in images/."""
   try:
     joints = load_joints(root, dataset, options.max_mat_bytes)
   except BadRecord as error:
-    return [], [error.counting(len(list(root.glob("images/im*.jpg"))), "")]
+    return [], [error.counting(len(storage.glob(root, "images/im*.jpg")), "")]
   _, pattern = LAYOUTS[dataset]
   return [
     {
@@ -69,7 +65,7 @@ def work_items(root: pathlib.Path, options: Options, dataset: str):
   ], []
 
 
-def raw_records(root: pathlib.Path, item: dict, options: Options):
+def raw_records(root, item: dict, options: Options):
   record = f"image {item['index'] + 1}"
   image = media.read_image(
     safe_path(root, f"images/{item['image']}", "joints.mat", record),

@@ -5,11 +5,11 @@ Formats: docs/datasets.md, MPI-INF-3DHP training set.
 
 from __future__ import annotations
 
-import pathlib
+import os
 
 import numpy as np
 
-from beam_preprocess import matfile, media
+from beam_preprocess import matfile, media, storage
 from beam_preprocess.records import (
   BadRecord,
   CanonicalRecord,
@@ -95,7 +95,7 @@ def parse_calibration(text: str, file: str) -> dict[int, dict]:
   return out
 
 
-def load_annotations(path: pathlib.Path, file: str, max_bytes: int = matfile.MAX_MAT_BYTES) -> dict:
+def load_annotations(path, file: str, max_bytes: int = matfile.MAX_MAT_BYTES) -> dict:
   """annot.mat checked field by field: cells of (F, 56) / (F, 84) for 14 cameras; BadRecord
   naming ``file`` for a broken one or one whose variables declare over ``max_bytes``."""
   mat = matfile.load_mat(
@@ -124,9 +124,10 @@ def annotated_frames(subject: str, sequence: str, rows: int, camera: int | None 
   return min(frames, SHORT_VIDEOS.get((subject, sequence, camera), frames))
 
 
-def _cameras(option: str, folder: pathlib.Path) -> list[int]:
+def _cameras(option: str, folder: str) -> list[int]:
   if option == "available":
-    return sorted(int(p.stem.split("_")[1]) for p in (folder / "imageSequence").glob("video_*.avi"))
+    videos = storage.glob(folder, "imageSequence/video_*.avi")
+    return sorted(int(os.path.splitext(storage.name(p))[0].split("_")[1]) for p in videos)
   if option in CAMERA_SETS:
     return list(CAMERA_SETS[option])
   return [int(c) for c in option.split(",")]
@@ -136,12 +137,13 @@ def _video_file(base: str, camera: int, folder: str = "imageSequence") -> str:
   return f"{base}/{folder}/video_{camera}.avi"
 
 
-def _header_records(root: pathlib.Path, base: str, camera: int, stride: int) -> int:
+def _header_records(root, base: str, camera: int, stride: int) -> int:
   """Records a camera's video would give by its header's frame count (0 if unreadable)."""
-  return len(range(0, media.video_frame_count(root / _video_file(base, camera)) or 0, stride))
+  frames = media.video_frame_count(storage.join(root, _video_file(base, camera)))
+  return len(range(0, frames or 0, stride))
 
 
-def work_items(root: pathlib.Path, options: Options):
+def work_items(root, options: Options):
   """Items of (sequence, camera, frame range of ``options.frames_per_item`` frames).
 
   Each item carries ``records`` (the records it yields) and ``split``, so a lost
@@ -150,17 +152,15 @@ def work_items(root: pathlib.Path, options: Options):
   the frames its videos' headers declare.
   """
   items, bad = [], []
-  for annot in sorted(root.glob("S*/Seq*/annot.mat")):
-    folder = annot.parent
-    subject, seq = folder.parts[-2], folder.parts[-1]
+  for annot in storage.glob(root, "S*/Seq*/annot.mat"):
+    subject, seq, _ = relative(annot, root).split("/")
     base = f"{subject}/{seq}"
-    cameras = _cameras(options.cameras, folder)
+    cameras = _cameras(options.cameras, storage.join(root, base))
     try:
       annotations = load_annotations(annot, relative(annot, root), options.max_mat_bytes)
-      calibration = folder / "camera.calibration"
+      calibration = f"{base}/camera.calibration"
       parse_calibration(
-        safe_path(root, relative(calibration, root), relative(calibration, root), "-").read_text(),
-        relative(calibration, root),
+        storage.read_text(safe_path(root, calibration, calibration, "-")), calibration
       )
     except BadRecord as error:
       lost = sum(_header_records(root, base, c, options.frame_stride) for c in cameras)
@@ -188,7 +188,7 @@ def work_items(root: pathlib.Path, options: Options):
   return items, bad
 
 
-def raw_records(root: pathlib.Path, item: dict, options: Options):
+def raw_records(root, item: dict, options: Options):
   """Raw values of the item's frames (``item["frames"]``; without it every
   ``options.frame_stride``-th frame of the camera's video).
 
@@ -205,7 +205,7 @@ def raw_records(root: pathlib.Path, item: dict, options: Options):
   )
   calibration_file = f"{base}/camera.calibration"
   calibration = parse_calibration(
-    safe_path(root, calibration_file, calibration_file, "-").read_text(), calibration_file
+    storage.read_text(safe_path(root, calibration_file, calibration_file, "-")), calibration_file
   )
   if camera not in calibration or "intrinsics" not in calibration[camera]:
     raise BadRecord(
@@ -221,8 +221,8 @@ def raw_records(root: pathlib.Path, item: dict, options: Options):
   rows = {name: annot[name][camera][frames] for name in ("annot2", "annot3", "univ_annot3")}
   del annot  # the other 13 cameras and frames: released before any frame is decoded
   masks = None
-  if (root / mask_file).is_file():
-    masks = media.read_video_frames(root / mask_file, frames, mask_file)
+  if storage.is_file(storage.join(root, mask_file)):
+    masks = media.read_video_frames(storage.join(root, mask_file), frames, mask_file)
   try:
     for index, (frame, image) in enumerate(media.read_video_frames(video, frames, video_file)):
       mask = None

@@ -8,17 +8,16 @@ by least squares to u Z = fx X + cx Z and v Z = fy Y + cy Z over its frames (as 
 
 from __future__ import annotations
 
-import pathlib
-
 import numpy as np
 
-from beam_preprocess import matfile, media
+from beam_preprocess import matfile, media, storage
 from beam_preprocess.records import (
   BadRecord,
   CanonicalRecord,
   Options,
   check_finite,
   inside_image,
+  relative,
   safe_path,
 )
 from wild3d_tf import cameras, skeletons
@@ -38,7 +37,7 @@ ACTIVITIES = {
 _FIELDS = {"annot2": (17, 2), "annot3": (17, 3), "univ_annot3": (17, 3)}
 
 
-def load_annotations(path: pathlib.Path, file: str, max_bytes: int = matfile.MAX_MAT_BYTES) -> dict:
+def load_annotations(path, file: str, max_bytes: int = matfile.MAX_MAT_BYTES) -> dict:
   """Reads annot_data.mat (HDF5) through ``matfile.read_hdf5``: external links, external
   storage and datasets declaring over ``max_bytes`` in all are refused before reading."""
   out = matfile.read_hdf5(path, file, [*_FIELDS, "valid_frame", "activity_annotation"], max_bytes)
@@ -67,27 +66,28 @@ def fit_intrinsics(annot2: np.ndarray, annot3: np.ndarray) -> np.ndarray:
   return cameras.intrinsic_matrix(fx, fy, cx, cy)
 
 
-def work_items(root: pathlib.Path, options: Options):
+def work_items(root, options: Options):
   """One item per sequence (JPEG frames: memory does not grow with its length), with the
   ``records`` it yields (its valid frames; all with ``valid_only`` False) and its ``split``.
 
   An unreadable annot_data.mat is a dead letter standing for the sequence's JPEG frames.
   """
   items, bad = [], []
-  for path in sorted(root.glob("TS*/annot_data.mat")):
-    sequence = path.parent.name
+  for path in storage.glob(root, "TS*/annot_data.mat"):
+    sequence = relative(path, root).split("/")[0]
     try:
       annot = load_annotations(path, f"{sequence}/annot_data.mat", options.max_mat_bytes)
       valid = annot["valid_frame"] > 0
     except BadRecord as error:
-      bad.append(error.counting(len(list(path.parent.glob("imageSequence/img_*.jpg"))), "test"))
+      frames = storage.glob(storage.join(root, sequence), "imageSequence/img_*.jpg")
+      bad.append(error.counting(len(frames), "test"))
       continue
     records = int(valid.sum()) if options.valid_only else len(valid)
     items.append({"sequence": sequence, "records": records, "split": "test"})
   return items, bad
 
 
-def raw_records(root: pathlib.Path, item: dict, options: Options):
+def raw_records(root, item: dict, options: Options):
   sequence = item["sequence"]
   file = f"{sequence}/annot_data.mat"
   annot = load_annotations(safe_path(root, file, file, "-"), file, options.max_mat_bytes)

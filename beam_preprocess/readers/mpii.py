@@ -12,11 +12,9 @@ only people with at least two annotated joints (fewer cannot define a crop).
 
 from __future__ import annotations
 
-import pathlib
-
 import numpy as np
 
-from beam_preprocess import matfile, media
+from beam_preprocess import matfile, media, storage
 from beam_preprocess.records import BadRecord, CanonicalRecord, Options, check_finite, safe_path
 from wild3d_tf import skeletons
 
@@ -29,9 +27,10 @@ ANNOTATION_PATHS = (f"mpii_human_pose_v1_u12_2/{ANNOTATION_FILE}", ANNOTATION_FI
 EXPECTED_LAYOUT = ("mpii_human_pose_v1_u12_*", "images/*.jpg")
 
 
-def annotation_path(root: pathlib.Path) -> str:
+def annotation_path(root) -> str:
   """The first of ``ANNOTATION_PATHS`` present under ``root`` (relative), else the first."""
-  return next((p for p in ANNOTATION_PATHS if (root / p).is_file()), ANNOTATION_PATHS[0])
+  found = (p for p in ANNOTATION_PATHS if storage.is_file(storage.join(root, p)))
+  return next(found, ANNOTATION_PATHS[0])
 
 
 def _list(value) -> list:
@@ -84,7 +83,7 @@ def people_of(entry, record: str) -> list[dict]:
   return people
 
 
-def work_items(root: pathlib.Path, options: Options):
+def work_items(root, options: Options):
   file = annotation_path(root)
   try:
     release = matfile.load_mat(
@@ -125,7 +124,7 @@ def work_items(root: pathlib.Path, options: Options):
   return items, bad
 
 
-def raw_records(root: pathlib.Path, item: dict, options: Options):
+def raw_records(root, item: dict, options: Options):
   record = f"annolist({item['index'] + 1})"
   image = media.read_image(
     safe_path(root, f"images/{item['image']}", ANNOTATION_FILE, record),
