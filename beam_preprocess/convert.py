@@ -2,13 +2,14 @@
 
   python -m beam_preprocess.convert --dataset h36m --input_dir data/h36m --output_dir data/tfrecords
 
-Writes ``<dataset>-<split>.tfrecord-SSSSS-of-NNNNN`` shards, ``<dataset>.dead_letter.jsonl``,
-TFDS's metadata (``dataset_info.json``, ``features.json``: ``tfds.builder_from_directory`` reads
-the folder) and, last, ``<dataset>.manifest.json`` into ``--output_dir/<dataset>/`` (several
-datasets share one --output_dir, each in its own folder: the root is what training's --data_dir
-points at). Flags it does not know must be Beam pipeline options (a
-misspelt flag is an error); without --runner it runs on the DirectRunner in multi-processing mode
-with 2 workers, unless Beam options given say otherwise (--direct_running_mode=in_memory).
+Writes ``<dataset>-<split>.tfrecord-SSSSS-of-NNNNN`` shards and TFDS's metadata
+(``dataset_info.json``, ``features.json``: ``tfds.builder_from_directory`` reads the folder) into
+``--output_dir/<dataset>/``, and ``<dataset>.dead_letter.jsonl`` and, last,
+``<dataset>.manifest.json`` into ``--output_dir`` itself (several datasets share one
+--output_dir, each with its own shard folder: the root is what training's --data_dir points at).
+Flags it does not know must be Beam pipeline options (a misspelt flag is an error); without
+--runner it runs on the DirectRunner in multi-processing mode with 2 workers, unless Beam
+options given say otherwise (--direct_running_mode=in_memory).
 
 Both folders may be local or URLs of a filesystem Beam knows (``gs://``, with
 ``pip install wild3d[gcp]``): every file is read and written through ``beam_preprocess.storage``
@@ -57,7 +58,9 @@ FLAGS = flags.FLAGS
 flags.DEFINE_enum("dataset", None, sorted(transforms.READERS), "Dataset to convert.")
 flags.DEFINE_string("input_dir", None, "The dataset's own root folder (as the download unpacks).")
 flags.DEFINE_string(
-  "output_dir", None, "Root folder; shards, dead letters, manifest go to <output_dir>/<dataset>/."
+  "output_dir",
+  None,
+  "Root folder: shards go to <output_dir>/<dataset>/, the manifest and dead letters to the root.",
 )
 flags.DEFINE_integer(
   "num_shards", 0, "Shards per split; 0 = one per --records_per_shard records.", lower_bound=0

@@ -318,7 +318,7 @@ def test_2d_records_give_back_the_native_annotations(converted, synthetic_tiny):
 
 def test_manifest_counts_bones_and_digests(converted):
   out, manifests = converted
-  manifest = json.loads((out / "h36m/h36m.manifest.json").read_text())
+  manifest = json.loads((out / "h36m.manifest.json").read_text())
   assert manifest == manifests["h36m"]
   assert manifest["bone_lengths_mm"].keys() == {"train", "test"}
   assert (
@@ -335,7 +335,7 @@ def test_manifest_counts_bones_and_digests(converted):
       assert (
         hashlib.sha256((out / "h36m" / shard["file"]).read_bytes()).hexdigest() == shard["sha256"]
       )
-  assert (out / "h36m/h36m.dead_letter.jsonl").read_text() == ""
+  assert (out / "h36m.dead_letter.jsonl").read_text() == ""
 
 
 # ------------------------------------------------------------ bad input and budgets
@@ -372,8 +372,7 @@ def test_a_bad_image_gives_one_dead_letter_and_the_rest_converts(
   damage(root)
   manifest = _convert("lsp", root, tmp_path / "out", "--max_rejected_fraction=0.2")
   rows = [
-    json.loads(line)
-    for line in (tmp_path / "out/lsp/lsp.dead_letter.jsonl").read_text().splitlines()
+    json.loads(line) for line in (tmp_path / "out/lsp.dead_letter.jsonl").read_text().splitlines()
   ]
   assert len(rows) == 1 and rows[0]["field"] == field and reason in rows[0]["reason"]
   assert rows[0]["record"] == "image 3"
@@ -394,8 +393,7 @@ def test_non_finite_coordinates_and_path_escapes_are_dead_letters(synthetic_tiny
   scipy.io.savemat(path, mat)
   manifest = _convert("mpii", root, tmp_path / "out", "--max_rejected_fraction=0.5")
   rows = [
-    json.loads(line)
-    for line in (tmp_path / "out/mpii/mpii.dead_letter.jsonl").read_text().splitlines()
+    json.loads(line) for line in (tmp_path / "out/mpii.dead_letter.jsonl").read_text().splitlines()
   ]
   reasons = sorted((r["record"], r["field"], r["reason"]) for r in rows)
   assert reasons == [
@@ -412,9 +410,7 @@ def test_a_corrupt_video_and_a_broken_mat_are_dead_letters(synthetic_tiny, tmp_p
   manifest = _convert("mpi_inf_3dhp", root, tmp_path / "out", "--max_rejected_fraction=0.5")
   rows = [
     json.loads(line)
-    for line in (tmp_path / "out/mpi_inf_3dhp/mpi_inf_3dhp.dead_letter.jsonl")
-    .read_text()
-    .splitlines()
+    for line in (tmp_path / "out/mpi_inf_3dhp.dead_letter.jsonl").read_text().splitlines()
   ]
   assert [(r["file"], r["field"], r["reason"], r["records"]) for r in rows] == [
     ("S1/Seq1/imageSequence/video_2.avi", "video", "cannot open video", 8)  # all its frames
@@ -429,14 +425,12 @@ def test_a_corrupt_video_and_a_broken_mat_are_dead_letters(synthetic_tiny, tmp_p
     _convert("mpi_inf_3dhp", root, tmp_path / "out2")
   rows = [
     json.loads(line)
-    for line in (tmp_path / "out2/mpi_inf_3dhp/mpi_inf_3dhp.dead_letter.jsonl")
-    .read_text()
-    .splitlines()
+    for line in (tmp_path / "out2/mpi_inf_3dhp.dead_letter.jsonl").read_text().splitlines()
   ]
   assert [(r["file"], r["field"], r["reason"]) for r in rows] == [
     ("S1/Seq1/annot.mat", "univ_annot3", "missing field")
   ]
-  assert not (tmp_path / "out2/mpi_inf_3dhp/mpi_inf_3dhp.manifest.json").exists()
+  assert not (tmp_path / "out2/mpi_inf_3dhp.manifest.json").exists()
 
 
 def test_wrong_shapes_are_dead_letters_that_fail_the_budget(synthetic_tiny, tmp_path):
@@ -448,8 +442,7 @@ def test_wrong_shapes_are_dead_letters_that_fail_the_budget(synthetic_tiny, tmp_
   with pytest.raises(RuntimeError, match="8 of 8 records rejected"):  # one per image in images/
     _convert("lsp", root, tmp_path / "out")
   [row] = [
-    json.loads(line)
-    for line in (tmp_path / "out/lsp/lsp.dead_letter.jsonl").read_text().splitlines()
+    json.loads(line) for line in (tmp_path / "out/lsp.dead_letter.jsonl").read_text().splitlines()
   ]
   assert row["field"] == "joints" and "expected (3, 14) x N" in row["reason"]
   assert row["records"] == 8
@@ -464,7 +457,9 @@ def test_two_runs_give_byte_identical_output_and_reruns_leave_no_stale_shards(
 ):
   for run in ("a", "b"):
     _convert("h36m", synthetic_tiny / "h36m", tmp_path / run, "--num_shards=3")
-  assert [p.name for p in (tmp_path / "a").iterdir()] == ["h36m"]  # <output_dir>/<dataset>/
+  # <output_dir>/<dataset>/ for the shards; the manifest and the dead letters in the root.
+  root = ["h36m", "h36m.dead_letter.jsonl", "h36m.manifest.json"]
+  assert sorted(p.name for p in (tmp_path / "a").iterdir()) == root
   names = sorted(p.name for p in (tmp_path / "a/h36m").iterdir())
   assert names == sorted(p.name for p in (tmp_path / "b/h36m").iterdir())
   assert "h36m-train.tfrecord-00002-of-00003" in names and "dataset_info.json" in names

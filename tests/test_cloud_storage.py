@@ -164,7 +164,7 @@ def test_gs_to_gs_conversion_equals_the_local_one_byte_for_byte(emulator, synthe
   assert seconds < 300, f"the conversions took {seconds:.0f} s: a credential lookup retried?"
   local, cloud = _local_files(local_out), _cloud_files(bucket, "converted")
   for dataset in DATASETS:
-    manifest = json.loads(local[f"{dataset}/{dataset}.manifest.json"])
+    manifest = json.loads(local[f"{dataset}.manifest.json"])
     shards = [s["file"] for split in manifest["splits"].values() for s in split["shards"]]
     assert shards and sum(v["records"] for v in manifest["splits"].values()) > 0, dataset
     for name in shards:

@@ -151,8 +151,8 @@ def test_two_lost_videos_fail_the_job_with_their_frames_counted(synthetic_tiny, 
   )
   with pytest.raises(Exception, match=message.replace("(", r"\(").replace(".", r"\.")):
     _convert("h36m", root, tmp_path / "out")
-  assert not (tmp_path / "out/h36m/h36m.manifest.json").exists()
-  rows = _rows(tmp_path / "out/h36m/h36m.dead_letter.jsonl")
+  assert not (tmp_path / "out/h36m.manifest.json").exists()
+  rows = _rows(tmp_path / "out/h36m.dead_letter.jsonl")
   assert sorted((r["file"], r["records"], r["split"]) for r in rows) == sorted(
     (str(v.relative_to(root)), _frames_of(root, v), "train") for v in videos
   )
@@ -176,7 +176,7 @@ def test_a_lost_video_within_budget_shows_expected_vs_written(synthetic_tiny, tm
   )
   assert (test["expected"], test["records"], test["rejected"]) == (expected["test"],) * 2 + (0,)
   assert manifest["rejected"]["total"] == frames and manifest["rejected"]["rows"] == 3
-  rows = _rows(tmp_path / "out/h36m/h36m.dead_letter.jsonl")
+  rows = _rows(tmp_path / "out/h36m.dead_letter.jsonl")
   # one row per lost frame range of 4, each saying how many records it lost
   ranges = media.frame_ranges(frames, 1, 4)
   assert sorted((r["record"], r["records"]) for r in rows) == sorted(

@@ -131,7 +131,7 @@ def test_the_bomb_fails_the_lsp_conversion_with_a_dead_letter_naming_it(
   shutil.copy(bomb, root / "joints.mat")
   with pytest.raises(transforms.ConversionFailed, match="joints.mat"):
     convert_dataset("lsp", root, tmp_path / "out")
-  [row] = _rows(tmp_path / "out/lsp/lsp.dead_letter.jsonl")
+  [row] = _rows(tmp_path / "out/lsp.dead_letter.jsonl")
   assert (row["file"], row["field"]) == ("joints.mat", "joints")
   assert "over the limit of 1073741824 bytes (--max_mat_bytes)" in row["reason"]
   assert row["records"] == 8  # it stands for every image of images/
@@ -207,7 +207,7 @@ def test_the_converter_dead_letters_a_cut_jpeg(synthetic_tiny, tmp_path):
   image = root / "images/im0003.jpg"
   image.write_bytes(_cut(image.read_bytes()))
   manifest = convert_dataset("lsp", root, tmp_path / "out", "--max_rejected_fraction=0.5")
-  [row] = _rows(tmp_path / "out/lsp/lsp.dead_letter.jsonl")
+  [row] = _rows(tmp_path / "out/lsp.dead_letter.jsonl")
   assert (row["file"], row["record"], row["field"]) == ("images/im0003.jpg", "image 3", "image")
   assert "JPEG cut inside its image data" in row["reason"]
   assert sum(s["records"] for s in manifest["splits"].values()) == 7
@@ -255,11 +255,16 @@ def test_a_typo_input_dir_leaves_the_good_shards_byte_identical(synthetic_tiny, 
   out = tmp_path / "out"
   convert_dataset("lsp", synthetic_tiny / "lsp", out)
   before = _snapshot(out)
-  assert "lsp/lsp.manifest.json" in before and sum("tfrecord" in n for n in before) == 2
+  assert "lsp.manifest.json" in before and sum("tfrecord" in n for n in before) == 2
   with pytest.raises(transforms.InputDirError, match="lsp_typo does not exist"):
     convert_dataset("lsp", tmp_path / "lsp_typo", out)
   assert _snapshot(out) == before
-  assert [p.name for p in out.iterdir()] == ["lsp"]  # no staging folder either
+  # No staging folder either.
+  assert sorted(p.name for p in out.iterdir()) == [
+    "lsp",
+    "lsp.dead_letter.jsonl",
+    "lsp.manifest.json",
+  ]
 
 
 @pytest.mark.parametrize(
@@ -342,7 +347,7 @@ def test_a_failed_job_leaves_the_previous_shards_and_manifest_intact(synthetic_t
   after = _snapshot(out)
   assert {n: b for n, b in after.items() if "tfrecord" in n or "manifest" in n} == before
   assert not [p for p in out.iterdir() if p.name.startswith(".staging")]
-  rows = _rows(out / "lsp/lsp.dead_letter.jsonl")  # this run's reasons, where the message says
+  rows = _rows(out / "lsp.dead_letter.jsonl")  # this run's reasons, where the message says
   assert sorted(r["reason"] for r in rows) == [
     "missing file images/im0002.jpg",
     "missing file images/im0005.jpg",

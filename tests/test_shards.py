@@ -34,8 +34,8 @@ def test_names_are_hand_checkable():
   assert shards.shard_path("gs://b/x/", "h36m", "test", 0, 1) == (
     "gs://b/x/h36m/h36m-test.tfrecord-00000-of-00001"
   )
-  assert shards.manifest_path("gs://b/x", "lsp") == "gs://b/x/lsp/lsp.manifest.json"
-  assert shards.dead_letter_path("/d", "mpii") == "/d/mpii/mpii.dead_letter.jsonl"
+  assert shards.manifest_path("gs://b/x", "lsp") == "gs://b/x/lsp.manifest.json"
+  assert shards.dead_letter_path("/d", "mpii") == "/d/mpii.dead_letter.jsonl"
   # The converter writes through the same functions.
   assert sharding.shard_path is shards.shard_path and sharding.manifest_path is shards.manifest_path
   lsp_train = shards.shard_name_regex("lsp", "train")
@@ -57,9 +57,11 @@ def test_converted_shards_under_a_url_are_readable_by_training(synthetic_tiny, u
   # The converter left the 14 files listed below and nothing else (no staging folder, no
   # .incomplete shard); they are read back under the URL.
   assert upload_tree(tmp_path, url) == 14
-  assert sorted(n.rstrip("/") for n in tf.io.gfile.listdir(url)) == ["lsp", "lspet"]
-  listed = tf.io.gfile.listdir(f"{url}/lsp") + tf.io.gfile.listdir(f"{url}/lspet")
-  listed.remove("et")  # ram:// matches prefixes: it lists the folder lspet/ under lsp/ as "et"
+  assert sorted(n.rstrip("/") for n in tf.io.gfile.listdir(url) if "." not in n) == ["lsp", "lspet"]
+  # (ram:// lists by prefix: listdir of lsp/ would also show lspet/ and lsp.manifest.json.)
+  listed = [
+    p.rpartition("/")[2] for d in ("lsp", "lspet") for p in tf.io.gfile.glob(f"{url}/{d}/*")
+  ]
   assert sorted(listed) == [
     "dataset_info.json",  # TFDS's metadata, one pair per dataset folder
     "dataset_info.json",
@@ -69,10 +71,13 @@ def test_converted_shards_under_a_url_are_readable_by_training(synthetic_tiny, u
     "lsp-test.tfrecord-00001-of-00002",
     "lsp-train.tfrecord-00000-of-00002",
     "lsp-train.tfrecord-00001-of-00002",
-    "lsp.dead_letter.jsonl",
-    "lsp.manifest.json",
     "lspet-train.tfrecord-00000-of-00002",
     "lspet-train.tfrecord-00001-of-00002",
+  ]
+  # The manifests and dead letters lie in the root, where they always were.
+  assert sorted(p.rpartition("/")[2] for p in tf.io.gfile.glob(f"{url}/*.*")) == [
+    "lsp.dead_letter.jsonl",
+    "lsp.manifest.json",
     "lspet.dead_letter.jsonl",
     "lspet.manifest.json",
   ]
@@ -147,19 +152,23 @@ def test_a_manifest_of_another_version_is_refused_naming_it(url):
     data.load_manifest(url, "h36m")
 
 
-def test_a_conversion_in_the_flat_layout_is_named_as_such(url):
-  """Before one folder per dataset, shards and manifests lay directly in --data_dir."""
-  tf.io.gfile.makedirs(url)
-  _write(f"{url}/lsp.manifest.json", "{}")
+def test_a_conversion_in_the_flat_layout_is_named_as_such(synthetic_tiny, url, tmp_path):
+  """Before each dataset's shards had a folder, they lay directly in --data_dir beside the
+  manifest (which is still there): reading them names the old layout."""
+  local = tmp_path / "flat"
+  _convert("lsp", synthetic_tiny / "lsp", str(local), "--num_shards=1")
+  for name in list((local / "lsp").iterdir()):
+    name.rename(local / name.name)  # the shards as the old layout placed them
+  (local / "lsp").rmdir()
+  upload_tree(local, url)
+  data.require_manifests(url, ["lsp"])  # the manifest is where it always was
+  assert shards.converted_datasets(url) == ["lsp"]
   with pytest.raises(
     FileNotFoundError,
-    match=r"holds conversions in the old flat layout \(lsp.manifest.json directly in it; now "
-    r"<dataset>/ folders\); expected lsp/lsp.manifest.json",
+    match=r"the shards of lsp lie directly in it, the layout before each dataset's shards moved "
+    r"into ram://.*/lsp; convert again",
   ):
-    data.require_manifests(url, ["lsp"])
-  with pytest.raises(FileNotFoundError, match="lies directly in the folder, the layout before one"):
-    data.load_manifest(url, "lsp")
-  assert shards.converted_datasets(url) == []
+    data.shard_files(url, "lsp", "train")
 
 
 def test_bone_lengths_are_read_from_manifests_under_a_url(url):

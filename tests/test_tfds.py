@@ -139,6 +139,7 @@ def test_training_reads_the_same_records_through_tfds(converted_tiny):
 def test_a_folder_without_tfds_metadata_is_one_line_naming_it(converted_tiny, tmp_path):
   folder, _ = converted_tiny
   shutil.copytree(folder / "lsp", tmp_path / "lsp")
+  shutil.copy(shards.manifest_path(str(folder), "lsp"), tmp_path)
   (tmp_path / "lsp" / tfds_data.INFO_FILE).unlink()
   with pytest.raises(FileNotFoundError, match=rf"^{tmp_path}/lsp: no TFDS metadata \(dataset_info"):
     tfds_data.builder(str(tmp_path), "lsp")

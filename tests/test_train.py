@@ -628,7 +628,7 @@ def test_datasets_3d_h36m_trains_on_h36m_alone(converted_tiny, tmp_path):
   assert runs[1].returncode == 1
   assert refused_err.strip().splitlines() == [
     f"error: --data_dir {no_3dhp} has no conversion of mpi_inf_3dhp; expected "
-    "mpi_inf_3dhp/mpi_inf_3dhp.manifest.json (the converter's --output_dir: python -m "
+    "mpi_inf_3dhp.manifest.json (the converter's --output_dir: python -m "
     "beam_preprocess.convert --dataset=NAME --output_dir=DATA_DIR)"
   ]
   assert not (tmp_path / "default").exists()  # a refused run leaves no run folder

@@ -57,17 +57,12 @@ def require_manifests(data_dir: str, datasets) -> None:
   missing = [d for d in datasets if not shards.has_manifest(data_dir, d)]
   if not missing:
     return
-  root = len(shards.join(data_dir, ""))  # names relative to the root: <dataset>/<manifest>
+  root = len(shards.join(data_dir, ""))  # names relative to the root
   names = ", ".join(shards.manifest_path(data_dir, d)[root:] for d in missing)
   if not tf.io.gfile.isdir(data_dir):
     where = f"--data_dir {data_dir} does not exist"
-  elif shards.flat_manifests(data_dir):
-    where = (
-      f"--data_dir {data_dir} holds conversions in the old flat layout "
-      f"({', '.join(shards.flat_manifests(data_dir))} directly in it; now <dataset>/ folders)"
-    )
   elif not shards.converted_datasets(data_dir):
-    where = f"--data_dir {data_dir} holds no converted dataset at all (no */*.manifest.json)"
+    where = f"--data_dir {data_dir} holds no converted dataset at all (no *.manifest.json)"
   else:
     where = f"--data_dir {data_dir} has no conversion of {', '.join(missing)}"
   raise FileNotFoundError(

@@ -3,7 +3,7 @@
 1. ``python -m wild3d_tf.synthetic``: the ``tiny`` preset in the native layouts of
    H3.6M, MPI-INF-3DHP (train and test), MPII, LSP and LSPET, with contact sheets.
 2. ``python -m beam_preprocess.convert`` for each dataset: sharded TFRecords,
-   dead letters, manifests and TFDS metadata, one folder per dataset under one root.
+   TFDS metadata in one folder per dataset under one root, manifests and dead letters in it.
 3. ``python -m wild3d_tf.train --flagfile configs/tiny_pretrain2d.cfg``: 2D pre-training.
 4. ``python -m wild3d_tf.train --flagfile configs/tiny_full.cfg``: the full model,
    3D and 2D-only batches alternating, from the pre-trained weights.
@@ -283,7 +283,7 @@ def main(argv):
   print(
     f"\nArtefacts under {out}:\n"
     f"  data/                 synthetic native datasets; synthetic_*.png contact sheets\n"
-    f"  tfrecords/<dataset>/  shards, manifest, dead letters, TFDS metadata\n"
+    f"  tfrecords/<dataset>/  shards, TFDS metadata (manifests, dead letters in tfrecords/)\n"
     f"  runs/pretrain2d, runs/full   checkpoints and TensorBoard logs "
     f"(tensorboard --logdir {runs})\n"
     f"  evaluation/           results.md, results.json, pck_curve.png (synthetic 3DHP test set)\n"

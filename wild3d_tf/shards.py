@@ -41,8 +41,10 @@ def shard_name(dataset: str, split: str, shard: int, num_shards: int) -> str:
 
 
 def dataset_dir(root: str, dataset: str) -> str:
-  """The folder of one converted dataset under a root (--data_dir, the converter's
-  --output_dir): its shards, dead letters, manifest and TFDS metadata."""
+  """The folder of one converted dataset's shards and TFDS metadata under a root (--data_dir,
+  the converter's --output_dir): TFDS reads one dataset per folder. Its manifest and dead
+  letters stay in the root itself (``manifest_path``, ``dead_letter_path``), where users and
+  tools have always found them."""
   return join(root, dataset)
 
 
@@ -60,11 +62,13 @@ def shard_name_regex(dataset: str, split: str | None = None) -> re.Pattern:
 
 
 def manifest_path(root: str, dataset: str) -> str:
-  return join(dataset_dir(root, dataset), MANIFEST_PATTERN.format(dataset=dataset))
+  """``<root>/<dataset>.manifest.json``: the index of the shards in ``dataset_dir``."""
+  return join(root, MANIFEST_PATTERN.format(dataset=dataset))
 
 
 def dead_letter_path(root: str, dataset: str) -> str:
-  return join(dataset_dir(root, dataset), DEAD_LETTER_PATTERN.format(dataset=dataset))
+  """``<root>/<dataset>.dead_letter.jsonl``: the records the converter could not use."""
+  return join(root, DEAD_LETTER_PATTERN.format(dataset=dataset))
 
 
 def has_manifest(root: str, dataset: str) -> bool:
@@ -72,13 +76,13 @@ def has_manifest(root: str, dataset: str) -> bool:
   return tf.io.gfile.exists(manifest_path(root, dataset))
 
 
-def flat_manifests(root: str) -> list[str]:
-  """Manifest file names lying directly in ``root``: a conversion in the layout before one
-  folder per dataset (what an error about a missing dataset should point out)."""
+def flat_shards(root: str, dataset: str) -> list[str]:
+  """Names of ``dataset``'s shards lying directly in ``root``: a conversion in the layout before
+  the shards moved into ``<root>/<dataset>/`` (what an error about missing shards points out)."""
   if not tf.io.gfile.isdir(root):
     return []
-  suffix = MANIFEST_PATTERN.format(dataset="")
-  return sorted(n for n in tf.io.gfile.listdir(root) if n.endswith(suffix))
+  pattern = shard_name_regex(dataset)
+  return sorted(n for n in tf.io.gfile.listdir(root) if pattern.match(n.rstrip("/")))
 
 
 def is_current(folder: str, dataset: str) -> bool:
@@ -95,8 +99,9 @@ def converted_datasets(root: str) -> list[str]:
   """The datasets whose conversion into ``root`` finished (their manifest is there), sorted."""
   if not tf.io.gfile.isdir(root):
     return []
+  suffix = MANIFEST_PATTERN.format(dataset="")
   names = (n.rstrip("/") for n in tf.io.gfile.listdir(root))
-  return sorted(n for n in names if not n.startswith(".") and has_manifest(root, n))
+  return sorted(n[: -len(suffix)] for n in names if n.endswith(suffix) and not n.startswith("."))
 
 
 def load_manifest(data_dir: str, dataset: str) -> dict:
@@ -108,15 +113,9 @@ def load_manifest(data_dir: str, dataset: str) -> dict:
   """
   path = manifest_path(data_dir, dataset)
   if not tf.io.gfile.exists(path):
-    flat = MANIFEST_PATTERN.format(dataset=dataset) in flat_manifests(data_dir)
     raise FileNotFoundError(
-      f"no manifest for {dataset} in {data_dir} ({path}): "
-      + (
-        "it lies directly in the folder, the layout before one folder per dataset; "
-        if flat
-        else "the conversion did not finish, or never ran; "
-      )
-      + "run python -m beam_preprocess.convert"
+      f"no manifest for {dataset} in {data_dir} ({path}): the conversion did not finish, or "
+      "never ran; run python -m beam_preprocess.convert"
     )
   with tf.io.gfile.GFile(path, "r") as f:
     try:
@@ -152,8 +151,14 @@ def shard_files(data_dir: str, dataset: str, split: str, check_digests: bool = F
   entries = manifest["splits"][split]["shards"]
   listed = [entry["file"] for entry in entries]
   pattern = shard_name_regex(dataset, split)
-  present = {name for name in tf.io.gfile.listdir(folder) if pattern.match(name.rstrip("/"))}
+  names = tf.io.gfile.listdir(folder) if tf.io.gfile.isdir(folder) else []
+  present = {name for name in names if pattern.match(name.rstrip("/"))}
   missing, extra = sorted(set(listed) - present), sorted(present - set(listed))
+  if missing and flat_shards(data_dir, dataset):
+    raise FileNotFoundError(
+      f"{data_dir}: the shards of {dataset} lie directly in it, the layout before each "
+      f"dataset's shards moved into {folder}; convert again (python -m beam_preprocess.convert)"
+    )
   if missing or extra:
     raise FileNotFoundError(
       f"{folder}: shards of {dataset}/{split} differ from its manifest: "
