@@ -209,7 +209,8 @@ TEST_SET = "mpi_inf_3dhp_test"
 
 def _copy_test_set(folder, to):
   """A copy of the converted 3DHP test set (manifest and shards) to damage; its first shard."""
-  shutil.copytree(folder / TEST_SET, to / TEST_SET)  # its folder: <root>/<dataset>/
+  shutil.copytree(folder / TEST_SET, to / TEST_SET)  # its shard folder: <root>/<dataset>/
+  shutil.copy(shards.manifest_path(str(folder), TEST_SET), to)  # and its manifest, in the root
   return shards.shard_files(str(to), TEST_SET, "test")[0]
 
 

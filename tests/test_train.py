@@ -18,7 +18,7 @@ import pytest
 import tensorflow as tf
 
 from wild3d_tf import config as config_lib
-from wild3d_tf import data, losses, model, preprocess
+from wild3d_tf import data, losses, model, preprocess, shards
 from wild3d_tf.config import DataConfig, LoopConfig, ModelConfig
 from wild3d_tf.losses import LossWeights
 from wild3d_tf.trainer import Loop, NonFiniteLossError, Trainer, is_pretrained, make_optimizer
@@ -563,10 +563,13 @@ def test_two_workers_under_multiworker_mirrored_end_with_identical_weights(
 
 
 def _subset(folder, target, datasets):
-  """A data folder holding only the converted folders of some datasets (symbolic links)."""
+  """A data folder holding only the conversions of some datasets (symbolic links to each
+  one's shard folder and its manifest in the root)."""
   target.mkdir()
   for dataset in datasets:
     (target / dataset).symlink_to(folder / dataset)
+    manifest = shards.manifest_path(str(folder), dataset)
+    (target / manifest.rpartition("/")[2]).symlink_to(manifest)
   return target
 
 
