@@ -19,8 +19,9 @@ demo: $(STAMP)
 	$(PY) -m wild3d_tf.demo --output_dir demo_output
 
 # The linter runs first: style and unused names fail the build like a failing test.
+# --dist loadgroup: tests marked with one xdist_group share a worker (and their module fixtures).
 test: lint
-	$(PY) -m pytest -n 2 --durations=15 tests
+	$(PY) -m pytest -n 2 --dist loadgroup --durations=15 tests
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .

@@ -41,8 +41,12 @@ outputs are rewritten after every seed.
 from __future__ import annotations
 
 import argparse
+import concurrent.futures
 import json
+import os
 import pathlib
+import queue
+import shutil
 import subprocess
 import sys
 import time
@@ -96,8 +100,12 @@ NETWORKS = {
 }
 
 
-def stage(command: list[str], log: list[str], done: pathlib.Path | None = None) -> None:
-  """Runs one user-facing command, unless ``done`` exists (a finished stage of an earlier run)."""
+def stage(
+  command: list[str], log: list[str], done: pathlib.Path | None = None, cores=None, output=None
+) -> None:
+  """Runs one user-facing command, unless ``done`` exists (a finished stage of an earlier run);
+  ``cores``: the CPUs to pin it to (``Cores``), None for all of this process's; ``output``: a
+  file for its standard output (None: discarded)."""
   shown = " ".join(command).replace(sys.executable, "python")
   log.append(shown)
   if done is not None and done.exists():
@@ -105,8 +113,49 @@ def stage(command: list[str], log: list[str], done: pathlib.Path | None = None) 
     return
   print(f"$ {shown}", flush=True)
   start = time.perf_counter()
-  subprocess.run(command, check=True, stdout=subprocess.DEVNULL)
-  print(f"   ({time.perf_counter() - start:.0f} s)", flush=True)
+  if cores is not None:
+    command = ["taskset", "--cpu-list", ",".join(map(str, cores)), *command]
+  subprocess.run(command, check=True, stdout=output or subprocess.DEVNULL)
+  print(f"   ({time.perf_counter() - start:.0f} s: {shown})", flush=True)
+
+
+class Cores:
+  """Runs stages side by side, each pinned to its own share of this process's CPUs.
+
+  The tiny network's training step uses about 1.3 of 2 cores; two trainings pinned to one core
+  each make 1.55x the steps of one on both (8.0 + 8.0 against 10.4 steps/s, docs/benchmarks.md),
+  so ``jobs=2`` runs the ablation's independent stages (seeds, variants) two at a time. A job
+  starts once the futures it needs have finished; those were always submitted before it, so the
+  pool cannot deadlock. ``jobs=1`` (or no ``taskset`` on the machine) runs unpinned, in
+  submission order.
+  """
+
+  def __init__(self, jobs: int):
+    cpus = sorted(os.sched_getaffinity(0))
+    jobs = max(1, min(jobs, len(cpus)))
+    self.pinned = jobs > 1 and shutil.which("taskset") is not None
+    self.free = queue.Queue()
+    for share in range(jobs):
+      self.free.put(cpus[share::jobs] if self.pinned else None)
+    # More threads than shares: a job waiting for its inputs must not hold a share.
+    self.pool = concurrent.futures.ThreadPoolExecutor(4 * jobs)
+
+  def submit(self, job, *after: concurrent.futures.Future) -> concurrent.futures.Future:
+    """Runs ``job(cores)`` when every future in ``after`` has finished (raising if one failed)."""
+
+    def run():
+      for future in after:
+        future.result()
+      cores = self.free.get()
+      try:
+        return job(cores)
+      finally:
+        self.free.put(cores)
+
+    return self.pool.submit(run)
+
+  def close(self) -> None:
+    self.pool.shutdown(wait=True, cancel_futures=True)
 
 
 def prepare_data(work: pathlib.Path, preset: str, log: list[str]) -> pathlib.Path:
@@ -570,6 +619,13 @@ def main():
     help=f"a subset of the rows ({LIFTING} needs full; the mean-pose floor comes with {LIFTING})",
   )
   parser.add_argument("--output", default=str(ROOT / "docs" / "results.md"))
+  parser.add_argument(
+    "--jobs",
+    type=int,
+    default=1,
+    help="stages run side by side, each pinned to its share of the CPUs (Cores); 2 on a 2-core "
+    "machine with --network tiny, 1 for one GPU",
+  )
   args = parser.parse_args()
   names = [n for n in NAMES if n in args.variants]
   if LIFTING in names and "full" not in names:
@@ -583,17 +639,27 @@ def main():
     evaluate_constant(np.zeros((17, 3)), records, zero, ZERO_POSE)
   scores, scores_2d, finished = {}, {}, []
   output = pathlib.Path(args.output)
-  for seed in args.seeds:
+  cores = Cores(args.jobs)
+
+  def pretrain_job(seed):
     pretrain = runs / f"seed{seed}" / "pretrain2d"
-    stage(
-      train_command(pretrain_cfg, records, pretrain, seed, args.pretrain_steps),
-      log,
-      done=pretrain / "DONE",
-    )
-    (pretrain / "DONE").touch()
-    for variant in names:
-      run_dir = runs / f"seed{seed}" / variant
-      evaluation = evaluation_dir(runs, seed, variant)
+
+    def job(pinned):
+      stage(
+        train_command(pretrain_cfg, records, pretrain, seed, args.pretrain_steps),
+        log,
+        done=pretrain / "DONE",
+        cores=pinned,
+      )
+      (pretrain / "DONE").touch()
+
+    return job
+
+  def variant_job(seed, variant):
+    pretrain, run_dir = runs / f"seed{seed}" / "pretrain2d", runs / f"seed{seed}" / variant
+    evaluation = evaluation_dir(runs, seed, variant)
+
+    def job(pinned):
       if variant == LIFTING:
         full = runs / f"seed{seed}" / "full"
         stage(
@@ -610,6 +676,7 @@ def main():
           ],
           log,
           done=run_dir / "lifter.json",
+          cores=pinned,
         )
         source = [f"--checkpoint={full}", f"--lifter={run_dir}"]
       else:
@@ -626,6 +693,7 @@ def main():
           ),
           log,
           done=evaluation / "results.json",
+          cores=pinned,
         )
         source = [f"--checkpoint={run_dir}"]
       stage(
@@ -640,24 +708,46 @@ def main():
         ],
         log,
         done=evaluation / "results.json",
+        cores=pinned,
       )
-    floors = [ZERO_POSE]
+
+    return job
+
+  # Every stage is submitted up front, seed by seed (a seed's variants after its pre-training,
+  # the lifter after the full model); results are written as each seed finishes.
+  pending = {}
+  for seed in args.seeds:
+    pretrained = cores.submit(pretrain_job(seed))
+    pending[seed] = {
+      v: cores.submit(variant_job(seed, v), pretrained) for v in names if v != LIFTING
+    }
     if LIFTING in names:
-      reference = evaluation_dir(runs, seed, MEAN_POSE)
-      if not (reference / "results.json").is_file():
-        lifter = runs / f"seed{seed}" / LIFTING
-        evaluate_constant(mean_training_pose(lifter), records, reference, f"{MEAN_POSE} ({lifter})")
-      floors.append(MEAN_POSE)
-    for name in (*names, *floors):
-      arrays = dict(np.load(evaluation_dir(runs, seed, name) / "predictions.npz"))
-      scores[name, seed] = take_scores(arrays, args.preset)
-    for name in ("pretrain2d", *(v for v in VARIANTS if v in names)):
-      scores_2d[name, seed] = two_d_scores(runs / f"seed{seed}" / name, records)
-    finished.append(seed)
-    images = plot_curves(runs, finished, output.parent / "images", args.network, names)
-    gate_file = work / GATE_FILE
-    gate = json.loads(gate_file.read_text()) if gate_file.is_file() else None
-    write_results(output, args, finished, scores, log, images, scores_2d, names, gate)
+      pending[seed][LIFTING] = cores.submit(variant_job(seed, LIFTING), pending[seed]["full"])
+  try:
+    for seed in args.seeds:
+      for future in pending[seed].values():
+        future.result()
+      floors = [ZERO_POSE]
+      if LIFTING in names:
+        reference = evaluation_dir(runs, seed, MEAN_POSE)
+        if not (reference / "results.json").is_file():
+          lifter = runs / f"seed{seed}" / LIFTING
+          evaluate_constant(
+            mean_training_pose(lifter), records, reference, f"{MEAN_POSE} ({lifter})"
+          )
+        floors.append(MEAN_POSE)
+      for name in (*names, *floors):
+        arrays = dict(np.load(evaluation_dir(runs, seed, name) / "predictions.npz"))
+        scores[name, seed] = take_scores(arrays, args.preset)
+      for name in ("pretrain2d", *(v for v in VARIANTS if v in names)):
+        scores_2d[name, seed] = two_d_scores(runs / f"seed{seed}" / name, records)
+      finished.append(seed)
+      images = plot_curves(runs, finished, output.parent / "images", args.network, names)
+      gate_file = work / GATE_FILE
+      gate = json.loads(gate_file.read_text()) if gate_file.is_file() else None
+      write_results(output, args, finished, scores, log, images, scores_2d, names, gate)
+  finally:
+    cores.close()
 
 
 if __name__ == "__main__":

@@ -56,6 +56,9 @@ def main():
   parser.add_argument("--preset", default="bench", choices=sorted(PRESETS))
   parser.add_argument("--steps", type=int, default=3000, help="2D pre-training steps of each")
   parser.add_argument("--network", choices=sorted(ablation.CONFIG_FILES), default="tiny")
+  parser.add_argument(
+    "--jobs", type=int, default=1, help="trainings side by side, each on its share of the CPUs"
+  )
   args = parser.parse_args()
   work = pathlib.Path(args.work_dir).resolve()
   log = []
@@ -66,15 +69,29 @@ def main():
     # The ablation's pre-training of seed 0, same command: the ablation skips it afterwards.
     "wild 2D": (work / "runs" / "seed0" / "pretrain2d", []),
   }
-  networks = {}
-  for name, (model_dir, extra) in runs.items():
-    ablation.stage(
-      ablation.train_command(config_file, records, model_dir, 0, args.steps, *extra),
-      log,
-      done=model_dir / "DONE",
-    )
-    (model_dir / "DONE").touch()
-    networks[name] = ablation.two_d_scores(model_dir, records)
+
+  def job(model_dir, extra):
+    def train(cores):
+      ablation.stage(
+        ablation.train_command(config_file, records, model_dir, 0, args.steps, *extra),
+        log,
+        done=model_dir / "DONE",
+        cores=cores,
+      )
+      (model_dir / "DONE").touch()
+
+    return train
+
+  cores = ablation.Cores(args.jobs)
+  try:
+    trained = [cores.submit(job(*run)) for run in runs.values()]
+    for future in trained:
+      future.result()
+  finally:
+    cores.close()
+  networks = {
+    name: ablation.two_d_scores(model_dir, records) for name, (model_dir, _) in runs.items()
+  }
   result = {
     "rule": (
       f"Pass: the network pre-trained on wild 2D reaches {RULE['wild_at_least']:.0f} % 2D PCK on "
@@ -87,7 +104,7 @@ def main():
     "passed": verdict(networks),
     "command": " ".join(
       ["python benchmarks/gate.py", f"--work_dir={work}", f"--preset={args.preset}"]
-      + [f"--steps={args.steps}", f"--network={args.network}"]
+      + [f"--steps={args.steps}", f"--network={args.network}", f"--jobs={args.jobs}"]
     ),
     "log": log,
   }

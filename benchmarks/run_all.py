@@ -37,6 +37,7 @@ BENCHMARKS = {
   "convert_memory": [["benchmarks/convert_memory.py", "--frames", "500", "2000", "--side", "2048"]],
   "train_speed": [["benchmarks/train_speed.py", "--data_dir", "{data}", "--seconds", "6"]],
   "input_speed": [["benchmarks/input_speed.py", "--data_dir", "{data}", "--seconds", "6"]],
+  "side_by_side": [["benchmarks/side_by_side.py", "--data_dir", "{data}", "--steps", "400"]],
   "serving_speed": [
     ["benchmarks/serving_speed.py", "--variants", "tiny", "full", "--seconds", "30"],
     [

@@ -2,7 +2,12 @@
 
 import importlib.util
 import json
+import os
 import pathlib
+import shutil
+import sys
+import threading
+import time
 
 import numpy as np
 import pytest
@@ -18,6 +23,7 @@ def _load(name):
 
 
 run_all, ablation, gate = _load("run_all"), _load("ablation"), _load("gate")
+side_by_side = _load("side_by_side")
 
 
 def test_a_block_is_replaced_and_the_prose_around_it_kept():
@@ -174,3 +180,69 @@ def test_printed_tables_get_the_blank_line_markdown_needs():
     run_all.markdown("title\n| a |\n|---|\n| 1 |\n\nnext\n| b |\n")
     == "title\n\n| a |\n|---|\n| 1 |\n\nnext\n\n| b |"
   )
+
+
+def test_side_by_side_stages_get_disjoint_cores_and_wait_for_their_inputs(tmp_path):
+  cpus = sorted(os.sched_getaffinity(0))
+  if len(cpus) < 2 or shutil.which("taskset") is None:
+    pytest.skip("needs 2 CPUs and taskset")
+  cores = ablation.Cores(2)
+  events, lock = [], threading.Lock()
+
+  def job(name, seconds):
+    def run(share):
+      with lock:
+        events.append(("start", name, tuple(share)))
+      time.sleep(seconds)
+      with lock:
+        events.append(("end", name, tuple(share)))
+      return tuple(share)
+
+    return run
+
+  try:
+    # "second" frees its share long before "first" ends: "after" must still wait for "first".
+    first, second = cores.submit(job("first", 0.8)), cores.submit(job("second", 0.1))
+    after = cores.submit(lambda share: (first.done(), tuple(share)), first)
+    shares = {first.result(), second.result()}
+    first_was_done, _ = after.result()
+  finally:
+    cores.close()
+  assert shares == {tuple(cpus[0::2]), tuple(cpus[1::2])}  # side by side, one share each
+  assert first_was_done
+  held = set()
+  for event, _, share in events:  # no two stages ever hold the same share at once
+    assert event == "end" or share not in held
+    (held.add if event == "start" else held.discard)(share)
+
+  # The command itself runs pinned: the child sees only its share.
+  seen = tmp_path / "affinity.txt"
+  script = f"import os; open({str(seen)!r}, 'w').write(str(sorted(os.sched_getaffinity(0))))"
+  log = []
+  ablation.stage([sys.executable, "-c", script], log, cores=[cpus[1]])
+  assert seen.read_text() == str([cpus[1]]) and log == [f"python -c {script}"]
+
+
+def test_a_failed_input_fails_the_stages_that_need_it():
+  cores = ablation.Cores(1)
+
+  def broken(_):
+    raise RuntimeError("pre-training failed")
+
+  try:
+    failed = cores.submit(broken)
+    needs_it = cores.submit(lambda _: "trained", failed)
+    with pytest.raises(RuntimeError, match="pre-training failed"):
+      needs_it.result()
+  finally:
+    cores.close()
+
+
+def test_side_by_side_reads_the_second_half_of_a_training_log():
+  log = "\n".join(
+    f"step {step}/400  loss 1.0  {rate} steps/s  input wait 2%  ETA 3 s"
+    for step, rate in ((100, 2.0), (200, 9.0), (300, 10.0), (400, 11.0))
+  )
+  assert side_by_side.logged_rate("start-up noise\n" + log) == pytest.approx(10.5)
+  with pytest.raises(ValueError, match="no 'step N/M"):
+    side_by_side.logged_rate("Traceback ...")

@@ -50,6 +50,7 @@ def _direct_norm(network, batch, weights, term):
   return float(np.sqrt(sum(np.sum(np.square(g.numpy().astype(np.float64))) for g in grads)))
 
 
+@pytest.mark.xdist_group("gradient_norms")  # one worker builds the module fixtures
 def test_term_gradient_norms_are_the_weighted_terms_gradient_norms(network, four_batches):
   batch = four_batches[0]  # a 3D batch
   paper = LossWeights()
@@ -80,6 +81,7 @@ def test_term_gradient_norms_are_the_weighted_terms_gradient_norms(network, four
   assert heatmap.groups["heads"] == 0.0 and heatmap.groups["trunk"] > 0
 
 
+@pytest.mark.xdist_group("gradient_norms")  # one worker builds the module fixtures
 def test_calibration_equalises_the_weighted_gradient_norms(network, four_batches):
   trainer = Trainer(network, LossWeights(), 8, 64)
   calibrated, report = trainer.calibrated_weights(four_batches)

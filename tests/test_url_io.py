@@ -30,6 +30,10 @@ from wild3d_tf import (
 )
 from wild3d_tf.trainer import CALIBRATION_FILE
 
+# One worker runs the module (make test's --dist loadgroup): its `runs` fixture trains three
+# times, and under plain --dist load both workers built it.
+pytestmark = pytest.mark.xdist_group("url_io")
+
 PHOTO = pathlib.Path(__file__).resolve().parents[1] / "wild3d_tf/demo_data/astronaut.png"
 ROOT = "ram://wild3d_url_io"
 
