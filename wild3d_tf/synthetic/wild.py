@@ -7,7 +7,6 @@ import numpy as np
 from wild3d_tf import cameras, skeletons
 from wild3d_tf.synthetic import body, render
 
-
 # The share of in-the-wild people doing an everyday activity as the studio's actors do (the rest
 # an athletic variant of one). MPII is organised by everyday activities, which include what
 # H3.6M's and 3DHP's actors perform, so real 2D data covers the studio's kind of poses; with
