@@ -12,7 +12,7 @@ reaches ``RULE["wild_at_least"]`` on the main wild column and the
 studio-trained one stays ``RULE["gap_at_least"]`` points below it there. If
 it fails, change the world or the budget, never the test set.
 
-  python benchmarks/gate.py --work_dir /tmp/ablation --preset bench --steps 3000
+  python benchmarks/gate.py --work_dir /tmp/ablation --preset bench --steps 5000 --jobs 2
 
 Writes ``gate.json`` in the work folder (``ablation.py`` reports it), prints
 the table, and exits 1 when the gate fails.
@@ -54,7 +54,7 @@ def main():
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   parser.add_argument("--work_dir", required=True)
   parser.add_argument("--preset", default="bench", choices=sorted(PRESETS))
-  parser.add_argument("--steps", type=int, default=3000, help="2D pre-training steps of each")
+  parser.add_argument("--steps", type=int, default=5000, help="2D pre-training steps of each")
   parser.add_argument("--network", choices=sorted(ablation.CONFIG_FILES), default="tiny")
   parser.add_argument(
     "--jobs", type=int, default=1, help="trainings side by side, each on its share of the CPUs"

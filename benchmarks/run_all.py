@@ -53,7 +53,7 @@ BENCHMARKS = {
   ],
   # The gate and the ablation write docs/results.md (through the ablation) and gate.json.
   "gate": [
-    ["benchmarks/gate.py", "--work_dir", "{work}/ablation", "--preset", "bench"],
+    ["benchmarks/gate.py", "--work_dir", "{work}/ablation", "--preset", "bench", "--jobs", "2"],
   ],
   "ablation": [
     [
@@ -65,6 +65,8 @@ BENCHMARKS = {
       "--seeds",
       "0",
       "1",
+      "2",
+      "--jobs",
       "2",
       "--output",
       "docs/results.md",
