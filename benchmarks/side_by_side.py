@@ -13,7 +13,6 @@ logged steps/s over the second half of each run (start-up and tracing excluded).
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import pathlib
 import re
 import sys
@@ -21,17 +20,10 @@ import tempfile
 
 import numpy as np
 
+# benchmarks/ablation.py is a script beside this one, not a package module.
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
+import ablation  # noqa: E402
 
-def _ablation():
-  """``benchmarks/ablation.py`` (a script, not a package module)."""
-  path = pathlib.Path(__file__).resolve().parent / "ablation.py"
-  spec = importlib.util.spec_from_file_location("ablation", path)
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module
-
-
-ablation = _ablation()
 RATE = re.compile(r"^step (\d+)/\d+ .* ([0-9.]+) steps/s", re.M)
 
 
