@@ -99,6 +99,8 @@ NETWORKS = {
   "full": "full network (configs/pretrain2d.cfg, full.cfg: the paper's recipe)",
 }
 
+DONE = "DONE"  # a finished 2D pre-training (pretrain_stage)
+
 
 def stage(
   command: list[str], log: list[str], done: pathlib.Path | None = None, cores=None, output=None
@@ -117,6 +119,13 @@ def stage(
     command = ["taskset", "--cpu-list", ",".join(map(str, cores)), *command]
   subprocess.run(command, check=True, stdout=output or subprocess.DEVNULL)
   print(f"   ({time.perf_counter() - start:.0f} s: {shown})", flush=True)
+
+
+def pretrain_stage(command: list[str], model_dir: pathlib.Path, log: list[str], cores=None):
+  """A 2D pre-training ``stage``, marked finished by ``model_dir/DONE`` (the gate's wild-2D
+  network is the ablation's seed-0 pre-training: whichever runs first, the other skips it)."""
+  stage(command, log, done=model_dir / DONE, cores=cores)
+  (model_dir / DONE).touch()
 
 
 class Cores:
@@ -646,13 +655,12 @@ def main():
     pretrain = runs / f"seed{seed}" / "pretrain2d"
 
     def job(pinned):
-      stage(
+      pretrain_stage(
         train_command(pretrain_cfg, records, pretrain, seed, args.pretrain_steps),
+        pretrain,
         log,
-        done=pretrain / "DONE",
-        cores=pinned,
+        pinned,
       )
-      (pretrain / "DONE").touch()
 
     return job
 

@@ -72,13 +72,12 @@ def main():
 
   def job(model_dir, extra):
     def train(cores):
-      ablation.stage(
+      ablation.pretrain_stage(
         ablation.train_command(config_file, records, model_dir, 0, args.steps, *extra),
+        model_dir,
         log,
-        done=model_dir / "DONE",
-        cores=cores,
+        cores,
       )
-      (model_dir / "DONE").touch()
 
     return train
 

@@ -28,6 +28,9 @@ import time
 import keras
 import tensorflow as tf
 
+# The rate loop and the one-core option of benchmarks/train_speed.py (a script beside this one).
+from train_speed import one_core, rate
+
 from wild3d_tf import data, model, preprocess, schema
 from wild3d_tf.config import DataConfig, LoopConfig, ModelConfig
 from wild3d_tf.losses import LossWeights
@@ -38,23 +41,6 @@ BATCH = 8  # configs/tiny_full.cfg's
 # The networks the step rows time: (variant, input size, batch) of configs/tiny_full.cfg and
 # configs/full.cfg.
 STEP_SETTINGS = {"tiny": (128, 8), "full": (256, 10)}
-
-
-def rate(dataset, seconds, per_element=1):
-  """Elements (times ``per_element``) per second drawn from ``dataset`` for ``seconds``."""
-  iterator = iter(dataset)
-  next(iterator)
-  count, start = 0, time.perf_counter()
-  while time.perf_counter() - start < seconds:
-    next(iterator)
-    count += 1
-  return count * per_element / (time.perf_counter() - start)
-
-
-def _one_core(dataset):
-  options = tf.data.Options()
-  options.threading.private_threadpool_size = 1
-  return dataset.with_options(options)
 
 
 def _files(data_dir):
@@ -79,9 +65,9 @@ def cpu_rates(data_dir, size, seconds):
   )
   whole = data.examples(_files(data_dir), config, True, 0, input_size=size, heatmap_size=size // 16)
   return (
-    rate(_one_core(decode), seconds),
-    rate(_one_core(staged), seconds, BATCH),
-    rate(_one_core(whole), seconds),
+    rate(one_core(decode), seconds),
+    rate(one_core(staged), seconds, BATCH),
+    rate(one_core(whole), seconds),
   )
 
 

@@ -20,17 +20,18 @@ from wild3d_tf.losses import LossWeights
 from wild3d_tf.trainer import Loop, Trainer, make_optimizer
 
 
-def rate(dataset, seconds):
+def rate(dataset, seconds, per_element=1):
+  """Elements (times ``per_element``) per second drawn from ``dataset`` for ``seconds``."""
   iterator = iter(dataset)
   next(iterator)
   count, start = 0, time.perf_counter()
   while time.perf_counter() - start < seconds:
     next(iterator)
     count += 1
-  return count / (time.perf_counter() - start)
+  return count * per_element / (time.perf_counter() - start)
 
 
-def _one_core(dataset):
+def one_core(dataset):
   options = tf.data.Options()
   options.threading.private_threadpool_size = 1
   return dataset.with_options(options)
@@ -45,15 +46,15 @@ def pipeline_rates(data_dir, size, seconds):
   decoded = tf.data.TFRecordDataset(files).map(
     lambda s: tf.io.decode_jpeg(schema.parse(s)[schema.IMAGE_CROP_JPEG])
   )
-  decode = _one_core(decoded.repeat())
+  decode = one_core(decoded.repeat())
   images = list(decoded.take(8))
   matrix = tf.constant([[0.8, 0.1, 5.0], [-0.1, 0.8, 7.0], [0.0, 0.0, 1.0]], tf.float64)
-  warp = _one_core(
+  warp = one_core(
     tf.data.Dataset.from_tensor_slices(tf.stack(images))
     .repeat()
     .map(lambda image: preprocess.warp(tf.cast(image, tf.float32), matrix, size))
   )
-  full = _one_core(
+  full = one_core(
     data.examples(
       files, config, True, 0, input_size=size, heatmap_size=ModelConfig.full(size).heatmap_size
     )
