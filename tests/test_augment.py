@@ -211,6 +211,36 @@ def test_prepare_in_training_is_stage_then_finish(converted_tiny):
       np.testing.assert_array_equal(value.numpy(), finished[key][1].numpy(), err_msg=key)
 
 
+@pytest.mark.parametrize("dataset", ["h36m", "mpii"])  # lens distortion; no camera at all
+def test_a_staged_batch_equals_the_examples_staged_one_by_one(converted_tiny, dataset):
+  folder, _ = converted_tiny
+  config = DataConfig(data_dir=str(folder), background_probability=0.5)
+  bones = data.bone_length_table(str(folder), ["h36m"])
+  files = data.shard_files(str(folder), dataset, "train")
+  records = [schema.parse(r) for r in tf.data.TFRecordDataset(files).take(6)]
+  seeds = [tf.constant(30 + i, tf.int64) for i in range(6)]
+  one_by_one = [
+    data.stage_example(r, s, config, True, 64, bones, stored_side=320)
+    for r, s in zip(records, seeds)
+  ]
+  decoded = _batch(
+    [
+      data.decode_example(r, s, config, True, bones, stored_side=320)
+      for r, s in zip(records, seeds)
+    ]
+  )
+  staged = data.stage_batch(decoded, 64)
+  assert staged.keys() == one_by_one[0].keys()
+  flips = staged[preprocess.FLIPPED].numpy()
+  assert 0 < flips.sum() < 6  # both kinds of example in the batch
+  for b, example in enumerate(one_by_one):
+    for key, value in example.items():
+      # float64 geometry may round differently batched (the camera rotation by 1e-16)
+      np.testing.assert_allclose(staged[key][b].numpy(), value.numpy(), rtol=1e-12, err_msg=key)
+  if dataset == "h36m":  # the undistorted ray is not the distorted one: the lens is used
+    assert np.abs(staged[preprocess.CAMERA_FROM_VIRTUAL].numpy() - np.eye(3)).max() > 1e-3
+
+
 def test_a_crop_larger_than_the_batch_side_is_named(converted_tiny):
   folder, _ = converted_tiny
   files = data.shard_files(str(folder), "mpii", "train")

@@ -18,31 +18,37 @@ import math
 import tensorflow as tf
 
 
-def jitter_square(
-  square,
-  seed,
-  scale_range: float,
-  rotation_degrees: float,
-  shift: float,
-  flip: bool,
-):
-  """A random scale, shift, in-plane rotation and flip of a crop square.
+def crop_jitter(seed, scale_range: float, rotation_degrees: float, shift: float, flip: bool):
+  """The random draws of ``jitter_square``: ((4,) float64, () bool).
 
-  ``square`` (3,) float64 (cx, cy, side) pixels. The side is multiplied by a
-  factor uniform in ``1 +- scale_range``, the centre moved by up to ``shift``
-  times the side along each axis, the angle (radians) is uniform in
-  ``+- rotation_degrees`` and the flip is a fair coin when ``flip`` allows it.
-  Returns (square (3,) float64, angle () float64, flip () bool).
+  The (4,) holds the side's factor, uniform in ``1 +- scale_range``, the
+  in-plane angle (radians), uniform in ``+- rotation_degrees``, and the
+  centre's shift along x and y in box sides, each uniform in ``+- shift``; the
+  bool is the flip, a fair coin when ``flip`` allows it. ``NO_CROP_JITTER``
+  (and no flip) leaves a square as it is.
   """
   seeds = tf.random.experimental.stateless_split(seed, 4)
-  square = tf.cast(square, tf.float64)
-  scale = 1.0 + tf.random.stateless_uniform([], seeds[0], -scale_range, scale_range, tf.float64)
-  angle = tf.random.stateless_uniform([], seeds[1], -1.0, 1.0, tf.float64) * math.radians(
+  scale = 1.0 + tf.random.stateless_uniform([1], seeds[0], -scale_range, scale_range, tf.float64)
+  angle = tf.random.stateless_uniform([1], seeds[1], -1.0, 1.0, tf.float64) * math.radians(
     rotation_degrees
   )
-  offset = tf.random.stateless_uniform([2], seeds[2], -shift, shift, tf.float64) * square[2]
+  offset = tf.random.stateless_uniform([2], seeds[2], -shift, shift, tf.float64)
   flipped = flip & (tf.random.stateless_uniform([], seeds[3], 0, 1, tf.float64) < 0.5)
-  return tf.concat([square[:2] + offset, [square[2] * scale]], 0), angle, flipped
+  return tf.concat([scale, angle, offset], 0), flipped
+
+
+NO_CROP_JITTER = (1.0, 0.0, 0.0, 0.0)  # crop_jitter's draws of an unchanged square
+
+
+def jitter_square(square, jitter):
+  """``square`` (3,) float64 (cx, cy, side) pixels moved by ``crop_jitter``'s (4,) draws:
+  the side scaled, the centre shifted by the draws times the side. Returns (square (3,)
+  float64, angle () float64 radians). Arithmetic only (no random op), so ``tf.vectorized_map``
+  runs it on a batch as one."""
+  square = tf.cast(square, tf.float64)
+  jitter = tf.cast(jitter, tf.float64)
+  centre = square[:2] + jitter[2:] * square[2]
+  return tf.concat([centre, [square[2] * jitter[0]]], 0), jitter[1]
 
 
 def coin(seed, probability: float):

@@ -149,29 +149,38 @@ STAGED_KEYS = (
 )
 
 
-def stage_example(
-  record: dict,
-  seed,
-  config: DataConfig,
-  training: bool,
-  input_size: int,
-  bone_table=None,
-  stored_side: int | None = None,
-) -> dict:
-  """The CPU's part of ``prepare``: decode, draw, and every label; no image work but decoding.
+# The record's fields ``stage_labels`` reads.
+LABEL_FIELDS = (
+  schema.JOINTS2D_CROP_PX,
+  schema.JOINTS2D_LABELLED,
+  schema.JOINTS2D_VISIBLE,
+  schema.CROP_PX_FROM_IMAGE_PX,
+  schema.CAMERA_INTRINSICS_IMAGE_PX,
+  schema.CAMERA_DISTORTION,
+  schema.HAS_INTRINSICS,
+  schema.JOINTS3D_CAMERA_MM,
+  schema.HAS_3D,
+)
+CROP_JITTER = "crop_jitter"  # (4,) float64 augment.crop_jitter's draws, until staged
 
-  Takes ``prepare``'s arguments and returns its labels (all its keys but ``IMAGE`` and
-  ``HEATMAPS``) and ``STAGED_KEYS``: the decoded crop and mask, the crop's matrix, the colour
-  factors and the new background's coarse grid and noise keys, from which ``finish_batch``
-  makes the images and heatmaps of a whole batch (``finish_example``: of this one example).
-  ``stored_side`` pads the crop and mask with zeros to that square
-  side, so examples of crops stored at several sizes batch (None: as decoded); a crop larger
-  than it raises InvalidArgumentError naming the record and the side.
-  """
-  size = input_size
-  seeds = tf.random.experimental.stateless_split(
+
+def example_seeds(seed, config: DataConfig):
+  """(5, 2) int64 stateless seeds of one example from its ``Dataset.random`` draw and the run's
+  seed: [0] new background, [1] whether to use it, [2] colour, [3] crop jitter, [4] bone
+  lengths."""
+  return tf.random.experimental.stateless_split(
     tf.stack([seed, tf.constant(config.seed, tf.int64)]), 5
   )
+
+
+def stored_pixels(
+  record: dict, seeds, config: DataConfig, training: bool, stored_side: int | None = None
+) -> dict:
+  """The per-example image part of ``stage_example``: ``STORED_IMAGE``, ``STORED_SIZE``,
+  ``STORED_MASK`` and ``NEW_BACKGROUND`` (the mask is decoded only where a new background was
+  drawn). ``stored_side`` pads the crop and mask with zeros to that square side, so examples of
+  crops stored at several sizes batch (None: as decoded); a crop larger than it raises
+  InvalidArgumentError naming the record and the side."""
   image = tf.io.decode_jpeg(record[schema.IMAGE_CROP_JPEG], channels=3)
   stored_size = tf.shape(image)[:2]
   opaque = lambda: tf.fill([stored_size[0], stored_size[1], 1], tf.constant(255, tf.uint8))  # noqa: E731
@@ -197,14 +206,45 @@ def stage_example(
       image = tf.image.pad_to_bounding_box(image, 0, 0, stored_side, stored_side)
       mask = tf.image.pad_to_bounding_box(mask, 0, 0, stored_side, stored_side)
 
-  labelled = record[schema.JOINTS2D_LABELLED] > 0
-  square = preprocess.box_around_joints(record[schema.JOINTS2D_CROP_PX], labelled)
+  return {STORED_IMAGE: image, STORED_SIZE: stored_size, STORED_MASK: mask, NEW_BACKGROUND: use}
+
+
+def example_draws(seeds, config: DataConfig, training: bool, bone_table=None) -> dict:
+  """Every random draw of one example but whether it gets a new background (``stored_pixels``):
+  ``CROP_JITTER`` and ``preprocess.FLIPPED`` (``augment.crop_jitter``; none when not
+  training), the reference bone lengths and their flag (``reference_bone_lengths``), and
+  ``BACKGROUND_CELLS``, ``BACKGROUND_KEYS``, ``COLOUR`` and ``JITTER_COLOUR``. Random ops stay
+  per example: ``tf.vectorized_map`` has no converter for TF's stateless random ops (it would
+  loop over the batch one example at a time)."""
   if training:
-    square, angle, flip = augment.jitter_square(
-      square, seeds[3], config.scale_range, config.rotation_degrees, config.shift, config.flip
+    jitter, flip = augment.crop_jitter(
+      seeds[3], config.scale_range, config.rotation_degrees, config.shift, config.flip
     )
   else:
-    angle, flip = tf.constant(0.0, tf.float64), tf.constant(False)
+    jitter, flip = tf.constant(augment.NO_CROP_JITTER, tf.float64), tf.constant(False)
+  reference, scale_free = reference_bone_lengths(bone_table, config.bone_length_target, seeds[4])
+  background = tf.random.experimental.stateless_split(seeds[0], 2)
+  return {
+    CROP_JITTER: jitter,
+    preprocess.FLIPPED: flip,
+    preprocess.REFERENCE_BONE_LENGTHS_MM: reference,
+    preprocess.BONE_LENGTHS_SCALE_FREE: scale_free,
+    BACKGROUND_CELLS: augment.texture_cells(background[0]),
+    BACKGROUND_KEYS: background[1],
+    COLOUR: augment.colour_parameters(seeds[2]),
+    JITTER_COLOUR: tf.constant(training and config.color),
+  }
+
+
+def stage_labels(record: dict, jitter, flip, input_size: int) -> dict:
+  """The arithmetic part of ``stage_example`` for one example: the crop's matrix and every
+  label, from the record's ``LABEL_FIELDS`` and the example's ``CROP_JITTER`` and flip
+  (``example_draws``). No random op and no image work, so ``stage_batch`` runs it on a whole
+  batch at once (``tf.vectorized_map``)."""
+  size = input_size
+  labelled = record[schema.JOINTS2D_LABELLED] > 0
+  square = preprocess.box_around_joints(record[schema.JOINTS2D_CROP_PX], labelled)
+  square, angle = augment.jitter_square(square, jitter)
   matrix = preprocess.crop_matrix(square, size, angle)
 
   joints2d = geometry_tf.apply_affine(record[schema.JOINTS2D_CROP_PX], matrix)
@@ -244,29 +284,76 @@ def stage_example(
     flip, preprocess.mirror_matrix(size) @ input_from_image, input_from_image
   )
 
-  reference, scale_free = reference_bone_lengths(bone_table, config.bone_length_target, seeds[4])
-  background = tf.random.experimental.stateless_split(seeds[0], 2)
   return {
     preprocess.JOINTS2D_INPUT_PX: tf.cast(joints2d, tf.float32),
     preprocess.JOINTS2D_SUPERVISED: tf.cast(supervised, tf.float32),
     preprocess.JOINTS2D_VISIBLE: tf.cast(visible, tf.float32),
     preprocess.JOINTS3D_VIRTUAL_MM: tf.cast(joints3d, tf.float32),
     preprocess.HAS_3D: tf.cast(record[schema.HAS_3D], tf.float32),
-    preprocess.REFERENCE_BONE_LENGTHS_MM: reference,
-    preprocess.BONE_LENGTHS_SCALE_FREE: scale_free,
     preprocess.CAMERA_FROM_VIRTUAL: rotation,
-    preprocess.FLIPPED: flip,
     preprocess.INPUT_PX_FROM_IMAGE_PX: input_from_image,
-    STORED_IMAGE: image,
-    STORED_SIZE: stored_size,
-    STORED_MASK: mask,
-    NEW_BACKGROUND: use,
-    BACKGROUND_CELLS: augment.texture_cells(background[0]),
-    BACKGROUND_KEYS: background[1],
-    COLOUR: augment.colour_parameters(seeds[2]),
-    JITTER_COLOUR: tf.constant(training and config.color),
     INPUT_PX_FROM_STORED_PX: matrix,
   }
+
+
+def stage_example(
+  record: dict,
+  seed,
+  config: DataConfig,
+  training: bool,
+  input_size: int,
+  bone_table=None,
+  stored_side: int | None = None,
+) -> dict:
+  """The CPU's part of ``prepare``: decode, draw, and every label; no image work but decoding.
+
+  Takes ``prepare``'s arguments and returns its labels (all its keys but ``IMAGE`` and
+  ``HEATMAPS``) and ``STAGED_KEYS``: the decoded crop and mask, the crop's matrix, the colour
+  factors and the new background's coarse grid and noise keys, from which ``finish_batch``
+  makes the images and heatmaps of a whole batch (``finish_example``: of this one example).
+  ``stored_side``: ``stored_pixels``'. A batch of these, with the arithmetic done once for the
+  whole batch, is ``stage_batch`` of a batch of ``decode_example``'s.
+  """
+  seeds = example_seeds(seed, config)
+  draws = example_draws(seeds, config, training, bone_table)
+  jitter = draws.pop(CROP_JITTER)
+  return {
+    **stage_labels(record, jitter, draws[preprocess.FLIPPED], input_size),
+    **draws,
+    **stored_pixels(record, seeds, config, training, stored_side),
+  }
+
+
+def decode_example(
+  record: dict,
+  seed,
+  config: DataConfig,
+  training: bool,
+  bone_table=None,
+  stored_side: int | None = None,
+) -> dict:
+  """The per-example part of a staged batch (``stage_example``'s arguments but the input
+  size): ``stored_pixels``, ``example_draws`` and the record's ``LABEL_FIELDS``; batch these,
+  then ``stage_batch``."""
+  seeds = example_seeds(seed, config)
+  return {
+    **stored_pixels(record, seeds, config, training, stored_side),
+    **example_draws(seeds, config, training, bone_table),
+    **{key: record[key] for key in LABEL_FIELDS},
+  }
+
+
+def stage_batch(batch: dict, input_size: int) -> dict:
+  """A batch of ``decode_example``'s -> the batch of ``stage_example``'s, equal to it but for
+  float64 rounding: ``stage_labels`` vectorised over the batch (``tf.vectorized_map``), since
+  its few hundred small ops per example (H3.6M's undistortion alone is ten Newton steps) cost
+  the CPU more than decoding when run one example at a time (docs/benchmarks.md)."""
+  labels = tf.vectorized_map(
+    lambda one: stage_labels(one, one[CROP_JITTER], one[preprocess.FLIPPED], input_size),
+    {key: batch[key] for key in (*LABEL_FIELDS, CROP_JITTER, preprocess.FLIPPED)},
+  )
+  kept = {key: value for key, value in batch.items() if key not in (*LABEL_FIELDS, CROP_JITTER)}
+  return {**labels, **kept}
 
 
 def _with_heatmaps(prepared: dict, input_size: int, heatmap_size: int | None) -> dict:
@@ -573,21 +660,35 @@ def training_dataset(
   batch = config.batch_size
   bones = None if stage == "pretrain2d" else bone_length_table(config.data_dir, config.datasets_3d)
   in_step = augments_in_step(config)
-  # Staged crops are padded to one side so that they batch; the pipeline's own warp needs not.
-  stored_side = (
-    stored_crop_side(config.data_dir, stage_datasets(config, stage)) if in_step else None
-  )
-
-  def example(record, seed):
-    staged = stage_example(parsed(record), seed, config, True, input_size, bones, stored_side)
-    return staged if in_step else finish_example(staged, input_size, heatmap_size)
+  # Decoded crops are padded to one side so that they batch (finish_example reads the crop's own).
+  stored_side = stored_crop_side(config.data_dir, stage_datasets(config, stage))
 
   def stream(datasets, seed):
+    # Decoding and the draws per example, the label arithmetic per batch (stage_batch); in the
+    # pipeline's path the image work then runs per example again (finish_example).
     records = mixed_records(config, datasets, seed)
-    examples = tf.data.Dataset.zip((records, tf.data.Dataset.random(seed=seed))).map(
-      example, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True
+    staged = (
+      tf.data.Dataset.zip((records, tf.data.Dataset.random(seed=seed)))
+      .map(
+        lambda record, s: decode_example(parsed(record), s, config, True, bones, stored_side),
+        num_parallel_calls=tf.data.AUTOTUNE,
+        deterministic=True,
+      )
+      .batch(batch, drop_remainder=True)
+      .map(
+        lambda b: stage_batch(b, input_size),
+        num_parallel_calls=tf.data.AUTOTUNE,
+        deterministic=True,
+      )
     )
-    return examples.batch(batch, drop_remainder=True)
+    if in_step:
+      return staged
+    finished = staged.unbatch().map(
+      lambda example: finish_example(example, input_size, heatmap_size),
+      num_parallel_calls=tf.data.AUTOTUNE,
+      deterministic=True,
+    )
+    return finished.batch(batch, drop_remainder=True)
 
   if stage != "full3d":
     stream_2d = stream(config.datasets_2d, config.seed)
