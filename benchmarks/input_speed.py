@@ -3,13 +3,15 @@ tiny training end to end, each against a baseline measured in the same process.
 
 Augmentation's image work (new backgrounds, colour jitter, the warp, the flip, heatmap targets:
 ``data.finish_batch``) runs inside the training step (``DataConfig.augment_in_step``); the CPU
-keeps parse, decode and the per-example draws and matrices (``data.stage_example``). Rows:
+keeps parse, decode and the per-example draws (``data.decode_example``) and the matrices and
+labels, computed once per batch (``data.stage_batch``). Rows:
 
 1. examples/s of that CPU part on one core (``threading.private_threadpool_size = 1``, as
    benchmarks/train_speed.py measures per core), batched as training batches them, at 256 px;
-   the baseline is JPEG decoding of the same stored crops alone. Also the whole example on the
-   CPU (``data.prepare``: ``stage_example`` then ``finish_example``, the pipeline's path when
-   augmentation is not in the step), for scale.
+   the baseline is JPEG decoding of the same stored crops alone. Also the same staging one
+   example at a time (``data.stage_example``, the path before ``stage_batch``) and the whole
+   example on the CPU (``data.prepare``: ``stage_example`` then ``finish_example``, evaluation's
+   path), for scale.
 2. a training step on a staged batch (the moved work included) against the same step on the
    same batch finished beforehand: the ratio is what the moved work adds to a step here.
 3. tiny training end to end (``configs/tiny_full.cfg``'s network, input and batch; the real
@@ -50,23 +52,31 @@ def _files(data_dir):
 
 
 def cpu_rates(data_dir, size, seconds):
-  """Per-core examples/s: (decode alone, the staged CPU part, the whole example as before)."""
+  """Per-core examples/s: (decode alone, the staged CPU part as training runs it, the same
+  staged one example at a time, the whole example as before)."""
   config = DataConfig(data_dir=data_dir, shuffle_buffer=64)
   records = tf.data.TFRecordDataset(_files(data_dir)).repeat()
   decode = records.map(lambda s: tf.io.decode_jpeg(schema.parse(s)[schema.IMAGE_CROP_JPEG]))
-  staged = (
-    tf.data.Dataset.zip((records, tf.data.Dataset.random(seed=0)))
-    .map(
-      lambda s, seed: data.stage_example(
-        schema.parse(s), seed, config, True, size, stored_side=STORED_SIDE
+  numbered = tf.data.Dataset.zip((records, tf.data.Dataset.random(seed=0)))
+  per_batch = (
+    numbered.map(
+      lambda s, seed: data.decode_example(
+        schema.parse(s), seed, config, True, stored_side=STORED_SIDE
       )
     )
     .batch(BATCH, drop_remainder=True)
+    .map(lambda batch: data.stage_batch(batch, size))
   )
+  per_example = numbered.map(
+    lambda s, seed: data.stage_example(
+      schema.parse(s), seed, config, True, size, stored_side=STORED_SIDE
+    )
+  ).batch(BATCH, drop_remainder=True)
   whole = data.examples(_files(data_dir), config, True, 0, input_size=size, heatmap_size=size // 16)
   return (
     rate(one_core(decode), seconds),
-    rate(one_core(staged), seconds, BATCH),
+    rate(one_core(per_batch), seconds, BATCH),
+    rate(one_core(per_example), seconds, BATCH),
     rate(one_core(whole), seconds),
   )
 
@@ -138,13 +148,18 @@ def main():
     "--variants", nargs="+", default=["tiny", "full"], choices=list(STEP_SETTINGS)
   )
   args = parser.parse_args()
-  decode, staged, whole = cpu_rates(args.data_dir, 256, args.seconds)
+  decode, staged, one_by_one, whole = cpu_rates(args.data_dir, 256, args.seconds)
   print("| CPU part of the input pipeline, one core, 256 px | examples/s | ratio to decode |")
   print("|---|---|---|")
   print(f"| JPEG decode of the stored 320 px crop (baseline) | {decode:.0f} | 1.00 |")
   print(
-    "| staged example (augmentation in the step): parse, decode, mask where drawn, matrices, "
-    f"draws, labels, batch of {BATCH} | {staged:.0f} | {staged / decode:.2f} |"
+    "| staged example (augmentation in the step): parse, decode, mask where drawn, draws per "
+    f"example; matrices and labels per batch of {BATCH} (data.stage_batch) | {staged:.0f} | "
+    f"{staged / decode:.2f} |"
+  )
+  print(
+    "| the same staged one example at a time (data.stage_example, before stage_batch) | "
+    f"{one_by_one:.0f} | {one_by_one / decode:.2f} |"
   )
   print(
     "| whole example on the CPU (augmentation in the pipeline): also new background, colour, "

@@ -12,13 +12,16 @@ mirrored with the flip, and made root-relative. The crop (box, matrix, warp,
 mirror) is ``preprocess``'s, the one serving uses; the random draws are
 ``augment``'s; the prepared example's keys are declared in ``preprocess``.
 
-The work is split where it runs best: per example on the CPU, ``stage_example``
-parses, decodes and draws (the crop's matrix, flip, colour factors, which
-examples get a new background) and computes every label; per batch,
-``finish_batch`` does the image work (new backgrounds, colour jitter, the warp,
+The work is split where it runs best: per example on the CPU,
+``decode_example`` parses, decodes and draws (the crop's jitter, flip, colour
+factors, which examples get a new background); per batch on the CPU,
+``stage_batch`` computes the crop's matrix and every label (small float64 ops
+that cost far more one example at a time); per batch, ``finish_batch`` does
+the image work (new backgrounds, colour jitter, the warp,
 the flip, heatmap targets) with plain TF ops that XLA compiles, inside the
 training step (``trainer.Trainer``), so an accelerator does it
-(``DataConfig.augment_in_step``; off, the pipeline runs it after batching).
+(``DataConfig.augment_in_step``; off, the pipeline runs it per example,
+``finish_example``, between ``stage_batch`` and the final batching).
 """
 
 from __future__ import annotations
