@@ -372,7 +372,7 @@ def two_d_scores(checkpoint: pathlib.Path, records: pathlib.Path) -> dict:
   2D PCK is the percent of visible joints within PCK2D_FRACTION of the crop side.
   """
   predictor = inference.Predictor(inference.load_network(str(checkpoint)))
-  joints = tf.function(lambda crops: predictor.on_crops(crops)["joints2d_input"])
+  joints = tf.function(lambda crops: predictor.on_crops(crops)["joints2d_input"], autograph=False)
   found, visible, sequences = [], [], []
   for batch in evaluate.test_batches(str(records), "mpi_inf_3dhp_test", predictor.input_size, 64):
     error = np.linalg.norm(
