@@ -499,7 +499,19 @@ NOTES = "<!-- written by hand below: kept when ablation.py rewrites this file --
 GATE_FILE = "gate.json"  # benchmarks/gate.py's result, in the work folder
 
 
-def results_json(args, seeds, scores: dict, scores_2d: dict, success: dict | None) -> dict:
+def budget(args) -> dict:
+  """The training budget of a run (results.json's "budget")."""
+  return {
+    "pretrain_steps": args.pretrain_steps,
+    "full_steps": args.full_steps,
+    "lifting_examples": args.lifting_examples,
+    "lifting_epochs": args.lifting_epochs,
+  }
+
+
+def results_json(
+  args, seeds, scores: dict, scores_2d: dict, success: dict | None, log: list[str]
+) -> dict:
   """Everything needed to recompute the tables and the success test."""
   first = next(iter(scores.values()))
   return {
@@ -507,12 +519,7 @@ def results_json(args, seeds, scores: dict, scores_2d: dict, success: dict | Non
     "network": args.network,
     "configs": list(CONFIG_FILES[args.network]),
     "seeds": list(seeds),
-    "budget": {
-      "pretrain_steps": args.pretrain_steps,
-      "full_steps": args.full_steps,
-      "lifting_examples": args.lifting_examples,
-      "lifting_epochs": args.lifting_epochs,
-    },
+    "budget": budget(args),
     "columns": {title: list(names) for title, names in COLUMNS.items()},
     "pck": "percent of the 3DHP PCK joints within 150 mm, per take, pooled over its valid frames",
     "takes": {c: {"ids": first[c]["takes"], "valid_frames": first[c]["frames"]} for c in COLUMNS},
@@ -526,7 +533,49 @@ def results_json(args, seeds, scores: dict, scores_2d: dict, success: dict | Non
     },
     "pck2d": {f"{n}/seed{s}": v for (n, s), v in scores_2d.items()},
     "success_test": {"rule": SUCCESS, **(success or {})},
+    "commands": log,
   }
+
+
+def earlier_scores(path: pathlib.Path, args, zero: dict, seeds: list[int]) -> tuple[dict, dict]:
+  """(scores, scores_2d) of the seeds of an earlier run's results.json that ``seeds`` (this
+  run's) does not name, keyed like this run's ({(name, seed): take_scores}, {(name, seed):
+  {column: 2D PCK}}), so the tables and the success test pool both runs.
+
+  The earlier run must have had this run's preset, network and budget, and its test set must be
+  this one: the same takes with the same valid frames, and the zero pose (which depends on the
+  labels alone) scoring the same on every take. Raises SystemExit naming the file and the
+  field that differs.
+  """
+  earlier = json.loads(path.read_text())
+  mine = {"preset": args.preset, "network": args.network, "budget": budget(args)}
+  for key, value in mine.items():
+    if earlier.get(key) != value:
+      raise SystemExit(f"{path}: {key} is {earlier.get(key)!r}, this run's is {value!r}")
+  for column in COLUMNS:
+    takes = earlier["takes"][column]
+    if takes["ids"] != zero[column]["takes"] or takes["valid_frames"] != zero[column]["frames"]:
+      raise SystemExit(f"{path}: takes.{column} differ from this run's test set")
+    for protocol in PROTOCOLS:
+      for seed, row in earlier["rows"][ZERO_POSE].items():
+        if not np.allclose(row[column][protocol], zero[column][protocol], rtol=0, atol=1e-9):
+          raise SystemExit(
+            f"{path}: rows.{ZERO_POSE}.{seed}.{column}.{protocol} differ from this run's test "
+            "labels"
+          )
+  scores, scores_2d = {}, {}
+  for name, by_seed in earlier["rows"].items():
+    for seed, columns in by_seed.items():
+      if int(seed) in seeds:
+        continue
+      scores[name, int(seed)] = {
+        c: {"takes": zero[c]["takes"], "frames": zero[c]["frames"], **columns[c]} for c in COLUMNS
+      }
+  for key, value in earlier["pck2d"].items():
+    name, seed = key.rsplit("/seed", 1)
+    if int(seed) not in seeds:
+      scores_2d[name, int(seed)] = value
+  return scores, scores_2d
 
 
 def write_results(
@@ -585,7 +634,7 @@ def write_results(
   notes = path.read_text().partition(NOTES)[1:] if path.is_file() else ()
   path.write_text("\n".join(text) + "".join(notes))
   path.with_suffix(".json").write_text(
-    json.dumps(results_json(args, seeds, scores, scores_2d, success), indent=1) + "\n"
+    json.dumps(results_json(args, seeds, scores, scores_2d, success, log), indent=1) + "\n"
   )
   print(f"wrote {path} and {path.with_suffix('.json').name}", flush=True)
 
@@ -630,6 +679,12 @@ def main():
   )
   parser.add_argument("--output", default=str(ROOT / "docs" / "results.md"))
   parser.add_argument(
+    "--merge",
+    help="results.json of an earlier run with the same preset, network and budget on the same "
+    "test set (checked): its seeds that --seeds does not name join the tables and the success "
+    "test, so seeds can be added on another machine or day",
+  )
+  parser.add_argument(
     "--jobs",
     type=int,
     default=1,
@@ -647,7 +702,14 @@ def main():
   zero = evaluation_dir(runs, 0, ZERO_POSE)
   if not (zero / "results.json").is_file():
     evaluate_constant(np.zeros((17, 3)), records, zero, ZERO_POSE)
-  scores, scores_2d, finished = {}, {}, []
+  scores, scores_2d, finished, merged = {}, {}, [], []
+  if args.merge:
+    arrays = dict(np.load(zero / "predictions.npz"))
+    scores, scores_2d = earlier_scores(
+      pathlib.Path(args.merge), args, take_scores(arrays, args.preset), args.seeds
+    )
+    merged = sorted({seed for _, seed in scores})
+    log.append(f"# seeds {merged}: merged from {args.merge} (that run's commands are listed there)")
   output = pathlib.Path(args.output)
   cores = Cores(args.jobs)
 
@@ -754,7 +816,8 @@ def main():
       images = plot_curves(runs, finished, output.parent / "images", args.network, names)
       gate_file = work / GATE_FILE
       gate = json.loads(gate_file.read_text()) if gate_file.is_file() else None
-      write_results(output, args, finished, scores, log, images, scores_2d, names, gate)
+      seeds = sorted({*merged, *finished})
+      write_results(output, args, seeds, scores, log, images, scores_2d, names, gate)
   finally:
     cores.close()
 

@@ -175,6 +175,51 @@ def test_rewriting_the_results_keeps_the_hand_written_notes_and_writes_the_json(
   assert set(saved["rows"]) == set(names) and saved["success_test"]["rule"] == ablation.SUCCESS
 
 
+def test_seeds_of_an_earlier_run_merge_back_and_a_different_test_set_is_refused(tmp_path):
+  import argparse
+
+  args = argparse.Namespace(
+    preset="bench",
+    network="tiny",
+    pretrain_steps=10,
+    full_steps=20,
+    lifting_epochs=2,
+    lifting_examples=30,
+  )
+  names = (*ablation.NAMES, *ablation.FLOORS)
+  scores = _scores({(n, s): [10.0 * s + i, 3.0 + s] for i, n in enumerate(names) for s in (0, 1)})
+  for seed in (0, 1):  # the zero pose depends on the labels alone: the same for every seed
+    scores[ablation.ZERO_POSE, seed] = _takes(
+      {c: [1.0, 2.0] for c in ablation.COLUMNS}, {c: [2, 6] for c in ablation.COLUMNS}
+    )
+  two_d = {
+    (n, s): {c: 50.0 + s for c in ablation.COLUMNS}
+    for n in ("pretrain2d", *ablation.VARIANTS)
+    for s in (0, 1)
+  }
+  ablation.write_results(tmp_path / "results.md", args, [0, 1], scores, ["python run"], [], two_d)
+  path = tmp_path / "results.json"
+  zero = scores[ablation.ZERO_POSE, 0]
+  # This run made seed 1 again: only seed 0 comes from the file, equal to what was written.
+  merged, merged_2d = ablation.earlier_scores(path, args, zero, [1])
+  assert merged == {key: value for key, value in scores.items() if key[1] == 0}
+  assert merged_2d == {key: value for key, value in two_d.items() if key[1] == 0}
+  assert json.loads(path.read_text())["commands"] == ["python run"]
+  # Pooled with this run's seed 1, the success test is the one on both seeds written together.
+  both = {**merged, **{key: value for key, value in scores.items() if key[1] == 1}}
+  assert ablation.success_test(both, [0, 1]) == ablation.success_test(scores, [0, 1])
+  relabelled = _takes(
+    {c: [1.0, 2.5] for c in ablation.COLUMNS}, {c: [2, 6] for c in ablation.COLUMNS}
+  )
+  with pytest.raises(SystemExit, match=r"results.json: rows.zero pose.0.studio \(TS1-4\).scaled"):
+    ablation.earlier_scores(path, args, relabelled, [1])
+  fewer = _takes({c: [1.0, 2.0] for c in ablation.COLUMNS}, {c: [2, 5] for c in ablation.COLUMNS})
+  with pytest.raises(SystemExit, match=r"takes.studio \(TS1-4\) differ"):
+    ablation.earlier_scores(path, args, fewer, [1])
+  with pytest.raises(SystemExit, match="budget is"):
+    ablation.earlier_scores(path, argparse.Namespace(**{**vars(args), "full_steps": 5}), zero, [1])
+
+
 def test_printed_tables_get_the_blank_line_markdown_needs():
   assert (
     run_all.markdown("title\n| a |\n|---|\n| 1 |\n\nnext\n| b |\n")
