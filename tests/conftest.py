@@ -44,6 +44,27 @@ def upload_tree(local_dir, url: str) -> int:
   return count
 
 
+@pytest.fixture(autouse=True)
+def process_settings_restored():
+  """Puts back the process-wide settings a test's in-process ``train.run`` changes: op
+  determinism (--deterministic; on, XLA refuses to compile the network's max-pool gradient, so
+  an XLA test after it would fail by the order the tests happen to run in) and the Keras
+  dtype policy (--mixed_precision)."""
+  import keras
+
+  # TF's public API can turn determinism on only.
+  from tensorflow.python.framework import config as tf_config
+
+  deterministic, policy = (
+    tf_config.is_op_determinism_enabled(),
+    keras.config.dtype_policy(),
+  )
+  yield
+  if tf_config.is_op_determinism_enabled() and not deterministic:
+    tf_config.disable_op_determinism()
+  keras.config.set_dtype_policy(policy)
+
+
 @pytest.fixture(scope="session")
 def synthetic_tiny(tmp_path_factory):
   root = tmp_path_factory.mktemp("synthetic_tiny")

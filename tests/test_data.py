@@ -157,15 +157,16 @@ def test_datasets_are_mixed_throughout_in_proportion_to_their_records(converted_
   folder, manifests = converted_tiny
   config = DataConfig.tiny(str(folder))
   counts = {d: manifests[d]["splits"]["train"]["records"] for d in ("h36m", "mpi_inf_3dhp")}
+  # Read back in NumPy: an eager graph-side parse per record cost about 0.1 s each.
   names = [
-    schema.parse(r)[schema.DATASET].numpy().decode()
+    schema.decode_numpy(r.numpy())[schema.DATASET]
     for r in data.mixed_records(config, counts, 0).take(400)
   ]
   share = counts["h36m"] / sum(counts.values())
   for window in (names[:100], names[300:]):  # not one dataset after the other
     assert abs(window.count("h36m") / len(window) - share) < 0.2, (window.count("h36m"), share)
   assert names == [
-    schema.parse(r)[schema.DATASET].numpy().decode()
+    schema.decode_numpy(r.numpy())[schema.DATASET]
     for r in data.mixed_records(config, counts, 0).take(400)
   ]
 

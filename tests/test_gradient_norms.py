@@ -1,10 +1,10 @@
 """Per-term gradient norms (Trainer.measure_terms / term_gradient_norms), loss-weight calibration
 (Trainer.calibrated_weights) and what train.py makes of them: TensorBoard scalars, config.json,
-loss_calibration.json, and a resume that does not measure again."""
+loss_calibration.json, and a resume that does not measure again (a calibrated run itself is
+trained once for the suite, in tests/test_url_io.py's `runs`)."""
 
 import dataclasses
 import itertools
-import json
 
 from conftest import tiny_run_config, write_checkpoint
 import keras
@@ -12,11 +12,10 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from wild3d_tf import config as config_lib
 from wild3d_tf import data, losses, model, preprocess, train
 from wild3d_tf.config import DataConfig, ModelConfig
 from wild3d_tf.losses import LossWeights
-from wild3d_tf.trainer import CALIBRATION_FILE, Trainer
+from wild3d_tf.trainer import Trainer
 
 
 @pytest.fixture(scope="module")
@@ -109,56 +108,7 @@ def test_calibration_equalises_the_weighted_gradient_norms(network, four_batches
     trainer.calibrated_weights(four_batches[:1])
 
 
-def _events(model_dir):
-  """{tag: [(step, value)]} of the run's TensorBoard scalars."""
-  found = {}
-  for path in sorted((model_dir / "train").glob("events.out.tfevents.*")):
-    for event in tf.compat.v1.train.summary_iterator(str(path)):
-      for value in event.summary.value:
-        found.setdefault(value.tag, []).append((event.step, float(tf.make_ndarray(value.tensor))))
-  return found
-
-
-@pytest.mark.slow
-def test_a_calibrated_run_logs_saves_and_resumes_with_its_weights(converted_tiny, tmp_path):
-  folder, _ = converted_tiny
-  model_dir = tmp_path / "run"
-  run_config = dataclasses.replace(
-    tiny_run_config(model_dir, data_dir=folder, log_every=1),
-    calibrate_loss_weights=True,
-    calibration_batches=2,
-    gradient_norms_every=2,
-    image_summaries_every=0,
-  )
-  run_config = dataclasses.replace(
-    run_config, loop=dataclasses.replace(run_config.loop, max_steps=2)
-  )
-  train.run(run_config)
-  saved = config_lib.load(str(model_dir))
-  report = json.loads((model_dir / CALIBRATION_FILE).read_text())
-  assert saved.calibrate_loss_weights and report["batches"] == 2
-  assert saved.loss != LossWeights()
-  for name, row in report["terms"].items():
-    assert row["weight_before"] == getattr(LossWeights(), name)
-    assert row["weight_after"] == getattr(saved.loss, name)
-  events = _events(model_dir)
-  # Logged at step 2 from steps 1 and 2 (a 3D and a 2D-only batch): every term is seen.
-  for name in ("pose3d", "bone_2d", "projection"):
-    assert [step for step, _ in events[f"gradient_norm/{name}"]] == [2], name
-    assert events[f"gradient_norm/{name}"][0][1] > 0 and f"weighted_loss/{name}" in events
-    assert f"gradient_norm_heads/{name}" in events
-  # Resumed (flags as at the start: the paper's weights): no new measurement, config.json's
-  # weights train. Its loss at one logged step is the sum of the calibrated weighted terms.
-  stamp = (model_dir / CALIBRATION_FILE).stat().st_mtime_ns
-  resumed = train.run(
-    dataclasses.replace(run_config, loop=dataclasses.replace(run_config.loop, max_steps=3))
-  )
-  assert (model_dir / CALIBRATION_FILE).stat().st_mtime_ns == stamp
-  assert config_lib.load(str(model_dir)).loss == saved.loss
-  weighted = sum(getattr(saved.loss, t.name) * resumed[t.name] for t in losses.TERMS)
-  paper = sum(getattr(LossWeights(), t.name) * resumed[t.name] for t in losses.TERMS)
-  assert resumed["step"] == 3 and resumed["loss"] == pytest.approx(weighted, rel=1e-5)
-  assert abs(paper - weighted) > 1e-3 * weighted
+# A calibrated run trained, logged, saved and resumed: tests/test_url_io.py (its `runs`).
 
 
 def test_resuming_an_uncalibrated_run_with_calibration_is_refused(tmp_path):

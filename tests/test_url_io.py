@@ -24,10 +24,12 @@ from wild3d_tf import (
   image_guard,
   inference,
   lifting,
+  losses,
   predict,
   storage,
   train,
 )
+from wild3d_tf.losses import LossWeights
 from wild3d_tf.trainer import CALIBRATION_FILE
 
 # One worker runs the module (make test's --dist loadgroup): its `runs` fixture trains three
@@ -65,14 +67,16 @@ def _run_config(model_dir, data_dir, steps):
     image_summaries_every=0,
     calibrate_loss_weights=True,
     calibration_batches=2,
+    gradient_norms_every=2,
   )
   return dataclasses.replace(rc, loop=dataclasses.replace(rc.loop, max_steps=steps))
 
 
 @pytest.fixture(scope="module")
 def runs(converted_tiny, tmp_path_factory):
-  """(local data_dir, ram:// data_dir, local model_dir, ram:// model_dir): the same tiny run
-  trained on each; the ram:// one stopped after 2 steps and resumed to 3."""
+  """(local data_dir, ram:// data_dir, local model_dir, ram:// model_dir, the resumed run's
+  train.run result): the same tiny run, its loss weights calibrated and its gradient norms
+  logged, trained on each; the ram:// one stopped after 2 steps and resumed to 3."""
   folder, manifests = converted_tiny
   data_url = f"{ROOT}/records"
   shards = sum(len(split["shards"]) for m in manifests.values() for split in m["splits"].values())
@@ -85,11 +89,11 @@ def runs(converted_tiny, tmp_path_factory):
   assert first["step"] == 2
   resumed = train.run(_run_config(url_run, data_url, 3), flags_text="--flags\n")
   assert resumed["step"] == 3  # resumed from ram://.../ckpt-2, not started again
-  return str(folder), data_url, str(local_run), url_run
+  return str(folder), data_url, str(local_run), url_run, resumed
 
 
 def test_training_under_a_url_writes_and_resumes_what_a_local_run_does(runs):
-  _, _, local_run, url_run = runs
+  _, _, local_run, url_run, _ = runs
   url_prefix = checkpoints.find_latest_complete(url_run)
   local_prefix = checkpoints.find_latest_complete(local_run)
   assert url_prefix == f"{url_run}/ckpt-3" and local_prefix.endswith("/ckpt-3")
@@ -116,8 +120,34 @@ def test_training_under_a_url_writes_and_resumes_what_a_local_run_does(runs):
   assert not tf.io.gfile.exists(f"{url_run}/{checkpoints.LOCK_FILE}")  # released
 
 
+def test_a_calibrated_run_logs_saves_and_resumes_with_its_weights(runs):
+  # The ram:// run: calibrated over 2 batches at its start, stopped at step 2, resumed to 3 with
+  # the flags of the start (the paper's weights). That the resume did not measure again is the
+  # bitwise equality with the uninterrupted local run above (other batches, other weights).
+  _, _, _, url_run, resumed = runs
+  saved = config.load(url_run)
+  report = json.loads(storage.read_text(f"{url_run}/{CALIBRATION_FILE}"))
+  assert saved.calibrate_loss_weights and report["batches"] == 2
+  assert saved.loss != LossWeights()
+  for name, row in report["terms"].items():
+    assert row["weight_before"] == getattr(LossWeights(), name)
+    assert row["weight_after"] == getattr(saved.loss, name)
+  events = _scalars(url_run)
+  # Logged at step 2 from steps 1 and 2 (a 3D and a 2D-only batch): every term is seen.
+  for name in ("pose3d", "bone_2d", "projection"):
+    assert [step for step, _ in events[f"gradient_norm/{name}"]] == [2], name
+    assert events[f"gradient_norm/{name}"][0][1] > 0 and f"weighted_loss/{name}" in events
+    assert f"gradient_norm_heads/{name}" in events
+  # config.json's weights trained after the resume: the loss at its logged step is the sum of
+  # the calibrated weighted terms.
+  weighted = sum(getattr(saved.loss, t.name) * resumed[t.name] for t in losses.TERMS)
+  paper = sum(getattr(LossWeights(), t.name) * resumed[t.name] for t in losses.TERMS)
+  assert resumed["loss"] == pytest.approx(weighted, rel=1e-5)
+  assert abs(paper - weighted) > 1e-3 * weighted
+
+
 def test_evaluation_reads_and_writes_urls_with_the_local_numbers(runs):
-  local_data, data_url, local_run, url_run = runs
+  local_data, data_url, local_run, url_run, _ = runs
   results = {}
   for name, data_dir, model_dir, out in (
     ("local", local_data, local_run, os.path.join(os.path.dirname(local_run), "evaluation")),
@@ -138,7 +168,7 @@ def test_evaluation_reads_and_writes_urls_with_the_local_numbers(runs):
 
 
 def test_export_and_prediction_write_urls(runs, tmp_path):
-  _, _, local_run, url_run = runs
+  _, _, local_run, url_run, _ = runs
   network = inference.load_network(url_run)
   version = export.export_saved_model(network, f"{ROOT}/export")
   assert version == f"{ROOT}/export/wild3d/1"

@@ -26,6 +26,8 @@ training step (``trainer.Trainer``), so an accelerator does it
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 import tensorflow as tf
 
@@ -327,6 +329,7 @@ def stage_example(
   }
 
 
+@tf.autograph.experimental.do_not_convert
 def decode_example(
   record: dict,
   seed,
@@ -346,14 +349,23 @@ def decode_example(
   }
 
 
+# A tf.function so that streams whose fields have the same shapes (the 3D and the 2D-only stream
+# of a stage) share one trace: tf.vectorized_map's conversion takes seconds per trace.
+@functools.partial(tf.function, autograph=False)
+def _staged_labels(fields: dict, input_size: int) -> dict:
+  return tf.vectorized_map(
+    lambda one: stage_labels(one, one[CROP_JITTER], one[preprocess.FLIPPED], input_size), fields
+  )
+
+
+@tf.autograph.experimental.do_not_convert
 def stage_batch(batch: dict, input_size: int) -> dict:
   """A batch of ``decode_example``'s -> the batch of ``stage_example``'s, equal to it but for
   float64 rounding: ``stage_labels`` vectorised over the batch (``tf.vectorized_map``), since
   its few hundred small ops per example (H3.6M's undistortion alone is ten Newton steps) cost
   the CPU more than decoding when run one example at a time (docs/benchmarks.md)."""
-  labels = tf.vectorized_map(
-    lambda one: stage_labels(one, one[CROP_JITTER], one[preprocess.FLIPPED], input_size),
-    {key: batch[key] for key in (*LABEL_FIELDS, CROP_JITTER, preprocess.FLIPPED)},
+  labels = _staged_labels(
+    {key: batch[key] for key in (*LABEL_FIELDS, CROP_JITTER, preprocess.FLIPPED)}, input_size
   )
   kept = {key: value for key, value in batch.items() if key not in (*LABEL_FIELDS, CROP_JITTER)}
   return {**labels, **kept}
@@ -370,6 +382,7 @@ def _with_heatmaps(prepared: dict, input_size: int, heatmap_size: int | None) ->
   return prepared
 
 
+@tf.autograph.experimental.do_not_convert
 def finish_batch(batch: dict, input_size: int, heatmap_size: int | None) -> dict:
   """A batch of ``stage_example``'s examples -> the batch of ``prepare``'s (the step's input).
 
@@ -408,6 +421,7 @@ def finish_batch(batch: dict, input_size: int, heatmap_size: int | None) -> dict
   return _with_heatmaps(prepared, input_size, heatmap_size)
 
 
+@tf.autograph.experimental.do_not_convert
 def prepare(
   record: dict,
   seed,
@@ -441,6 +455,7 @@ def prepare(
   return finish_example(staged, input_size, heatmap_size)
 
 
+@tf.autograph.experimental.do_not_convert
 def finish_example(staged: dict, input_size: int, heatmap_size: int | None) -> dict:
   """``finish_batch`` for one of ``stage_example``'s examples, in the ops that are fastest on a
   CPU (TF's fused colour kernels, serving's ``preprocess.warp``): the input pipeline's path.
@@ -735,6 +750,7 @@ def stored_crop_side(data_dir: str, datasets) -> int:
   return max(sides)
 
 
+@tf.autograph.experimental.do_not_convert
 def interleave_samples(first: dict, second: dict) -> dict:
   """One batch of 2B samples from two of B with the same keys: first[0], second[0], first[1]...
 

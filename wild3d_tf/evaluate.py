@@ -159,7 +159,9 @@ def crop_predictor(checkpoint: str | None, saved_model: str | None, flip: bool):
     raise ValueError("give exactly one of --checkpoint and --saved_model")
   if checkpoint:
     predictor = inference.Predictor(inference.load_network(checkpoint), flip)
-    return predictor.input_size, tf.function(lambda crops: predictor.on_crops(crops)["pose3d_crop"])
+    return predictor.input_size, tf.function(
+      lambda crops: predictor.on_crops(crops)["pose3d_crop"], autograph=False
+    )
   signature = tf.saved_model.load(saved_model).signatures["serve_crops"]
   size = int(signature.structured_input_signature[1]["crops"].shape[1])
   # The crop's intrinsics only steer the rotated ``pose3d``; evaluation rotates

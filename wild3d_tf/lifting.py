@@ -207,7 +207,7 @@ def crop_predictor(checkpoint: str, lifter_dir: str, flip: bool):
       f"{lifter_dir}: lifter trained on {lifter.stats['input_size']} px crops, "
       f"{checkpoint} takes {predictor.input_size} px"
     )
-  joints = tf.function(lambda crops: predictor.on_crops(crops)["joints2d_input"])
+  joints = tf.function(lambda crops: predictor.on_crops(crops)["joints2d_input"], autograph=False)
   return predictor.input_size, lambda crops: lifter(joints(crops))
 
 
@@ -217,7 +217,9 @@ def main(argv):
     raise app.UsageError("--checkpoint, --data_dir and --output_dir are required")
   run_config = config.load(FLAGS.checkpoint)  # the run's crop side and 3D datasets
   predictor = inference.Predictor(inference.load_network(FLAGS.checkpoint))
-  predict_2d = tf.function(lambda images: predictor.on_crops(images)["joints2d_input"])
+  predict_2d = tf.function(
+    lambda images: predictor.on_crops(images)["joints2d_input"], autograph=False
+  )
   joints2d, joints3d = training_pairs(
     FLAGS.data_dir,
     run_config.model.input_size,

@@ -449,7 +449,7 @@ def validation_hook(network, data_config: DataConfig, dataset: str, batches: int
     .batch(data_config.batch_size)
     .take(batches)
   )
-  predict = tf.function(lambda images: network(images, training=False)["pose3d"])
+  predict = tf.function(lambda images: network(images, training=False)["pose3d"], autograph=False)
 
   def hook(step):
     predictions, truths = [], []

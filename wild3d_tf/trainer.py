@@ -205,7 +205,7 @@ class Trainer(keras.Model):
     active = self.active_terms()
     function = self._measure_functions.get(active)
     if function is None:
-      function = tf.function(lambda b: self._measure(active, b))
+      function = tf.function(lambda b: self._measure(active, b), autograph=False)
       self._measure_functions[active] = function
     moving = [(v, v.numpy()) for v in self.network.non_trainable_variables]
     try:
@@ -419,7 +419,12 @@ class Loop:
     self.after_step = list(after_step)
     self.history = []  # logs per log interval: {"step": ..., "loss": ..., term: ...}
     self._stop_requested = None  # the signal number that asked us to save and stop
-    self._compiled_step = tf.function(self._distributed_step, jit_compile=config.jit_compile)
+    # Traced as written (every branch of the step is on Python values; the skip of a
+    # non-finite update is a cond): AutoGraph's source conversion cost about a quarter of
+    # the trace, which every training start pays.
+    self._compiled_step = tf.function(
+      self._distributed_step, jit_compile=config.jit_compile, autograph=False
+    )
 
   def skip_counts(self) -> dict:
     """Steps without an update since the run began (checkpointed, so across resumes):
