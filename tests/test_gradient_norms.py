@@ -63,10 +63,9 @@ def test_term_gradient_norms_are_the_weighted_terms_gradient_norms(network, four
     np.testing.assert_array_equal(v.numpy(), moving[v.path], err_msg=v.path)
   for term in ("pose3d", "projection", "heatmap"):
     assert norms[term] == pytest.approx(_direct_norm(network, batch, paper, term), rel=1e-5)
-  # Three times the weight, three times the norm; a zero weight: no entry.
-  tripled = dataclasses.replace(paper, pose3d=3 * paper.pose3d, bone_2d=0.0)
-  again = Trainer(network, tripled, 8, 64).term_gradient_norms(batch)
-  assert "bone_2d" not in again and len(again) == len(losses.TERMS) - 1
+  # Three times the weight, three times the norm (the same trace: weights do not enter it).
+  trainer.loss_weights = dataclasses.replace(paper, pose3d=3 * paper.pose3d)
+  again = trainer.term_gradient_norms(batch)
   assert again["pose3d"] == pytest.approx(3 * norms["pose3d"], rel=1e-6)
   assert again["projection"] == pytest.approx(norms["projection"], rel=1e-6)
   # The groups split the norm: trunk and heads add up in squares.
@@ -75,8 +74,13 @@ def test_term_gradient_norms_are_the_weighted_terms_gradient_norms(network, four
   assert np.hypot(measured.groups["trunk"], measured.groups["heads"]) == pytest.approx(
     measured.norm, rel=1e-6
   )
-  # Pre-training's terms reach no head.
-  heatmap = Trainer(network, LossWeights.pretrain2d(), 8, 64).measure_terms(batch)["heatmap"]
+  # A zero weight: no entry (pre-training weighs the 3D terms 0); its terms reach no head.
+  pretraining = Trainer(network, LossWeights.pretrain2d(), 8, 64).measure_terms(batch)
+  assert list(pretraining) == [
+    t.name for t in losses.TERMS if getattr(LossWeights.pretrain2d(), t.name) != 0
+  ]
+  assert len(pretraining) < len(losses.TERMS) and "pose3d" not in pretraining
+  heatmap = pretraining["heatmap"]
   assert heatmap.groups["heads"] == 0.0 and heatmap.groups["trunk"] > 0
 
 
