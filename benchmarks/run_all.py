@@ -38,6 +38,7 @@ BENCHMARKS = {
   "train_speed": [["benchmarks/train_speed.py", "--data_dir", "{data}", "--seconds", "6"]],
   "input_speed": [["benchmarks/input_speed.py", "--data_dir", "{data}", "--seconds", "6"]],
   "side_by_side": [["benchmarks/side_by_side.py", "--data_dir", "{data}", "--steps", "400"]],
+  "startup_speed": [["benchmarks/startup_speed.py", "--data_dir", "{data}"]],
   "serving_speed": [
     ["benchmarks/serving_speed.py", "--variants", "tiny", "full", "--seconds", "30"],
     [
