@@ -537,31 +537,43 @@ def results_json(
   }
 
 
+def read_earlier(path: pathlib.Path, args) -> dict:
+  """An earlier run's results.json, checked to have had this run's preset, network and budget;
+  read before anything runs, so a wrong file costs no data preparation. Raises SystemExit in
+  one line naming the file (missing, not JSON, or the field that differs)."""
+  try:
+    earlier = json.loads(path.read_text())
+  except (OSError, ValueError) as e:
+    raise SystemExit(f"--merge {path}: {e}") from None
+  mine = {"preset": args.preset, "network": args.network, "budget": budget(args)}
+  for key, value in mine.items():
+    if not isinstance(earlier, dict) or earlier.get(key) != value:
+      found = earlier.get(key) if isinstance(earlier, dict) else earlier
+      raise SystemExit(f"--merge {path}: {key} is {found!r}, this run's is {value!r}")
+  return earlier
+
+
 def earlier_scores(path: pathlib.Path, args, zero: dict, seeds: list[int]) -> tuple[dict, dict]:
   """(scores, scores_2d) of the seeds of an earlier run's results.json that ``seeds`` (this
   run's) does not name, keyed like this run's ({(name, seed): take_scores}, {(name, seed):
   {column: 2D PCK}}), so the tables and the success test pool both runs.
 
-  The earlier run must have had this run's preset, network and budget, and its test set must be
-  this one: the same takes with the same valid frames, and the zero pose (which depends on the
-  labels alone) scoring the same on every take. Raises SystemExit naming the file and the
-  field that differs.
+  The earlier run must have had this run's preset, network and budget (``read_earlier``), and
+  its test set must be this one (``zero``: this run's zero-pose take_scores): the same takes
+  with the same valid frames, and the zero pose (which depends on the labels alone) scoring the
+  same on every take. Raises SystemExit naming the file and the field that differs.
   """
-  earlier = json.loads(path.read_text())
-  mine = {"preset": args.preset, "network": args.network, "budget": budget(args)}
-  for key, value in mine.items():
-    if earlier.get(key) != value:
-      raise SystemExit(f"{path}: {key} is {earlier.get(key)!r}, this run's is {value!r}")
+  earlier = read_earlier(path, args)
   for column in COLUMNS:
     takes = earlier["takes"][column]
     if takes["ids"] != zero[column]["takes"] or takes["valid_frames"] != zero[column]["frames"]:
-      raise SystemExit(f"{path}: takes.{column} differ from this run's test set")
+      raise SystemExit(f"--merge {path}: takes.{column} differ from this run's test set")
     for protocol in PROTOCOLS:
       for seed, row in earlier["rows"][ZERO_POSE].items():
         if not np.allclose(row[column][protocol], zero[column][protocol], rtol=0, atol=1e-9):
           raise SystemExit(
-            f"{path}: rows.{ZERO_POSE}.{seed}.{column}.{protocol} differ from this run's test "
-            "labels"
+            f"--merge {path}: rows.{ZERO_POSE}.{seed}.{column}.{protocol} differ from this "
+            "run's test labels"
           )
   scores, scores_2d = {}, {}
   for name, by_seed in earlier["rows"].items():
@@ -697,6 +709,8 @@ def main():
     parser.error(f"{LIFTING} lifts the 2D joints of the full model: add full to --variants")
   work = pathlib.Path(args.work_dir).resolve()
   runs, log, python = work / "runs", [], sys.executable
+  if args.merge:
+    read_earlier(pathlib.Path(args.merge), args)  # before the data: a wrong file fails at once
   records = prepare_data(work, args.preset, log)
   pretrain_cfg, full_cfg = CONFIG_FILES[args.network]
   zero = evaluation_dir(runs, 0, ZERO_POSE)

@@ -218,6 +218,12 @@ def test_seeds_of_an_earlier_run_merge_back_and_a_different_test_set_is_refused(
     ablation.earlier_scores(path, args, fewer, [1])
   with pytest.raises(SystemExit, match="budget is"):
     ablation.earlier_scores(path, argparse.Namespace(**{**vars(args), "full_steps": 5}), zero, [1])
+  # Read before any data is prepared: a missing or broken file is one line naming it.
+  with pytest.raises(SystemExit, match=r"--merge .*missing.json: \[Errno 2\]"):
+    ablation.read_earlier(tmp_path / "missing.json", args)
+  (tmp_path / "broken.json").write_text("{")
+  with pytest.raises(SystemExit, match=r"--merge .*broken.json: Expecting"):
+    ablation.read_earlier(tmp_path / "broken.json", args)
 
 
 def test_printed_tables_get_the_blank_line_markdown_needs():
