@@ -545,11 +545,32 @@ def read_earlier(path: pathlib.Path, args) -> dict:
     earlier = json.loads(path.read_text())
   except (OSError, ValueError) as e:
     raise SystemExit(f"--merge {path}: {e}") from None
+  if not isinstance(earlier, dict):
+    raise SystemExit(f"--merge {path}: not a JSON object (an ablation's results.json is one)")
   mine = {"preset": args.preset, "network": args.network, "budget": budget(args)}
   for key, value in mine.items():
-    if not isinstance(earlier, dict) or earlier.get(key) != value:
-      found = earlier.get(key) if isinstance(earlier, dict) else earlier
-      raise SystemExit(f"--merge {path}: {key} is {found!r}, this run's is {value!r}")
+    if earlier.get(key) != value:
+      raise SystemExit(f"--merge {path}: {key} is {earlier.get(key)!r}, this run's is {value!r}")
+  try:  # the structure earlier_scores reads, so that it cannot fail after the data is made
+    takes = {c: len(earlier["takes"][c]["ids"]) for c in COLUMNS}
+    for c in COLUMNS:
+      if len(earlier["takes"][c]["valid_frames"]) != takes[c]:
+        raise ValueError(f"takes.{c}: ids and valid_frames differ in length")
+    if not earlier["rows"][ZERO_POSE]:
+      raise ValueError(f"rows.{ZERO_POSE} is empty: the test set cannot be compared")
+    for name, by_seed in earlier["rows"].items():
+      for seed, columns in by_seed.items():
+        int(seed)
+        for c in COLUMNS:
+          for protocol in PROTOCOLS:
+            if len(columns[c][protocol]) != takes[c]:
+              raise ValueError(f"rows.{name}.{seed}.{c}.{protocol}: not one value per take")
+    for key in earlier["pck2d"]:
+      int(key.rsplit("/seed", 1)[1])
+  except (KeyError, IndexError, TypeError, ValueError) as e:
+    raise SystemExit(
+      f"--merge {path}: not an ablation results.json ({type(e).__name__}: {e})"
+    ) from None
   return earlier
 
 

@@ -5,7 +5,8 @@ the pipeline (``data.training_dataset``, which traces its functions), drawing
 its first batch, then the training step traced as ``trainer.Loop`` traces it
 (without AutoGraph) and, beside it, traced with AutoGraph (how it was traced
 before 2026-12-01): the trace (``get_concrete_function``), the first call
-(graph optimisation) and the mean of steady steps. Every figure is given in
+(graph optimisation) and the mean of steady steps; the AutoGraph variant runs second, on
+warm caches (its trace is the comparison's weak side). Every figure is given in
 seconds and as a multiple of the steady step of the same process (the
 baseline), so the ratios survive a noisy machine. Tests and the demo start
 dozens of runs: this is most of their time.
@@ -54,13 +55,18 @@ def main():
   parser.add_argument("--input_size", type=int, default=64)
   parser.add_argument("--steps", type=int, default=10, help="steady steps timed after the first")
   args = parser.parse_args()
+  if args.steps < 1:
+    parser.error(f"--steps {args.steps}: at least 1 steady step is needed as the baseline")
   size = args.input_size
   config = DataConfig(data_dir=args.data_dir, batch_size=8, shuffle_buffer=32)
-  pipeline, build = timed(
-    lambda: data.training_dataset(
-      config, args.stage, input_size=size, heatmap_size=ModelConfig.tiny(size).heatmap_size
+  try:
+    pipeline, build = timed(
+      lambda: data.training_dataset(
+        config, args.stage, input_size=size, heatmap_size=ModelConfig.tiny(size).heatmap_size
+      )
     )
-  )
+  except FileNotFoundError as e:  # names the folder and the datasets it lacks
+    raise SystemExit(f"--data_dir: {e}") from None
   iterator = iter(pipeline)
   first, first_batch = timed(lambda: next(iterator))
   batches = [first, *(next(iterator) for _ in range(args.steps))]

@@ -4,6 +4,7 @@ import importlib.util
 import json
 import os
 import pathlib
+import re
 import shutil
 import sys
 import threading
@@ -224,6 +225,21 @@ def test_seeds_of_an_earlier_run_merge_back_and_a_different_test_set_is_refused(
   (tmp_path / "broken.json").write_text("{")
   with pytest.raises(SystemExit, match=r"--merge .*broken.json: Expecting"):
     ablation.read_earlier(tmp_path / "broken.json", args)
+  saved = json.loads(path.read_text())
+  for damage, message in (
+    (lambda d: d.pop("takes"), "KeyError: 'takes'"),
+    (lambda d: d["rows"][ablation.ZERO_POSE].clear(), "rows.zero pose is empty"),
+    (lambda d: d["rows"]["full"]["0"][ablation.STUDIO]["scaled"].pop(), "not one value per take"),
+    (lambda d: d["pck2d"].update(weird=1.0), "IndexError"),
+  ):
+    damaged = json.loads(json.dumps(saved))
+    damage(damaged)
+    (tmp_path / "damaged.json").write_text(json.dumps(damaged))
+    with pytest.raises(SystemExit, match=rf"--merge .*damaged.json: not an .*{re.escape(message)}"):
+      ablation.read_earlier(tmp_path / "damaged.json", args)
+  (tmp_path / "list.json").write_text("[1, 2]")
+  with pytest.raises(SystemExit, match="not a JSON object"):
+    ablation.read_earlier(tmp_path / "list.json", args)
 
 
 def test_printed_tables_get_the_blank_line_markdown_needs():
