@@ -66,7 +66,7 @@ def main():
       )
     )
   except FileNotFoundError as e:  # names the folder and the datasets it lacks
-    raise SystemExit(f"--data_dir: {e}") from None
+    raise SystemExit(str(e)) from None
   iterator = iter(pipeline)
   first, first_batch = timed(lambda: next(iterator))
   batches = [first, *(next(iterator) for _ in range(args.steps))]
