@@ -329,6 +329,9 @@ def stage_example(
   }
 
 
+# The pipeline's functions (here and below, each marked do_not_convert) are traced as written:
+# they branch on Python values only, and AutoGraph's source conversion was most of a pipeline's
+# build time (docs/benchmarks.md, "Training start-up"); a tensor-valued `if` fails when traced.
 @tf.autograph.experimental.do_not_convert
 def decode_example(
   record: dict,
