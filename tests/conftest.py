@@ -46,23 +46,24 @@ def upload_tree(local_dir, url: str) -> int:
 
 @pytest.fixture(autouse=True)
 def process_settings_restored():
-  """Puts back the process-wide settings a test's in-process ``train.run`` changes: op
-  determinism (--deterministic; on, XLA refuses to compile the network's max-pool gradient, so
-  an XLA test after it would fail by the order the tests happen to run in) and the Keras
-  dtype policy (--mixed_precision)."""
+  """Op determinism off and the Keras dtype policy float32 (the process's defaults) before and
+  after every test: an in-process ``train.run`` turns on --deterministic and --mixed_precision
+  for the whole process, in a test or in a module fixture before it (test_url_io's runs), and
+  with determinism on XLA refuses the network's max-pool gradient, so an XLA test failed by
+  the order the tests happened to run in."""
   import keras
 
   # TF's public API can turn determinism on only.
   from tensorflow.python.framework import config as tf_config
 
-  deterministic, policy = (
-    tf_config.is_op_determinism_enabled(),
-    keras.config.dtype_policy(),
-  )
+  def reset():
+    if tf_config.is_op_determinism_enabled():
+      tf_config.disable_op_determinism()
+    keras.config.set_dtype_policy("float32")
+
+  reset()
   yield
-  if tf_config.is_op_determinism_enabled() and not deterministic:
-    tf_config.disable_op_determinism()
-  keras.config.set_dtype_policy(policy)
+  reset()
 
 
 @pytest.fixture(scope="session")
