@@ -1,5 +1,6 @@
 """The benchmark drivers' bookkeeping: docs blocks, the ablation's pooling and table."""
 
+import argparse
 import importlib.util
 import json
 import os
@@ -150,10 +151,9 @@ def test_training_curves_read_back_from_tensorboard_keeping_a_resumed_runs_value
   assert steps.tolist() == [50, 100, 150, 200] and values.tolist() == [3.0, 2.0, 1.5, 1.0]
 
 
-def test_rewriting_the_results_keeps_the_hand_written_notes_and_writes_the_json(tmp_path):
-  import argparse
-
-  args = argparse.Namespace(
+def _run_args():
+  """The ablation's parsed flags that the report and results.json record (a small budget)."""
+  return argparse.Namespace(
     preset="bench",
     network="tiny",
     pretrain_steps=10,
@@ -161,6 +161,10 @@ def test_rewriting_the_results_keeps_the_hand_written_notes_and_writes_the_json(
     lifting_epochs=2,
     lifting_examples=30,
   )
+
+
+def test_rewriting_the_results_keeps_the_hand_written_notes_and_writes_the_json(tmp_path):
+  args = _run_args()
   names = (*ablation.NAMES, *ablation.FLOORS)
   scores = _scores({(n, 0): [1.0, 3.0] for n in names})
   path = tmp_path / "results.md"
@@ -177,16 +181,7 @@ def test_rewriting_the_results_keeps_the_hand_written_notes_and_writes_the_json(
 
 
 def test_seeds_of_an_earlier_run_merge_back_and_a_different_test_set_is_refused(tmp_path):
-  import argparse
-
-  args = argparse.Namespace(
-    preset="bench",
-    network="tiny",
-    pretrain_steps=10,
-    full_steps=20,
-    lifting_epochs=2,
-    lifting_examples=30,
-  )
+  args = _run_args()
   names = (*ablation.NAMES, *ablation.FLOORS)
   scores = _scores({(n, s): [10.0 * s + i, 3.0 + s] for i, n in enumerate(names) for s in (0, 1)})
   for seed in (0, 1):  # the zero pose depends on the labels alone: the same for every seed
