@@ -574,17 +574,17 @@ def read_earlier(path: pathlib.Path, args) -> dict:
   return earlier
 
 
-def earlier_scores(path: pathlib.Path, args, zero: dict, seeds: list[int]) -> tuple[dict, dict]:
-  """(scores, scores_2d) of the seeds of an earlier run's results.json that ``seeds`` (this
-  run's) does not name, keyed like this run's ({(name, seed): take_scores}, {(name, seed):
-  {column: 2D PCK}}), so the tables and the success test pool both runs.
+def earlier_scores(
+  earlier: dict, path: pathlib.Path, zero: dict, seeds: list[int]
+) -> tuple[dict, dict]:
+  """(scores, scores_2d) of the seeds of an earlier run (``earlier``: ``read_earlier``'s reading
+  of ``path``) that ``seeds`` (this run's) does not name, keyed like this run's ({(name, seed):
+  take_scores}, {(name, seed): {column: 2D PCK}}), so the tables and the success test pool both.
 
-  The earlier run must have had this run's preset, network and budget (``read_earlier``), and
-  its test set must be this one (``zero``: this run's zero-pose take_scores): the same takes
+  Its test set must be this one (``zero``: this run's zero-pose take_scores): the same takes
   with the same valid frames, and the zero pose (which depends on the labels alone) scoring the
   same on every take. Raises SystemExit naming the file and the field that differs.
   """
-  earlier = read_earlier(path, args)
   for column in COLUMNS:
     takes = earlier["takes"][column]
     if takes["ids"] != zero[column]["takes"] or takes["valid_frames"] != zero[column]["frames"]:
@@ -730,8 +730,8 @@ def main():
     parser.error(f"{LIFTING} lifts the 2D joints of the full model: add full to --variants")
   work = pathlib.Path(args.work_dir).resolve()
   runs, log, python = work / "runs", [], sys.executable
-  if args.merge:
-    read_earlier(pathlib.Path(args.merge), args)  # before the data: a wrong file fails at once
+  # Read before the data: a wrong file fails at once.
+  earlier = read_earlier(pathlib.Path(args.merge), args) if args.merge else None
   records = prepare_data(work, args.preset, log)
   pretrain_cfg, full_cfg = CONFIG_FILES[args.network]
   zero = evaluation_dir(runs, 0, ZERO_POSE)
@@ -741,7 +741,7 @@ def main():
   if args.merge:
     arrays = dict(np.load(zero / "predictions.npz"))
     scores, scores_2d = earlier_scores(
-      pathlib.Path(args.merge), args, take_scores(arrays, args.preset), args.seeds
+      earlier, pathlib.Path(args.merge), take_scores(arrays, args.preset), args.seeds
     )
     merged = sorted({seed for _, seed in scores})
     log.append(f"# seeds {merged}: merged from {args.merge} (that run's commands are listed there)")

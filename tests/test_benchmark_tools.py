@@ -197,7 +197,8 @@ def test_seeds_of_an_earlier_run_merge_back_and_a_different_test_set_is_refused(
   path = tmp_path / "results.json"
   zero = scores[ablation.ZERO_POSE, 0]
   # This run made seed 1 again: only seed 0 comes from the file, equal to what was written.
-  merged, merged_2d = ablation.earlier_scores(path, args, zero, [1])
+  earlier = ablation.read_earlier(path, args)
+  merged, merged_2d = ablation.earlier_scores(earlier, path, zero, [1])
   assert merged == {key: value for key, value in scores.items() if key[1] == 0}
   assert merged_2d == {key: value for key, value in two_d.items() if key[1] == 0}
   assert json.loads(path.read_text())["commands"] == ["python run"]
@@ -208,12 +209,12 @@ def test_seeds_of_an_earlier_run_merge_back_and_a_different_test_set_is_refused(
     {c: [1.0, 2.5] for c in ablation.COLUMNS}, {c: [2, 6] for c in ablation.COLUMNS}
   )
   with pytest.raises(SystemExit, match=r"results.json: rows.zero pose.0.studio \(TS1-4\).scaled"):
-    ablation.earlier_scores(path, args, relabelled, [1])
+    ablation.earlier_scores(earlier, path, relabelled, [1])
   fewer = _takes({c: [1.0, 2.0] for c in ablation.COLUMNS}, {c: [2, 5] for c in ablation.COLUMNS})
   with pytest.raises(SystemExit, match=r"takes.studio \(TS1-4\) differ"):
-    ablation.earlier_scores(path, args, fewer, [1])
+    ablation.earlier_scores(earlier, path, fewer, [1])
   with pytest.raises(SystemExit, match="budget is"):
-    ablation.earlier_scores(path, argparse.Namespace(**{**vars(args), "full_steps": 5}), zero, [1])
+    ablation.read_earlier(path, argparse.Namespace(**{**vars(args), "full_steps": 5}))
   # Read before any data is prepared: a missing or broken file is one line naming it.
   with pytest.raises(SystemExit, match=r"--merge .*missing.json: \[Errno 2\]"):
     ablation.read_earlier(tmp_path / "missing.json", args)
