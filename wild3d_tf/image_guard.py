@@ -59,39 +59,58 @@ class Limits:
 DEFAULT_LIMITS = Limits()
 
 
-def _big_endian16(data, at):
-  return tf.cast(tf.gather(data, at), tf.int64) * 256 + tf.cast(tf.gather(data, at + 1), tf.int64)
+def _big_endian16(high, low):
+  return tf.cast(high, tf.int64) * 256 + tf.cast(low, tf.int64)
 
 
-def _jpeg_header(data, n):
-  """(height, width, start-of-scan offset, progressive) from the markers; zeros where not found."""
+def _is_any(values, choices):
+  return tf.reduce_any(tf.equal(values[:, None], tf.constant(choices, values.dtype)), 1)
+
+
+def _bytes_at(encoded, pos, count: int):
+  """(B, count) int64: the bytes of each string from ``pos`` (B,) on, zeros past its end.
+
+  ``pos`` must lie in [0, length] (``tf.strings.substr``'s range)."""
+  pos = tf.cast(pos, tf.int32)
+  piece = tf.strings.substr(encoded, pos, tf.fill(tf.shape(pos), count))
+  return tf.cast(tf.io.decode_raw(piece, tf.uint8, fixed_length=count), tf.int64)
+
+
+def _jpeg_headers(encoded, n, walk):
+  """(height, width, start-of-scan offset, progressive), each (B,), from the markers of the
+  elements where ``walk`` (B,) is set; zeros where not found. The walks go in step, one op per
+  step for the whole batch: one image's walk is a few dozen tiny ops, which cost more than
+  decoding it when run one image at a time (docs/benchmarks.md, serving)."""
+  zero = tf.zeros_like(n)
+  one, two = tf.constant(1, tf.int64), tf.constant(2, tf.int64)
+
+  def active(pos, sos, count):
+    return walk & (pos + 4 <= n) & tf.equal(sos, 0) & (count < _MAX_SEGMENTS)
 
   def step(pos, height, width, sos, progressive, count):
-    at = tf.minimum(pos, n - 4)
-    is_marker = tf.equal(tf.gather(data, at), 0xFF)
-    marker = tf.cast(tf.gather(data, at + 1), tf.int64)
+    going = active(pos, sos, count)
+    at = tf.where(going, pos, 0)  # a finished walk's position may lie past its string
+    b = _bytes_at(encoded, at, 9)
+    is_marker = tf.equal(b[:, 0], 0xFF)
+    marker = b[:, 1]
     standalone = (
       tf.equal(marker, 0xFF) | tf.equal(marker, 0x01) | ((marker >= 0xD0) & (marker <= 0xD8))
     )
-    length = _big_endian16(data, at + 2)
-    is_sof = tf.reduce_any(tf.equal(marker, tf.constant(_SOF_MARKERS, tf.int64))) & (at + 9 <= n)
-    dims_at = tf.minimum(at + 5, n - 4)
-    height = tf.where(is_sof & tf.equal(height, 0), _big_endian16(data, dims_at), height)
-    width = tf.where(is_sof & tf.equal(width, 0), _big_endian16(data, dims_at + 2), width)
-    progressive |= is_sof & tf.reduce_any(tf.equal(marker, tf.constant(PROGRESSIVE_SOF, tf.int64)))
-    sos = tf.where(is_marker & tf.equal(marker, 0xDA), at, sos)
+    is_sof = going & _is_any(marker, _SOF_MARKERS) & (at + 9 <= n)
+    height = tf.where(is_sof & tf.equal(height, 0), _big_endian16(b[:, 5], b[:, 6]), height)
+    width = tf.where(is_sof & tf.equal(width, 0), _big_endian16(b[:, 7], b[:, 8]), width)
+    progressive |= is_sof & _is_any(marker, PROGRESSIVE_SOF)
+    sos = tf.where(going & is_marker & tf.equal(marker, 0xDA), at, sos)
     # A byte that is no marker ends the walk (sos stays 0: refused as malformed).
-    one, two = tf.constant(1, tf.int64), tf.constant(2, tf.int64)
+    length = _big_endian16(b[:, 2], b[:, 3])
     advance = tf.where(standalone, tf.where(tf.equal(marker, 0xFF), one, two), two + length)
-    pos = tf.where(is_marker, pos + advance, n)
-    return pos, height, width, sos, progressive, count + 1
+    pos = tf.where(going, tf.where(is_marker, pos + advance, n), pos)
+    return pos, height, width, sos, progressive, count + tf.cast(going, tf.int64)
 
-  def keep_going(pos, height, width, sos, progressive, count):
-    return (pos + 4 <= n) & tf.equal(sos, 0) & (count < _MAX_SEGMENTS)
-
-  zero = tf.constant(0, tf.int64)
   _, height, width, sos, progressive, _ = tf.while_loop(
-    keep_going, step, (tf.constant(2, tf.int64), zero, zero, zero, tf.constant(False), zero)
+    lambda pos, height, width, sos, progressive, count: tf.reduce_any(active(pos, sos, count)),
+    step,
+    (tf.fill(tf.shape(n), two), zero, zero, zero, tf.zeros_like(walk), zero),
   )
   return height, width, sos, progressive
 
@@ -137,20 +156,47 @@ def jpeg_cut(data: bytes, image, decode) -> bool:
 
 def _contains_pair(data, first, second, start):
   """Whether bytes ``first, second`` occur at an offset >= ``start`` (>= 0)."""
-  # Slicing rather than masking with a range of offsets: the byte scans are a large part of the
-  # serving image path (docs/benchmarks.md), and an int64 range is 8 bytes per byte scanned.
+  # Slicing rather than masking with a range of offsets: an int64 range is 8 bytes per byte
+  # scanned.
   tail = data[start:]
   return tf.reduce_any(tf.equal(tail[:-1], first) & tf.equal(tail[1:], second))
 
 
-def _png_complete(data, n):
+def _png_complete(data):
   """An IEND chunk type after the IHDR (truncated files have none)."""
-  tail = data[33:n]  # chunk types start after the 33 bytes of signature and IHDR
+  tail = data[33:]  # chunk types start after the 33 bytes of signature and IHDR
   count = tf.maximum(tf.size(tail, tf.int64) - 3, 0)
   hits = tf.ones([count], tf.bool)
   for i, byte in enumerate(b"IEND"):
     hits &= tf.equal(tail[i : count + i], byte)
   return tf.reduce_any(hits)
+
+
+def _complete(encoded, n, is_png, sos):
+  """(B,) bool: a JPEG has an end-of-image marker after its start of scan, a PNG an IEND chunk.
+
+  Where the file ends with them (nearly every file) the last bytes say so; only the others are
+  scanned whole, one at a time."""
+  last = _bytes_at(encoded, tf.maximum(n - 8, 0), 8)
+  iend = tf.reduce_all(tf.equal(last[:, :4], list(b"IEND")), 1) & (n - 8 >= 33)
+  eoi = tf.equal(last[:, 6], 0xFF) & tf.equal(last[:, 7], 0xD9) & (n - 2 >= sos)
+  ends_complete = tf.where(is_png, iend, (sos > 0) & eoi)
+  scan = tf.where(~ends_complete & (is_png | (sos > 0)))[:, 0]
+
+  def scan_one(args):
+    data, png, start = args
+    data = tf.io.decode_raw(data, tf.uint8)
+    return tf.cond(
+      png, lambda: _png_complete(data), lambda: _contains_pair(data, 0xFF, 0xD9, start)
+    )
+
+  scanned = tf.map_fn(
+    scan_one,
+    (tf.gather(encoded, scan), tf.gather(is_png, scan), tf.gather(sos, scan)),
+    parallel_iterations=2,
+    fn_output_signature=tf.bool,
+  )
+  return tf.tensor_scatter_nd_update(ends_complete, scan[:, None], scanned)
 
 
 def require(condition, *parts):
@@ -161,78 +207,93 @@ def require(condition, *parts):
   return tf.debugging.Assert(condition, [tf.strings.join(list(parts))], summarize=1)
 
 
-def _fail_unless(condition, index, reason):
-  return require(condition, "image ", tf.strings.as_string(index), ": ", reason)
+def require_each(ok, names, reason):
+  """One assertion for a batch: InvalidArgument "image NAME: REASON" for the first element whose
+  ``ok`` (B,) bool is False. ``names`` (B,) int: how the message names each element (its index
+  in the request); ``reason`` a string, or a function of that element's index (an int32 scalar)
+  returning a string tensor built from its values (``pick``)."""
+  first = tf.argmin(tf.concat([tf.cast(ok, tf.int32), [0]], 0), output_type=tf.int32)
+  text = reason(first) if callable(reason) else reason
+  name = tf.strings.as_string(pick(names, first))
+  return require(tf.reduce_all(ok), "image ", name, ": ", text)
 
 
-def inspect(encoded, index, limits: Limits):
-  """Validates one encoded image; returns (is_png, height, width, scan, assertions to depend on),
-  ``scan`` holding what ``_jpeg_cut`` needs (bytes, length, start of scan, progressive)."""
+def pick(values, index):
+  """``values[index]`` of a (B, ...) tensor, zeros for ``index == B`` (no element failed)."""
+  values = tf.convert_to_tensor(values)
+  padding = [[0, 1]] + [[0, 0]] * (values.shape.rank - 1)
+  return tf.gather(tf.pad(values, padding), index)
+
+
+def inspect(encoded, names, limits: Limits):
+  """Validates a batch of encoded images without decoding them.
+
+  ``encoded`` string (B,), ``names`` (B,) int (see ``require_each``). Returns
+  (``header``, assertions to depend on); ``header`` maps "n" (byte length),
+  "png", "height", "width", "sos" (the JPEG's start-of-scan offset),
+  "progressive" to (B,) tensors: what ``decode_one`` and ``decoded_checks``
+  take, one element at a time and for the batch.
+  """
   n = tf.cast(tf.strings.length(encoded), tf.int64)
   checks = [
-    _fail_unless(n > 0, index, "empty bytes"),
-    _fail_unless(
+    require_each(n > 0, names, "empty bytes"),
+    require_each(
       n <= limits.max_bytes,
-      index,
-      tf.strings.format("{} bytes exceed the limit of {} bytes", (n, limits.max_bytes)),
+      names,
+      lambda i: tf.strings.format(
+        "{} bytes exceed the limit of {} bytes", (pick(n, i), limits.max_bytes)
+      ),
     ),
   ]
-  with tf.control_dependencies(checks):
-    # Padding to 40 bytes keeps every header read in range for tiny inputs; the
-    # byte cap above keeps this one copy small.
-    data = tf.io.decode_raw(tf.strings.join([encoded, tf.constant(b"\0" * 40)]), tf.uint8)
-  head = tf.cast(data[:8], tf.int64)
-  is_jpeg = tf.reduce_all(tf.equal(head[:3], _JPEG_MAGIC))
-  is_png = tf.reduce_all(tf.equal(head, _PNG_MAGIC)) & tf.reduce_all(
-    tf.equal(data[12:16], [0x49, 0x48, 0x44, 0x52])
+  head = _bytes_at(encoded, tf.zeros_like(n), 24)
+  is_jpeg = tf.reduce_all(tf.equal(head[:, :3], _JPEG_MAGIC), 1)
+  is_png = tf.reduce_all(tf.equal(head[:, :8], _PNG_MAGIC), 1) & tf.reduce_all(
+    tf.equal(head[:, 12:16], list(b"IHDR")), 1
   )
   checks.append(
-    _fail_unless(
-      is_jpeg | is_png, index, "not a JPEG or PNG (only these are accepted, by magic number)"
+    require_each(
+      is_jpeg | is_png, names, "not a JPEG or PNG (only these are accepted, by magic number)"
     )
   )
-
-  def jpeg():
-    height, width, sos, progressive = _jpeg_header(data, n)
-    complete = (sos > 0) & _contains_pair(data[:n], 0xFF, 0xD9, sos)
-    return height, width, complete, sos, progressive
-
-  def png():
-    height = (
-      tf.cast(data[20], tf.int64) * 2**24
-      + tf.cast(data[21], tf.int64) * 2**16
-      + _big_endian16(data, 22)
-    )
-    width = (
-      tf.cast(data[16], tf.int64) * 2**24
-      + tf.cast(data[17], tf.int64) * 2**16
-      + _big_endian16(data, 18)
-    )
-    zero = tf.constant(0, tf.int64)
-    return height, width, _png_complete(data[:n], n), zero, tf.constant(False)
-
   with tf.control_dependencies(checks):
-    height, width, complete, sos, progressive = tf.cond(is_png, png, jpeg)
+    jpeg_height, jpeg_width, sos, progressive = _jpeg_headers(encoded, n, ~is_png)
+  png_height = head[:, 20] * 2**24 + head[:, 21] * 2**16 + _big_endian16(head[:, 22], head[:, 23])
+  png_width = head[:, 16] * 2**24 + head[:, 17] * 2**16 + _big_endian16(head[:, 18], head[:, 19])
+  height = tf.where(is_png, png_height, jpeg_height)
+  width = tf.where(is_png, png_width, jpeg_width)
   checks += [
-    _fail_unless(complete, index, "truncated or malformed (no end-of-image marker / IEND chunk)"),
-    _fail_unless((height > 0) & (width > 0), index, "the header gives no image size"),
-    _fail_unless(
+    require_each(
+      _complete(encoded, n, is_png, sos),
+      names,
+      "truncated or malformed (no end-of-image marker / IEND chunk)",
+    ),
+    require_each((height > 0) & (width > 0), names, "the header gives no image size"),
+    require_each(
       (height <= limits.max_side) & (width <= limits.max_side),
-      index,
-      tf.strings.format(
-        "{}x{} pixels: a side exceeds the limit of {}", (width, height, limits.max_side)
+      names,
+      lambda i: tf.strings.format(
+        "{}x{} pixels: a side exceeds the limit of {}",
+        (pick(width, i), pick(height, i), limits.max_side),
       ),
     ),
-    _fail_unless(
+    require_each(
       height * width <= limits.max_pixels,
-      index,
-      tf.strings.format(
-        "{}x{} pixels exceed the limit of {} pixels", (width, height, limits.max_pixels)
+      names,
+      lambda i: tf.strings.format(
+        "{}x{} pixels exceed the limit of {} pixels",
+        (pick(width, i), pick(height, i), limits.max_pixels),
       ),
     ),
   ]
-  scan = {"data": data, "n": n, "sos": sos, "progressive": progressive}
-  return is_png, height, width, scan, checks
+  header = {
+    "n": n,
+    "png": is_png,
+    "height": height,
+    "width": width,
+    "sos": sos,
+    "progressive": progressive,
+  }
+  return header, checks
 
 
 def check_batch(encoded, limits: Limits):
@@ -247,39 +308,61 @@ def check_batch(encoded, limits: Limits):
   ]
 
 
-def decode(encoded, index, limits: Limits):
-  """One checked image as (H, W, 3) uint8; raises InvalidArgument naming ``index`` when refused."""
-  is_png, height, width, scan, checks = inspect(encoded, index, limits)
-  with tf.control_dependencies(checks):
-    image = tf.cond(
-      is_png,
-      lambda: tf.io.decode_png(encoded, channels=3),
-      lambda: tf.io.decode_jpeg(encoded, channels=3),
-    )
+def decode_one(encoded, header):
+  """One image that ``inspect`` passed, as (H, W, 3) uint8, and whether it is a cut JPEG.
+
+  ``header`` holds that image's scalars of ``inspect``'s header. No assertions here (they cost
+  more than decoding when made per image): ``decoded_checks`` makes them for the batch.
+  """
+  image = tf.cond(
+    header["png"],
+    lambda: tf.io.decode_png(encoded, channels=3),
+    lambda: tf.io.decode_jpeg(encoded, channels=3),
+  )
+  cut = tf.cond(
+    header["png"], lambda: tf.constant(False), lambda: _jpeg_cut(encoded, image, header)
+  )
+  return image, cut
+
+
+def decoded_checks(header, shapes, cuts, names):
+  """Assertions on a batch ``decode_one`` decoded: ``shapes`` (B, 2) int (height, width) of each
+  decoded image, ``cuts`` (B,) bool its cut flag."""
+  shapes = tf.cast(shapes, tf.int64)
   # The header's size is what the checks passed; a decoder disagreeing means a malformed file.
-  shape = tf.shape(image, out_type=tf.int64)
-  agree = _fail_unless(
-    tf.equal(shape[0], height) & tf.equal(shape[1], width),
-    index,
+  agree = require_each(
+    tf.equal(shapes[:, 0], header["height"]) & tf.equal(shapes[:, 1], header["width"]),
+    names,
     "decoded size differs from the header's",
   )
   with tf.control_dependencies([agree]):
-    cut = tf.cond(is_png, lambda: tf.constant(False), lambda: _jpeg_cut(encoded, image, scan))
-  whole = _fail_unless(
-    tf.logical_not(cut),
-    index,
-    "JPEG cut inside its image data (premature end of data segment)",
-  )
-  with tf.control_dependencies([whole]):
+    whole = require_each(
+      ~cuts, names, "JPEG cut inside its image data (premature end of data segment)"
+    )
+  return [agree, whole]
+
+
+def decode(encoded, index, limits: Limits):
+  """One checked image as (H, W, 3) uint8; raises InvalidArgument naming ``index`` when refused.
+
+  ``inspect``, ``decode_one`` and ``decoded_checks`` for a batch of one (the predict CLI, tests).
+  """
+  names = tf.reshape(index, [1])
+  header, checks = inspect(tf.reshape(encoded, [1]), names, limits)
+  with tf.control_dependencies(checks):
+    image, cut = decode_one(encoded, {key: value[0] for key, value in header.items()})
+  shape = tf.shape(image)[None, :2]
+  with tf.control_dependencies(decoded_checks(header, shape, cut[None], names)):
     return tf.identity(image)
 
 
-def _jpeg_cut(encoded, image, scan):
+def _jpeg_cut(encoded, image, header):
   """The graph's ``jpeg_cut``: whether the spliced probe decodes to other pixels."""
-  data, n, sos = scan["data"], scan["n"], scan["sos"]
+  n, sos = header["n"], header["sos"]
 
   def probe():
-    start = sos + 2 + _big_endian16(data, sos + 2)
+    data = tf.io.decode_raw(encoded, tf.uint8)
+    start = sos + 2 + _big_endian16(data[sos + 2], data[sos + 3])
     hits = tf.equal(data[: n - 1], 0xFF) & tf.equal(data[1:n], 0xD9)
     hits &= tf.range(n - 1) >= start
     end = tf.argmax(tf.cast(hits, tf.int32), output_type=tf.int64)
@@ -298,5 +381,5 @@ def _jpeg_cut(encoded, image, scan):
       lambda: tf.constant(True),
     )
 
-  suspicious = scan["progressive"] | tf.reduce_all(tf.equal(image[-1, -1], ZERO_BLOCK_VALUE))
+  suspicious = header["progressive"] | tf.reduce_all(tf.equal(image[-1, -1], ZERO_BLOCK_VALUE))
   return tf.cond(suspicious, probe, lambda: tf.constant(False))

@@ -57,15 +57,23 @@ def load_network(model_dir: str) -> keras.Model:
 
 
 def default_intrinsics(height, width, fov_degrees: float = DEFAULT_FOV_DEGREES):
-  """(3, 3) float32 K for an image of this size: ``fov_degrees`` across the longer side."""
+  """(..., 3, 3) float32 K for images of this size (``height``, ``width`` (...)):
+  ``fov_degrees`` across the longer side, the principal point at the image's centre."""
   height, width = tf.cast(height, tf.float32), tf.cast(width, tf.float32)
   focal = tf.maximum(height, width) / (2.0 * math.tan(math.radians(fov_degrees) / 2))
+  return intrinsics_matrix(focal, focal, (width - 1) / 2, (height - 1) / 2)
+
+
+def intrinsics_matrix(fx, fy, cx, cy):
+  """(..., 3, 3) K of focal lengths and principal points (...), pixels."""
+  zero = tf.zeros_like(fx)
   return tf.stack(
     [
-      tf.stack([focal, 0.0, (width - 1) / 2]),
-      tf.stack([0.0, focal, (height - 1) / 2]),
-      tf.constant([0.0, 0.0, 1.0]),
-    ]
+      tf.stack([fx, zero, cx], -1),
+      tf.stack([zero, fy, cy], -1),
+      tf.stack([zero, zero, tf.ones_like(fx)], -1),
+    ],
+    -2,
   )
 
 

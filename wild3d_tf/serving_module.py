@@ -19,10 +19,12 @@ root-relative; ``pose3d_crop`` the same in the crop's camera; ``pose2d``
 ``valid`` (B,) whether every output is finite, and ``joint_names_3d``
 (B, 17) / ``joint_names_2d`` (B, 14). Only core TF ops, validation first
 (``image_guard``), float32 throughout. The crop of ``serving_default`` is
-``preprocess``'s (the box margin and resampling training used): each image is
-checked, decoded and prefiltered on its own (two in flight, so a request holds
-at most two decoded photos), then the crops of the whole batch are sampled in
-one call (``crop_images``); the values are ``preprocess.warp``'s, bit for bit.
+``preprocess``'s (the box margin and resampling training used): the bytes,
+headers and crop geometry are checked and worked out for the whole batch at
+once, each image is decoded and reduced on its own (two in flight, so a
+request holds at most two decoded photos), then the crops of the whole batch
+are sampled in one call (``crop_images``); the values are
+``preprocess.warp``'s, bit for bit.
 """
 
 from __future__ import annotations
@@ -117,14 +119,19 @@ class ServingModule(tf.Module):
 
     ``images`` string [B], ``boxes`` and ``intrinsics`` float32 [B, 4] as in
     the module's docstring. Returns ``crops`` (B, S, S, 3) float32 integers in
-    [0, 255] (``preprocess.warp``'s values: ``prefilter`` per image, then one
-    ``preprocess.resample`` for the batch), ``image_from_input`` (B, 3, 3)
+    [0, 255] (``preprocess.warp``'s values), ``image_from_input`` (B, 3, 3)
     float32 crop pixels to image pixels, ``cameras`` (B, 3, 3) float32 K and
     ``squares`` (B, 3) float32 (cx, cy, side) image pixels. Raises
     InvalidArgument naming the element and the check for a refused input.
-    ``batched=False`` is the slow path it replaced, kept as the reference
-    that the parity test and ``benchmarks/serving_speed.py`` compare with:
-    each crop whole (``preprocess.warp``) inside the per-image loop.
+
+    Everything that needs no pixels runs once for the batch, vectorised: the
+    checks of the bytes and the headers (``image_guard.inspect``), the
+    squares, cameras and ``preprocess.prefilter_plan`` (from the headers'
+    sizes). Per image only decoding and ``preprocess.reduce_region``, two
+    images in flight; then one ``preprocess.resample`` samples every crop.
+    ``batched=False`` is the reference the parity test and
+    ``benchmarks/serving_speed.py`` compare with: each crop whole
+    (``preprocess.warp``) inside the per-image loop.
     """
     with tf.control_dependencies(
       [
@@ -135,6 +142,7 @@ class ServingModule(tf.Module):
     ):
       images, boxes, intrinsics = tf.identity(images), tf.identity(boxes), tf.identity(intrinsics)
     count = tf.size(images)
+    names = tf.range(count)
     checks = image_guard.check_batch(images, self.limits) + [
       image_guard.require(
         tf.equal(tf.shape(boxes)[0], count),
@@ -153,86 +161,71 @@ class ServingModule(tf.Module):
         " images",
       ),
     ]
+    with tf.control_dependencies(checks):
+      boxes, k = tf.identity(boxes), tf.identity(intrinsics)
+    box_given = tf.reduce_any(tf.not_equal(boxes, 0.0), 1)
+    k_given = tf.reduce_any(tf.not_equal(k, 0.0), 1)
+    element_checks = [
+      image_guard.require_each(
+        tf.reduce_all(tf.math.is_finite(boxes), 1) & tf.reduce_all(tf.math.is_finite(k), 1),
+        names,
+        "box or intrinsics not finite",
+      ),
+      image_guard.require_each(
+        ~box_given | ((boxes[:, 2] > boxes[:, 0]) & (boxes[:, 3] > boxes[:, 1])),
+        names,
+        "box must be (x_min, y_min, x_max, y_max) with x_max > x_min and y_max > y_min",
+      ),
+      image_guard.require_each(
+        ~k_given | ((k[:, 0] > 0) & (k[:, 1] > 0)),
+        names,
+        "intrinsics (fx, fy, cx, cy) need fx, fy > 0",
+      ),
+    ]
+    with tf.control_dependencies(element_checks):
+      header, image_checks = image_guard.inspect(images, names, self.limits)
+    height, width = header["height"], header["width"]
+    given = inference.intrinsics_matrix(k[:, 0], k[:, 1], k[:, 2], k[:, 3])
+    cameras = tf.where(k_given[:, None, None], given, inference.default_intrinsics(height, width))
+    squares = preprocess.box_around_person(boxes, height, width)
     size = self.input_size
+    input_from_image = preprocess.crop_matrix(squares, size)
+    plan = preprocess.prefilter_plan(input_from_image, tf.stack([height, width], 1), size)
 
     def one(args):
-      encoded, box, k, index = args
-      name = tf.strings.as_string(index)
-      box_given = tf.reduce_any(tf.not_equal(box, 0.0))
-      k_given = tf.reduce_any(tf.not_equal(k, 0.0))
-      element_checks = [
-        image_guard.require(
-          tf.reduce_all(tf.math.is_finite(box)) & tf.reduce_all(tf.math.is_finite(k)),
-          "image ",
-          name,
-          ": box or intrinsics not finite",
-        ),
-        image_guard.require(
-          ~box_given | ((box[2] > box[0]) & (box[3] > box[1])),
-          "image ",
-          name,
-          ": box must be (x_min, y_min, x_max, y_max) with x_max > x_min and y_max > y_min",
-        ),
-        image_guard.require(
-          ~k_given | ((k[0] > 0) & (k[1] > 0)),
-          "image ",
-          name,
-          ": intrinsics (fx, fy, cx, cy) need fx, fy > 0",
-        ),
-      ]
-      with tf.control_dependencies(element_checks):
-        image = image_guard.decode(encoded, index, self.limits)
-      height, width = tf.shape(image)[0], tf.shape(image)[1]
-      given = tf.stack(
-        [tf.stack([k[0], 0.0, k[2]]), tf.stack([0.0, k[1], k[3]]), tf.constant([0.0, 0.0, 1.0])]
-      )
-      camera = tf.where(k_given, given, inference.default_intrinsics(height, width))
-      square = preprocess.box_around_person(box, height, width)
-      input_from_image = preprocess.crop_matrix(square, size)
+      encoded, header, plan, input_from_image = args
+      image, cut = image_guard.decode_one(encoded, header)
       if batched:
-        # Per image only what depends on its size: decoding and the antialiased reduction of
-        # the part the crop reads (about the crop's size); the bilinear crops of the whole
-        # batch are one call below.
-        pixels, input_from_pixels = preprocess.prefilter(image, input_from_image, size)
-        pixels = tf.RaggedTensor.from_tensor(pixels)
+        pixels = tf.RaggedTensor.from_tensor(preprocess.reduce_region(image, plan))
       else:
         pixels = preprocess.warp(image, input_from_image, size)
-        input_from_pixels = tf.eye(3, dtype=tf.float64)  # the crop is its own grid
-      image_from_input = tf.cast(tf.linalg.inv(input_from_image), tf.float32)
-      return (
-        pixels,
-        input_from_pixels,
-        image_from_input,
-        camera,
-        tf.cast(square, tf.float32),
-      )
+      return pixels, tf.shape(image)[:2], cut
 
-    with tf.control_dependencies(checks):
+    with tf.control_dependencies(image_checks):
       images = tf.identity(images)
-      indices = tf.range(count)
-    pixels, input_from_pixels, image_from_input, cameras, squares = tf.map_fn(
+    pixels, shapes, cuts = tf.map_fn(
       one,
-      (images, boxes, intrinsics, indices),
+      (images, header, plan, input_from_image),
       parallel_iterations=2,
       fn_output_signature=(
         tf.RaggedTensorSpec([None, None, 3], tf.float32, ragged_rank=1)
         if batched
         else tf.TensorSpec([size, size, 3], tf.float32),
-        tf.TensorSpec([3, 3], tf.float64),
-        tf.TensorSpec([3, 3], tf.float32),
-        tf.TensorSpec([3, 3], tf.float32),
-        tf.TensorSpec([3], tf.float32),
+        tf.TensorSpec([2], tf.int32),
+        tf.TensorSpec([], tf.bool),
       ),
     )
-    if not batched:
-      return pixels, image_from_input, cameras, squares
-    # An empty map_fn's ragged result has flat values of shape (0,), not (0, 3).
-    pixels = pixels.with_flat_values(tf.reshape(pixels.flat_values, [-1, 3]))
-    # Zero padding to the batch's largest prefiltered image reads as the zeros outside each image.
-    crops = preprocess.resample(
-      pixels.to_tensor(shape=[None, None, None, 3]), input_from_pixels, size
-    )
-    return crops, image_from_input, cameras, squares
+    with tf.control_dependencies(image_guard.decoded_checks(header, shapes, cuts, names)):
+      pixels = tf.identity(pixels)
+    if batched:
+      # An empty map_fn's ragged result has flat values of shape (0,), not (0, 3).
+      pixels = pixels.with_flat_values(tf.reshape(pixels.flat_values, [-1, 3]))
+      # Zero padding to the batch's largest reduced part reads as the zeros outside each image.
+      pixels = preprocess.resample(
+        pixels.to_tensor(shape=[None, None, None, 3]), plan["input_from_pixels"], size
+      )
+    image_from_input = tf.cast(tf.linalg.inv(input_from_image), tf.float32)
+    return pixels, image_from_input, cameras, tf.cast(squares, tf.float32)
 
   def _network(self, crops, image_from_input, cameras) -> dict:
     """``predictor.on_images``; an empty batch runs as one blank crop whose outputs are dropped,
