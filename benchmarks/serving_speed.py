@@ -78,6 +78,29 @@ def round_robin(fns: dict, seconds: float) -> dict:
   return {name: np.array(t) for name, t in samples.items()}
 
 
+def guarded_decode(images, limits):
+  """Serving's decoding behind its checks, without the crop: ``image_guard.inspect`` for the
+  batch, ``decode_one`` per image (whole), ``decoded_checks`` for the batch. Returns the decoded
+  sizes (B, 2)."""
+  names = tf.range(tf.size(images))
+  header, checks = image_guard.inspect(images, names, limits)
+  with tf.control_dependencies(checks):
+    images = tf.identity(images)
+
+  def one(args):
+    image, cut = image_guard.decode_one(*args)
+    return tf.shape(image)[:2], cut
+
+  shapes, cuts = tf.map_fn(
+    one,
+    (images, header),
+    parallel_iterations=2,
+    fn_output_signature=(tf.TensorSpec([2], tf.int32), tf.TensorSpec([], tf.bool)),
+  )
+  with tf.control_dependencies(image_guard.decoded_checks(header, shapes, cuts, names)):
+    return tf.identity(shapes)
+
+
 def measure(variant: str, batch: int, photos: list, seconds: float, xla: bool, tmp: str):
   """Rows (what, per-call seconds, is the baseline) for one variant."""
   config = ModelConfig.for_variant(variant)
@@ -105,15 +128,10 @@ def measure(variant: str, batch: int, photos: list, seconds: float, xla: bool, t
       fn_output_signature=tf.TensorSpec([None, None, 3], tf.uint8),
     )
   )
-  guarded = tf.function(
-    lambda images: tf.map_fn(
-      lambda args: image_guard.decode(args[0], args[1], limits),
-      (images, tf.range(tf.size(images))),
-      parallel_iterations=2,
-      fn_output_signature=tf.TensorSpec([None, None, 3], tf.uint8),
-    )
-  )
+  guarded = tf.function(lambda images: guarded_decode(images, limits))
   image_path = tf.function(lambda images: module.crop_images(images, zeros, zeros)[0])
+  whole = serving_module.ServingModule(network, limits=limits, scaled_decode=False)
+  whole_path = tf.function(lambda images: whole.crop_images(images, zeros, zeros)[0])
   before = tf.function(lambda images: module.crop_images(images, zeros, zeros, batched=False)[0])
   fns = {"Keras network on crops (baseline)": lambda: raw(crops).numpy()}
   for compiled, signature in signatures.items():
@@ -128,8 +146,11 @@ def measure(variant: str, batch: int, photos: list, seconds: float, xla: bool, t
     crops=crops, intrinsics=intrinsics
   )["pose3d"].numpy()
   fns["part: JPEG decode only"] = lambda: decode(images).shape
-  fns["part: decode behind image_guard's checks"] = lambda: guarded(images).shape
+  fns["part: decode behind image_guard's checks"] = lambda: guarded(images).numpy()
   fns["part: image path (checks, decode, prefilter, batched resample)"] = lambda: image_path(
+    images
+  ).numpy()
+  fns["part: image path, JPEGs decoded whole (export --noscaled_jpeg_decode)"] = lambda: whole_path(
     images
   ).numpy()
   fns["part: image path, slow path (each crop whole in the per-image loop)"] = lambda: before(

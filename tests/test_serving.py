@@ -145,6 +145,7 @@ def test_export_layout_and_contract(tiny_export, tiny_checkpoint, loaded):
     )
   )
   assert meta["default_fov_degrees"] == 55.0 == cameras.DEFAULT_FOV_DEGREES
+  assert meta["scaled_jpeg_decode"] is True  # the export default
   # A second export is the next version, as TF Serving expects.
   again = export.export_saved_model(tiny_checkpoint[1], str(tiny_export.parents[1]))
   assert again == str(tiny_export.parent / "2")
@@ -266,21 +267,30 @@ def test_box_and_default_intrinsics(loaded):
 
 
 def per_image_reference(network, images, boxes):
-  """The image path as it was before it was batched: decode and ``preprocess.crop`` one image at a
-  time, then the network. Returns (crops (B, S, S, 3), pose2d (B, 14, 2), pose3d (B, 17, 3))."""
-  crops, image_from_input, cameras_k = [], [], []
+  """The image path as it was before it was batched: decode and crop one image at a time (a JPEG
+  at ``decode_ratios``' scale, then ``preprocess.warp``), then the network. Returns (crops (B, S,
+  S, 3), pose2d (B, 14, 2), pose3d (B, 17, 3), the decode ratios (B,))."""
+  crops, image_from_input, cameras_k, ratios = [], [], [], []
   for index, (encoded, box) in enumerate(zip(images, boxes)):
-    image = image_guard.decode(tf.constant(encoded), index, image_guard.DEFAULT_LIMITS)
-    height, width = image.shape[:2]
+    height, width = (
+      tf.io.extract_jpeg_shape(encoded)[:2]
+      if encoded[:2] == b"\xff\xd8"
+      else (cv2.imdecode(np.frombuffer(encoded, np.uint8), cv2.IMREAD_COLOR).shape[:2])
+    )
     square = preprocess.box_around_person(tf.constant(box, tf.float32), height, width)
-    crop, input_from_image = preprocess.crop(image, square, SIZE)
-    crops.append(crop)
+    input_from_image = preprocess.crop_matrix(square, SIZE)
+    is_png = tf.constant([encoded[:4] == b"\x89PNG"])
+    ratio = serving_module.decode_ratios(input_from_image[None], is_png)
+    image = image_guard.decode(tf.constant(encoded), index, image_guard.DEFAULT_LIMITS, ratio[0])
+    decoded = input_from_image @ serving_module.image_from_decoded(ratio)[0]
+    crops.append(preprocess.warp(image, decoded, SIZE))
     image_from_input.append(tf.linalg.inv(input_from_image))
     cameras_k.append(inference.default_intrinsics(height, width))
+    ratios.append(int(ratio[0]))
   out = inference.Predictor(network).on_images(
     tf.stack(crops), tf.stack(image_from_input), tf.stack(cameras_k)
   )
-  return tf.stack(crops).numpy(), out["pose2d"].numpy(), out["pose3d"].numpy()
+  return tf.stack(crops).numpy(), out["pose2d"].numpy(), out["pose3d"].numpy(), ratios
 
 
 def test_batched_image_path_equals_the_per_image_crop(tiny_checkpoint, loaded):
@@ -295,9 +305,10 @@ def test_batched_image_path_equals_the_per_image_crop(tiny_checkpoint, loaded):
     [[0, 0, 0, 0], [0, 0, 0, 0], [10, 20, 110, 220], [-30, 150, 90, 260], [10, 10, 74, 60]],
     np.float32,
   )
-  reference_crops, reference_2d, reference_3d = per_image_reference(
+  reference_crops, reference_2d, reference_3d, ratios = per_image_reference(
     tiny_checkpoint[1], images, boxes
   )
+  assert ratios == [4, 1, 2, 1, 1]  # the photo (shrunk 10x) and the box shrunk 4.4x: scaled
   module = serving_module.ServingModule(tiny_checkpoint[1])
   inputs = (tf.constant(images), tf.constant(boxes), tf.zeros([len(images), 4]))
   crops = tf.function(module.crop_images)(*inputs)[0]
@@ -310,6 +321,37 @@ def test_batched_image_path_equals_the_per_image_crop(tiny_checkpoint, loaded):
   out = call_images(loaded, images, boxes=boxes)
   np.testing.assert_allclose(out["pose2d"].numpy(), reference_2d, **POSE_TOLERANCE)
   np.testing.assert_allclose(out["pose3d"].numpy(), reference_3d, **POSE_TOLERANCE)
+
+
+def test_a_scaled_jpeg_decode_crops_within_a_grey_level_of_the_whole_decode(tiny_checkpoint):
+  # The shipped photos as a camera's JPEGs at three sizes, cropped whole to 64 px: shrunk 5, 10
+  # and 37.5 times, so decoded at 1/2, 1/4 and 1/8 of their size (libjpeg's DCT scaling, then
+  # the antialiasing filter reduces the rest). Against decoding them whole: 0.55-0.74 grey
+  # levels on average, at most 9 (0.4-0.6 and 6 at 128 px); a decoded pixel put half a pixel off
+  # (its centre taken at r i instead of r i + (r - 1) / 2) gives means of 2.2-3.4.
+  photos = [cv2.imread(str(path)) for path in sorted(PHOTOS.glob("*.png"))]
+  sizes = [(320, 240), (640, 480), (2400, 1800)]
+  encoded = [
+    cv2.imencode(".jpg", cv2.resize(photo, size, interpolation=cv2.INTER_AREA))[1].tobytes()
+    for size in sizes
+    for photo in photos
+  ]
+  zeros = tf.zeros([len(encoded), 4])
+  crops = {}
+  for scaled in (True, False):
+    module = serving_module.ServingModule(tiny_checkpoint[1], scaled_decode=scaled)
+    crops[scaled] = tf.function(module.crop_images)(tf.constant(encoded), zeros, zeros)[0].numpy()
+  squares = preprocess.box_around_person(
+    zeros, [h for _, h in sizes for _ in photos], [w for w, _ in sizes for _ in photos]
+  )
+  ratios = serving_module.decode_ratios(
+    preprocess.crop_matrix(squares, SIZE), tf.zeros([len(encoded)], tf.bool)
+  )
+  assert ratios.numpy().tolist() == [2, 2, 4, 4, 8, 8]
+  difference = np.abs(crops[True] - crops[False]).reshape(len(sizes), -1)
+  assert (difference.mean(1) > 0.05).all()  # the scaled decode is in effect
+  assert (difference.mean(1) < 1.0).all(), difference.mean(1)
+  assert difference.max() <= 12
 
 
 # --------------------------------------------------------------------------- safety at the boundary

@@ -64,6 +64,12 @@ def define_flags():
   flags.DEFINE_bool(
     "xla", False, "Compile the network part of each signature with XLA (see docs/benchmarks.md)."
   )
+  flags.DEFINE_bool(
+    "scaled_jpeg_decode",
+    True,
+    "Decode JPEGs the crop shrinks 4x or more at 1/2, 1/4 or 1/8 size (libjpeg's DCT scaling; "
+    "crops within a grey level on average, faster: docs/benchmarks.md); false decodes whole.",
+  )
   flags.DEFINE_integer(
     "max_batch", image_guard.Limits.max_batch, "Largest batch a request may carry."
   )
@@ -210,6 +216,7 @@ def export_saved_model(
   limits: image_guard.Limits = image_guard.DEFAULT_LIMITS,
   source: str = "",
   xla: bool = False,
+  scaled_decode: bool = True,
 ) -> str:
   """Writes ``export_dir/model_name/version`` and returns its path (``export_dir`` may be a
   URL: gs://, ram://).
@@ -229,7 +236,7 @@ def export_saved_model(
   staging = storage.join(base, f".staging-{version}-{os.getpid()}")
   if tf.io.gfile.exists(staging):
     tf.io.gfile.rmtree(staging)
-  module = serving_module.ServingModule(network, flip, limits, xla)
+  module = serving_module.ServingModule(network, flip, limits, xla, scaled_decode)
   check_limits(limits, module.input_size)
   tf.saved_model.save(module, staging, signatures=module.signatures())
   extra = storage.join(staging, "assets.extra")
@@ -245,6 +252,7 @@ def export_saved_model(
         "input_size": module.input_size,
         "flip_test": flip,
         "xla": xla,
+        "scaled_jpeg_decode": scaled_decode,
         # The crop setting training used (preprocess's), for clients that crop themselves.
         "default_fov_degrees": cameras.DEFAULT_FOV_DEGREES,
         "box_margin": preprocess.BOX_MARGIN,
@@ -287,6 +295,7 @@ def main(argv):
     limits,
     source=checkpoints.find_latest_complete(FLAGS.checkpoint),  # the one load_network read
     xla=FLAGS.xla,
+    scaled_decode=FLAGS.scaled_jpeg_decode,
   )
   print(f"exported {path} (signatures serving_default, serve_images_only, serve_crops)")
   command = serve_command(storage.parent(path), FLAGS.model_name, limits)

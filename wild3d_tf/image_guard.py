@@ -44,6 +44,10 @@ ZERO_BLOCK_VALUE = 128
 # as entropy-coded data, never as a marker; mixed bits, so a decoder that takes missing blocks from
 # it decodes non-zero coefficients.
 JPEG_PROBE = bytes((i * 73 + 41) % 251 for i in range(64))
+# The scales libjpeg decodes a JPEG at by scaling its DCT (tf.io.decode_jpeg's ``ratio``, a
+# static attribute): 1/r of each side, ceil(side / r) pixels, pixel i close to the mean of the
+# full decode's pixels [r i, r i + r) (docs/benchmarks.md, serving).
+JPEG_RATIOS = (1, 2, 4, 8)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -308,30 +312,43 @@ def check_batch(encoded, limits: Limits):
   ]
 
 
-def decode_one(encoded, header):
+def _decode_jpeg(encoded, ratio):
+  """``tf.io.decode_jpeg`` at a ``ratio`` of ``JPEG_RATIOS`` given as a scalar tensor."""
+  branches = [lambda r=r: tf.io.decode_jpeg(encoded, channels=3, ratio=r) for r in JPEG_RATIOS]
+  index = tf.argmax(tf.equal(tf.constant(JPEG_RATIOS, tf.int32), ratio), output_type=tf.int32)
+  return tf.switch_case(index, branches)
+
+
+def decode_one(encoded, header, ratio=1):
   """One image that ``inspect`` passed, as (H, W, 3) uint8, and whether it is a cut JPEG.
 
-  ``header`` holds that image's scalars of ``inspect``'s header. No assertions here (they cost
-  more than decoding when made per image): ``decoded_checks`` makes them for the batch.
+  ``header`` holds that image's scalars of ``inspect``'s header; a JPEG is
+  decoded at 1 / ``ratio`` of its size (one of ``JPEG_RATIOS``, an int32
+  scalar; PNGs always whole). No assertions here (they cost more than
+  decoding when made per image): ``decoded_checks`` makes them for the batch.
   """
+  ratio = tf.convert_to_tensor(ratio, tf.int32)
   image = tf.cond(
     header["png"],
     lambda: tf.io.decode_png(encoded, channels=3),
-    lambda: tf.io.decode_jpeg(encoded, channels=3),
+    lambda: _decode_jpeg(encoded, ratio),
   )
   cut = tf.cond(
-    header["png"], lambda: tf.constant(False), lambda: _jpeg_cut(encoded, image, header)
+    header["png"], lambda: tf.constant(False), lambda: _jpeg_cut(encoded, image, header, ratio)
   )
   return image, cut
 
 
-def decoded_checks(header, shapes, cuts, names):
+def decoded_checks(header, shapes, cuts, names, ratios=1):
   """Assertions on a batch ``decode_one`` decoded: ``shapes`` (B, 2) int (height, width) of each
-  decoded image, ``cuts`` (B,) bool its cut flag."""
+  decoded image, ``cuts`` (B,) bool its cut flag, ``ratios`` (B,) or scalar int the ratio each
+  was decoded at."""
   shapes = tf.cast(shapes, tf.int64)
+  ratios = tf.cast(ratios, tf.int64)
+  expected = [(header[side] + ratios - 1) // ratios for side in ("height", "width")]
   # The header's size is what the checks passed; a decoder disagreeing means a malformed file.
   agree = require_each(
-    tf.equal(shapes[:, 0], header["height"]) & tf.equal(shapes[:, 1], header["width"]),
+    tf.equal(shapes[:, 0], expected[0]) & tf.equal(shapes[:, 1], expected[1]),
     names,
     "decoded size differs from the header's",
   )
@@ -342,22 +359,25 @@ def decoded_checks(header, shapes, cuts, names):
   return [agree, whole]
 
 
-def decode(encoded, index, limits: Limits):
+def decode(encoded, index, limits: Limits, ratio=1):
   """One checked image as (H, W, 3) uint8; raises InvalidArgument naming ``index`` when refused.
 
-  ``inspect``, ``decode_one`` and ``decoded_checks`` for a batch of one (the predict CLI, tests).
+  ``inspect``, ``decode_one`` (a JPEG at 1 / ``ratio`` of its size) and ``decoded_checks``
+  for a batch of one (the predict CLI's checks, tests).
   """
   names = tf.reshape(index, [1])
   header, checks = inspect(tf.reshape(encoded, [1]), names, limits)
   with tf.control_dependencies(checks):
-    image, cut = decode_one(encoded, {key: value[0] for key, value in header.items()})
+    image, cut = decode_one(encoded, {key: value[0] for key, value in header.items()}, ratio)
   shape = tf.shape(image)[None, :2]
-  with tf.control_dependencies(decoded_checks(header, shape, cut[None], names)):
+  ratios = tf.where(header["png"], 1, ratio)
+  with tf.control_dependencies(decoded_checks(header, shape, cut[None], names, ratios)):
     return tf.identity(image)
 
 
-def _jpeg_cut(encoded, image, header):
-  """The graph's ``jpeg_cut``: whether the spliced probe decodes to other pixels."""
+def _jpeg_cut(encoded, image, header, ratio):
+  """The graph's ``jpeg_cut``: whether the spliced probe decodes (at the same ``ratio``) to other
+  pixels. A block of zero coefficients decodes to ``ZERO_BLOCK_VALUE`` at every ratio."""
   n, sos = header["n"], header["sos"]
 
   def probe():
@@ -373,7 +393,7 @@ def _jpeg_cut(encoded, image, header):
         tf.strings.substr(encoded, end, n - end),
       ]
     )
-    other = tf.io.decode_jpeg(spliced, channels=3)
+    other = _decode_jpeg(spliced, ratio)
     same_shape = tf.reduce_all(tf.equal(tf.shape(other), tf.shape(image)))
     return tf.cond(
       same_shape,

@@ -115,7 +115,7 @@ def crop_matrix(square, size: int, angle=0.0):
   return turn @ geometry_tf.crop_matrix(square, float(size))
 
 
-def _shrink(input_from_image):
+def shrink(input_from_image):
   """(B,) float64: how many times each (B, 3, 3) float64 map shrinks the image, per side."""
   m = input_from_image
   # The determinant written out: XLA has no MatrixDeterminant.
@@ -155,18 +155,18 @@ def prefilter_plan(input_from_image, image_sizes, size: int):
   """
   matrices = tf.cast(input_from_image, tf.float64)
   extent = tf.cast(tf.reverse(image_sizes, [1]), tf.float64)  # (B, 2) width, height
-  shrink = _shrink(matrices)
+  shrinks = shrink(matrices)
   # The margin covers the bilinear neighbours and the antialiasing filter's reach.
-  low, high = _regions(matrices, extent, size, 2.0 + tf.math.ceil(shrink))
+  low, high = _regions(matrices, extent, size, 2.0 + tf.math.ceil(shrinks))
   input_from_region = matrices @ _translations(low)
   lengths = high - low
-  reduced = tf.maximum(tf.round(lengths / shrink[:, None]), 1.0)
+  reduced = tf.maximum(tf.round(lengths / shrinks[:, None]), 1.0)
   scale = reduced / lengths
   # Half-pixel centres: reduced pixel = scale * (pixel + 0.5) - 0.5.
   reduced_from_region = _translations((scale - 1) / 2) @ tf.linalg.diag(
     tf.concat([scale, tf.ones_like(scale[:, :1])], 1)
   )
-  antialias = shrink >= ANTIALIAS_FROM
+  antialias = shrinks >= ANTIALIAS_FROM
   return {
     "start": tf.cast(low, tf.int32),
     "stop": tf.cast(high, tf.int32),
@@ -390,18 +390,18 @@ def warp_batch(images, input_from_image, size: int, image_sizes=None):
   if image_sizes is None:
     image_sizes = tf.tile(shape[None, 1:3], [shape[0], 1])
   extent = tf.cast(tf.reverse(image_sizes, [1]), tf.float64)  # (B, 2) width, height
-  shrink = _shrink(matrices)
+  shrinks = shrink(matrices)
   # ``prefilter_plan``'s region of every image: the part the output grid reads, with its margin.
-  low, high = _regions(matrices, extent, size, 2.0 + tf.math.ceil(shrink))
+  low, high = _regions(matrices, extent, size, 2.0 + tf.math.ceil(shrinks))
   start = tf.cast(low, tf.int32)
   lengths = tf.cast(high, tf.int32) - start  # (B, 2) width, height
   input_from_pixels = matrices @ _translations(low)
   direct = _sample_batch(images, input_from_pixels, size, start, lengths)
-  antialias = shrink >= ANTIALIAS_FROM
+  antialias = shrinks >= ANTIALIAS_FROM
 
   def antialiased():
     lengths_f = tf.cast(lengths, tf.float64)
-    reduced = tf.maximum(tf.round(lengths_f / shrink[:, None]), 1.0)
+    reduced = tf.maximum(tf.round(lengths_f / shrinks[:, None]), 1.0)
     scale = reduced / lengths_f
     ones = tf.ones_like(scale[:, :1])
     reduced_from_pixels = _translations((scale - 1) / 2) @ tf.linalg.diag(

@@ -24,7 +24,12 @@ headers and crop geometry are checked and worked out for the whole batch at
 once, each image is decoded and reduced on its own (two in flight, so a
 request holds at most two decoded photos), then the crops of the whole batch
 are sampled in one call (``crop_images``); the values are
-``preprocess.warp``'s, bit for bit.
+``preprocess.warp``'s of the decoded image, bit for bit. A JPEG that the crop
+shrinks 4 times or more is decoded at 1/2, 1/4 or 1/8 of its size
+(``decode_ratios``: libjpeg scales its DCT, and the antialiasing filter
+reduces the rest), which changes a crop by under a grey level on average;
+``ServingModule(scaled_decode=False)`` (``export --noscaled_jpeg_decode``)
+decodes every image whole.
 """
 
 from __future__ import annotations
@@ -54,6 +59,40 @@ def _shape_check(tensor, name: str, trailing=()):
   )
 
 
+def decode_ratios(input_from_image, is_png):
+  """(B,) int32: the ratio of ``image_guard.JPEG_RATIOS`` each image is decoded at.
+
+  ``input_from_image`` (B, 3, 3) the crop maps, ``is_png`` (B,) bool. The
+  largest ratio r with the crop still shrinking the decoded image at least
+  twice (``preprocess.shrink`` >= 2 r), so the antialiasing filter still
+  reduces it after the DCT's scaling (``preprocess.ANTIALIAS_FROM`` < 2) and
+  decides the crop's look: a 640x480 photo cropped whole to 128 px is
+  decoded at half size (crops within a grey level of the full decode's on
+  average: tests/test_serving.py). PNGs are decoded whole (ratio 1).
+  """
+  ratios = tf.constant(image_guard.JPEG_RATIOS, tf.int32)
+  fits = preprocess.shrink(tf.cast(input_from_image, tf.float64))[:, None] >= 2.0 * tf.cast(
+    ratios, tf.float64
+  )
+  ratio = tf.reduce_max(tf.where(fits, ratios, 1), 1)
+  return tf.where(is_png, 1, ratio)
+
+
+def image_from_decoded(ratios):
+  """(B, 3, 3) float64 maps from the pixels of images decoded at ``ratios`` (B,) to the full
+  image's: decoded pixel i sits at the centre of full pixels [r i, r i + r)."""
+  r = tf.cast(ratios, tf.float64)
+  zero, one, offset = tf.zeros_like(r), tf.ones_like(r), (r - 1) / 2
+  return tf.stack(
+    [
+      tf.stack([r, zero, offset], -1),
+      tf.stack([zero, r, offset], -1),
+      tf.stack([zero, zero, one], -1),
+    ],
+    -2,
+  )
+
+
 class ServingModule(tf.Module):
   def __init__(
     self,
@@ -61,9 +100,13 @@ class ServingModule(tf.Module):
     flip: bool = False,
     limits: image_guard.Limits = image_guard.DEFAULT_LIMITS,
     xla: bool = False,
+    scaled_decode: bool = True,
   ):
+    """``scaled_decode``: decode JPEGs that the crop shrinks at least 4 times at 1/2, 1/4 or
+    1/8 of their size (``decode_ratios``); False decodes every image whole."""
     super().__init__(name="wild3d")
     self.network = network
+    self.scaled_decode = scaled_decode
     # The tf.Variables behind the Keras variables, tracked directly: without this the
     # SavedModel's TF1-style restore (TF Serving, saved_model_cli run) cannot find them
     # (keras-team/keras#20095; keras.export.ExportArchive does the same).
@@ -126,7 +169,8 @@ class ServingModule(tf.Module):
 
     Everything that needs no pixels runs once for the batch, vectorised: the
     checks of the bytes and the headers (``image_guard.inspect``), the
-    squares, cameras and ``preprocess.prefilter_plan`` (from the headers'
+    squares, cameras, decode ratios (``decode_ratios``, where
+    ``scaled_decode``) and ``preprocess.prefilter_plan`` (from the headers'
     sizes). Per image only decoding and ``preprocess.reduce_region``, two
     images in flight; then one ``preprocess.resample`` samples every crop.
     ``batched=False`` is the reference the parity test and
@@ -190,11 +234,19 @@ class ServingModule(tf.Module):
     squares = preprocess.box_around_person(boxes, height, width)
     size = self.input_size
     input_from_image = preprocess.crop_matrix(squares, size)
-    plan = preprocess.prefilter_plan(input_from_image, tf.stack([height, width], 1), size)
+    if self.scaled_decode:
+      ratios = decode_ratios(input_from_image, header["png"])
+    else:
+      ratios = tf.ones_like(names)
+    input_from_decoded = input_from_image @ image_from_decoded(ratios)
+    decoded_sizes = (
+      tf.stack([height, width], 1) + tf.cast(ratios - 1, tf.int64)[:, None]
+    ) // tf.cast(ratios, tf.int64)[:, None]
+    plan = preprocess.prefilter_plan(input_from_decoded, decoded_sizes, size)
 
     def one(args):
-      encoded, header, plan, input_from_image = args
-      image, cut = image_guard.decode_one(encoded, header)
+      encoded, header, ratio, plan, input_from_image = args
+      image, cut = image_guard.decode_one(encoded, header, ratio)
       if batched:
         pixels = tf.RaggedTensor.from_tensor(preprocess.reduce_region(image, plan))
       else:
@@ -205,7 +257,7 @@ class ServingModule(tf.Module):
       images = tf.identity(images)
     pixels, shapes, cuts = tf.map_fn(
       one,
-      (images, header, plan, input_from_image),
+      (images, header, ratios, plan, input_from_decoded),
       parallel_iterations=2,
       fn_output_signature=(
         tf.RaggedTensorSpec([None, None, 3], tf.float32, ragged_rank=1)
@@ -215,7 +267,7 @@ class ServingModule(tf.Module):
         tf.TensorSpec([], tf.bool),
       ),
     )
-    with tf.control_dependencies(image_guard.decoded_checks(header, shapes, cuts, names)):
+    with tf.control_dependencies(image_guard.decoded_checks(header, shapes, cuts, names, ratios)):
       pixels = tf.identity(pixels)
     if batched:
       # An empty map_fn's ragged result has flat values of shape (0,), not (0, 3).
