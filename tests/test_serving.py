@@ -440,6 +440,55 @@ def test_concurrent_calls_mixing_good_and_bad_inputs(loaded):
   assert results == ["refused" if i % 3 == 0 else "ok" for i in range(24)]
 
 
+def test_guard_reads_every_header_of_a_batch_in_step_and_takes_bytes_after_the_end():
+  # One batch, headers of different lengths: the walks run side by side (one op per step for
+  # the batch) and each must stop at its own scan. Segments whose payload holds marker bytes
+  # (a fake SOF, an end marker, a start of scan) are skipped by their length; bytes after the end
+  # marker or the IEND chunk (some cameras append data) make the end checks scan the file.
+  def segment(marker, payload):
+    return b"\xff" + bytes([marker]) + struct.pack(">H", len(payload) + 2) + payload
+
+  decoy = b"\xff\xc0\x00\x11\x08\x00\x07\x00\x09\xff\xd9\xff\xda"
+  padded = jpeg(20, 30)
+  padded = (
+    padded[:2] + b"".join(segment(0xE1 + i % 14, decoy * (i + 1)) for i in range(40)) + padded[2:]
+  )
+  small_png = cv2.imencode(".png", np.full((28, 40, 3), 9, np.uint8))[1].tobytes()
+  batch = [
+    jpeg(48, 40),
+    padded,
+    small_png + b"trailer",
+    jpeg(16, 24) + b"\0" * 9,
+    png_claiming(5, 7),
+  ]
+
+  @tf.function
+  def inspected(encoded):
+    header, checks = image_guard.inspect(
+      encoded, tf.range(tf.size(encoded)), image_guard.DEFAULT_LIMITS
+    )
+    with tf.control_dependencies(checks):
+      return {key: tf.identity(value) for key, value in header.items()}
+
+  header = inspected(tf.constant(batch))
+  assert header["height"].numpy().tolist() == [48, 20, 28, 16, 7]
+  assert header["width"].numpy().tolist() == [40, 30, 40, 24, 5]
+  assert header["png"].numpy().tolist() == [False, False, True, False, True]
+  assert header["sos"].numpy()[1] > 40 * len(decoy)  # past every decoy segment
+  # Each decodes (the predict CLI's path, a batch of one) to the size its header gave.
+  decode = tf.function(lambda b, i: image_guard.decode(b, i, image_guard.DEFAULT_LIMITS))
+  sizes = [tuple(decode(tf.constant(data), tf.constant(0)).shape[:2]) for data in batch[:4]]
+  assert sizes == [(48, 40), (20, 30), (28, 40), (16, 24)]
+  # The same image cut before its end marker, the trailer kept, and a segment whose length runs
+  # past the end of its file (its walk ends there while the others go on): refused, naming each.
+  cut = small_png[:-12] + b"trailer"
+  with pytest.raises(tf.errors.InvalidArgumentError, match="image 3: truncated or malformed"):
+    inspected(tf.constant(batch[:3] + [cut]))
+  overshoot = b"\xff\xd8" + segment(0xE1, b"x" * 8)[:2] + b"\xff\xf0" + b"\0" * 12
+  with pytest.raises(tf.errors.InvalidArgumentError, match="image 0: truncated or malformed"):
+    inspected(tf.constant([overshoot, padded]))
+
+
 def test_guard_limits_are_configurable():
   limits = image_guard.Limits(max_side=30)
   fn = tf.function(lambda b: image_guard.decode(b, tf.constant(5), limits))

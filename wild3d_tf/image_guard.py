@@ -314,9 +314,10 @@ def check_batch(encoded, limits: Limits):
 
 def _decode_jpeg(encoded, ratio):
   """``tf.io.decode_jpeg`` at a ``ratio`` of ``JPEG_RATIOS`` given as a scalar tensor."""
-  branches = [lambda r=r: tf.io.decode_jpeg(encoded, channels=3, ratio=r) for r in JPEG_RATIOS]
   index = tf.argmax(tf.equal(tf.constant(JPEG_RATIOS, tf.int32), ratio), output_type=tf.int32)
-  return tf.switch_case(index, branches)
+  return tf.switch_case(
+    index, [lambda r=r: tf.io.decode_jpeg(encoded, channels=3, ratio=r) for r in JPEG_RATIOS]
+  )
 
 
 def decode_one(encoded, header, ratio=1):
@@ -328,15 +329,17 @@ def decode_one(encoded, header, ratio=1):
   decoding when made per image): ``decoded_checks`` makes them for the batch.
   """
   ratio = tf.convert_to_tensor(ratio, tf.int32)
-  image = tf.cond(
-    header["png"],
-    lambda: tf.io.decode_png(encoded, channels=3),
-    lambda: _decode_jpeg(encoded, ratio),
+  png = header["png"]
+  # One switch for the decoder and its ratio: control flow is a large part of a small image's
+  # time in a per-image loop.
+  index = tf.where(
+    png,
+    len(JPEG_RATIOS),
+    tf.argmax(tf.equal(tf.constant(JPEG_RATIOS, tf.int32), ratio), output_type=tf.int32),
   )
-  cut = tf.cond(
-    header["png"], lambda: tf.constant(False), lambda: _jpeg_cut(encoded, image, header, ratio)
-  )
-  return image, cut
+  decoders = [lambda r=r: tf.io.decode_jpeg(encoded, channels=3, ratio=r) for r in JPEG_RATIOS]
+  image = tf.switch_case(index, decoders + [lambda: tf.io.decode_png(encoded, channels=3)])
+  return image, _jpeg_cut(encoded, image, header, ratio)
 
 
 def decoded_checks(header, shapes, cuts, names, ratios=1):
@@ -376,8 +379,9 @@ def decode(encoded, index, limits: Limits, ratio=1):
 
 
 def _jpeg_cut(encoded, image, header, ratio):
-  """The graph's ``jpeg_cut``: whether the spliced probe decodes (at the same ``ratio``) to other
-  pixels. A block of zero coefficients decodes to ``ZERO_BLOCK_VALUE`` at every ratio."""
+  """The graph's ``jpeg_cut``: whether a JPEG's spliced probe decodes (at the same ``ratio``) to
+  other pixels; False for a PNG. A block of zero coefficients decodes to ``ZERO_BLOCK_VALUE`` at
+  every ratio."""
   n, sos = header["n"], header["sos"]
 
   def probe():
@@ -401,5 +405,6 @@ def _jpeg_cut(encoded, image, header, ratio):
       lambda: tf.constant(True),
     )
 
-  suspicious = header["progressive"] | tf.reduce_all(tf.equal(image[-1, -1], ZERO_BLOCK_VALUE))
+  grey_corner = tf.reduce_all(tf.equal(image[-1, -1], ZERO_BLOCK_VALUE))
+  suspicious = ~header["png"] & (header["progressive"] | grey_corner)
   return tf.cond(suspicious, probe, lambda: tf.constant(False))
