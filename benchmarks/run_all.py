@@ -49,7 +49,7 @@ BENCHMARKS = {
       "--photos",
       "demo",
       "--seconds",
-      "20",
+      "30",
     ],
   ],
   # The gate and the ablation write docs/results.md (through the ablation) and gate.json.

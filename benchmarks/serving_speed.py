@@ -12,11 +12,15 @@ images/s over the baseline's images/s of the same variant.
 The breakdown rows time parts alone: ``serve_crops`` of the same export on
 the baseline's crops (the network inside the SavedModel, with its heatmap
 decoding and camera geometry), then parts of the image path (``tf.function``s
-of the same ops, same images): JPEG decoding only; decoding behind
-``image_guard``'s checks; the whole image path (``ServingModule.crop_images``: checks, decode,
-per-image ``preprocess.prefilter``, one batched ``preprocess.resample``); and
-the per-image path it replaced (``crop_images(batched=False)``: each crop
-sampled whole inside the per-image loop), for comparison.
+of the same ops, same images): JPEG decoding only; decoding behind the
+guard's checks (``guarded_decode``); the whole image path
+(``ServingModule.crop_images``: checks, crop geometry and
+``preprocess.prefilter_plan`` for the batch, decoding and
+``preprocess.reduce_region`` per image, one batched ``preprocess.resample``);
+the same with every JPEG decoded whole (``scaled_decode=False``, what
+``export --noscaled_jpeg_decode`` serves); and the per-image reference path
+(``crop_images(batched=False)``: each crop sampled whole inside the per-image
+loop), for comparison.
 
 The JPEGs are uniform noise by default, the worst case for a decoder (about
 360 KB each at OpenCV's quality 95); ``--photos demo`` uses the two shipped
@@ -147,7 +151,7 @@ def measure(variant: str, batch: int, photos: list, seconds: float, xla: bool, t
   )["pose3d"].numpy()
   fns["part: JPEG decode only"] = lambda: decode(images).shape
   fns["part: decode behind image_guard's checks"] = lambda: guarded(images).numpy()
-  fns["part: image path (checks, decode, prefilter, batched resample)"] = lambda: image_path(
+  fns["part: image path (checks, decode, reduce, batched resample)"] = lambda: image_path(
     images
   ).numpy()
   fns["part: image path, JPEGs decoded whole (export --noscaled_jpeg_decode)"] = lambda: whole_path(
