@@ -330,7 +330,7 @@ def test_a_scaled_jpeg_decode_crops_within_a_grey_level_of_the_whole_decode(tiny
   # levels on average, at most 9 (0.4-0.6 and 6 at 128 px); a decoded pixel put half a pixel off
   # (its centre taken at r i instead of r i + (r - 1) / 2) gives means of 2.2-3.4.
   photos = [cv2.imread(str(path)) for path in sorted(PHOTOS.glob("*.png"))]
-  sizes = [(320, 240), (640, 480), (2400, 1800)]
+  sizes = [(321, 241), (643, 481), (2401, 1799)]  # odd: decoded sides round up (ceil(side / r))
   encoded = [
     cv2.imencode(".jpg", cv2.resize(photo, size, interpolation=cv2.INTER_AREA))[1].tobytes()
     for size in sizes
