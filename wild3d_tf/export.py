@@ -67,7 +67,8 @@ def define_flags():
   flags.DEFINE_bool(
     "scaled_jpeg_decode",
     True,
-    "Decode JPEGs the crop shrinks 4x or more at 1/2, 1/4 or 1/8 size (libjpeg's DCT scaling; "
+    "Decode JPEGs the crop shrinks 4x or more at 1/2, 1/4 or 1/8 size where that divides their "
+    "sides (libjpeg's DCT scaling; "
     "crops within a grey level on average, faster: docs/benchmarks.md); false decodes whole.",
   )
   flags.DEFINE_integer(

@@ -27,7 +27,8 @@ are sampled in one call (``crop_images``); the values are
 ``preprocess.warp``'s of the decoded image, bit for bit. A JPEG that the crop
 shrinks 4 times or more is decoded at 1/2, 1/4 or 1/8 of its size
 (``decode_ratios``: libjpeg scales its DCT, and the antialiasing filter
-reduces the rest), which changes a crop by under a grey level on average;
+reduces the rest; only where the ratio divides both sides), which changes a
+crop by under a grey level on average;
 ``ServingModule(scaled_decode=False)`` (``export --noscaled_jpeg_decode``)
 decodes every image whole.
 """
@@ -59,21 +60,26 @@ def _shape_check(tensor, name: str, trailing=()):
   )
 
 
-def decode_ratios(input_from_image, is_png):
+def decode_ratios(input_from_image, image_sizes, is_png):
   """(B,) int32: the ratio of ``image_guard.JPEG_RATIOS`` each image is decoded at.
 
-  ``input_from_image`` (B, 3, 3) the crop maps, ``is_png`` (B,) bool. The
-  largest ratio r with the crop still shrinking the decoded image at least
-  twice (``preprocess.shrink`` >= 2 r), so the antialiasing filter still
-  reduces it after the DCT's scaling (``preprocess.ANTIALIAS_FROM`` < 2) and
-  decides the crop's look: a 640x480 photo cropped whole to 128 px is
-  decoded at half size (crops within a grey level of the full decode's on
-  average: tests/test_serving.py). PNGs are decoded whole (ratio 1).
+  ``input_from_image`` (B, 3, 3) the crop maps, ``image_sizes`` (B, 2) int
+  (height, width), ``is_png`` (B,) bool. The largest ratio r that divides
+  both sides (so the decoded image's edge is the image's edge: libjpeg's
+  last pixel of a side it cannot divide covers pixels past the edge, and a
+  crop reaching the edge would move its border by up to r - 1 pixels) and
+  with the crop still shrinking the decoded image at least twice
+  (``preprocess.shrink`` >= 2 r), so the antialiasing filter still reduces
+  it after the DCT's scaling (``preprocess.ANTIALIAS_FROM`` < 2) and decides
+  the crop's look: a 640x480 photo cropped whole to 128 px is decoded at
+  half size (crops within a grey level of the full decode's on average:
+  tests/test_serving.py). PNGs are decoded whole (ratio 1).
   """
   ratios = tf.constant(image_guard.JPEG_RATIOS, tf.int32)
-  fits = preprocess.shrink(tf.cast(input_from_image, tf.float64))[:, None] >= 2.0 * tf.cast(
-    ratios, tf.float64
-  )
+  shrinks = preprocess.shrink(tf.cast(input_from_image, tf.float64))
+  sizes = tf.cast(image_sizes, tf.int32)
+  divides = tf.reduce_all(tf.equal(sizes[:, :, None] % ratios, 0), 1)
+  fits = divides & (shrinks[:, None] >= 2.0 * tf.cast(ratios, tf.float64))
   ratio = tf.reduce_max(tf.where(fits, ratios, 1), 1)
   return tf.where(is_png, 1, ratio)
 
@@ -235,7 +241,7 @@ class ServingModule(tf.Module):
     size = self.input_size
     input_from_image = preprocess.crop_matrix(squares, size)
     if self.scaled_decode:
-      ratios = decode_ratios(input_from_image, header["png"])
+      ratios = decode_ratios(input_from_image, tf.stack([height, width], 1), header["png"])
     else:
       ratios = tf.ones_like(names)
     input_from_decoded = input_from_image @ image_from_decoded(ratios)
