@@ -492,6 +492,52 @@ def test_guard_reads_every_header_of_a_batch_in_step_and_takes_bytes_after_the_e
     inspected(tf.constant([overshoot, padded]))
 
 
+def test_a_batch_with_several_bad_images_names_the_same_one_every_time(loaded):
+  # Checks run for the whole batch, group by group (boxes, bytes, headers, decoded pixels): the
+  # message names the first element failing the earliest group, its first failing check.
+  gif, empty = BAD_IMAGES["gif"][0], b""
+  no_size = b"\xff\xd8\xff\xda\x00\x02\xff\xd9"  # a scan and an end marker, no frame header
+  cases = [
+    ([jpeg(), empty, gif], "image 1: empty bytes"),
+    ([gif, empty], "image 0: not a JPEG or PNG"),
+    ([jpeg()[:-2], no_size, gif], "image 2: not a JPEG or PNG"),
+    ([no_size, jpeg()[:-2]], "image 0: the header gives no image size"),
+    ([jpeg(), jpeg_claiming(9000, 40), jpeg()[:-2]], "image 1: 9000x40 pixels: a side exceeds"),
+  ]
+  for images, message in cases:
+    for _ in range(3):
+      with pytest.raises(tf.errors.InvalidArgumentError, match=message):
+        call_images(loaded, images)
+  # A header of no size alone, no box: refused by name, never a singular crop matrix (the crop's
+  # geometry waits for the checks).
+  for _ in range(8):
+    with pytest.raises(tf.errors.InvalidArgumentError, match="image 0: the header gives no image"):
+      call_images(loaded, [no_size])
+
+
+def test_a_progressive_jpeg_cut_in_a_later_scan_is_refused_however_much_the_crop_shrinks_it(
+  loaded,
+):
+  # At 1/8 scale libjpeg reads only the first coefficients, so the cut-JPEG probe cannot see a cut
+  # in a progressive file's later scans: such files are decoded whole (decode_ratios). The photo
+  # cropped whole to 64 px shrinks 16 times (1/8 for a baseline file of this size).
+  rng = np.random.default_rng(1)
+  image = cv2.GaussianBlur(rng.integers(0, 256, (768, 1024, 3), np.uint8), (5, 5), 2)
+  quality = [cv2.IMWRITE_JPEG_QUALITY, 90, cv2.IMWRITE_JPEG_PROGRESSIVE, 1]
+  whole = cv2.imencode(".jpg", image, quality)[1].tobytes()
+  scans = [m.start() for m in re.finditer(b"\xff\xda", whole)]
+  cut = whole[: (scans[4] + scans[5]) // 2] + b"\xff\xd9"
+  matrix = preprocess.crop_matrix(preprocess.box_around_person(tf.zeros(4), 768, 1024), SIZE)
+  ratios = [
+    serving_module.decode_ratios(matrix[None], [[768, 1024]], [progressive]).numpy()[0]
+    for progressive in (False, True)
+  ]
+  assert ratios == [8, 1]
+  assert call_images(loaded, [whole])["valid"].numpy().all()
+  with pytest.raises(tf.errors.InvalidArgumentError, match="image 0: JPEG cut inside its image"):
+    call_images(loaded, [cut])
+
+
 def test_guard_limits_are_configurable():
   limits = image_guard.Limits(max_side=30)
   fn = tf.function(lambda b: image_guard.decode(b, tf.constant(5), limits))

@@ -211,15 +211,23 @@ def require(condition, *parts):
   return tf.debugging.Assert(condition, [tf.strings.join(list(parts))], summarize=1)
 
 
-def require_each(ok, names, reason):
-  """One assertion for a batch: InvalidArgument "image NAME: REASON" for the first element whose
-  ``ok`` (B,) bool is False. ``names`` (B,) int: how the message names each element (its index
-  in the request); ``reason`` a string, or a function of that element's index (an int32 scalar)
-  returning a string tensor built from its values (``pick``)."""
-  first = tf.argmin(tf.concat([tf.cast(ok, tf.int32), [0]], 0), output_type=tf.int32)
-  text = reason(first) if callable(reason) else reason
-  name = tf.strings.as_string(pick(names, first))
-  return require(tf.reduce_all(ok), "image ", name, ": ", text)
+def require_first(checks, names):
+  """One assertion for a batch and a list of checks: InvalidArgument "image NAME: REASON" for the
+  first element, in batch order, that fails any of them, naming the first check, in list order,
+  that it fails; so a batch with several bad images gets the same message every time.
+
+  ``checks`` are (ok (B,) bool, reason) pairs; a reason is a string, or a function of the
+  failing element's index (an int32 scalar) returning a string tensor built from its values
+  (``pick``). ``names`` (B,) int: how the message names each element (its index in the request).
+  """
+  ok = tf.stack([passed for passed, _ in checks], 1)  # (B, checks)
+  element = tf.argmin(
+    tf.concat([tf.cast(tf.reduce_all(ok, 1), tf.int32), [0]], 0), output_type=tf.int32
+  )
+  check = tf.argmin(tf.cast(pick(ok, element), tf.int32), output_type=tf.int32)
+  texts = [reason(element) if callable(reason) else tf.constant(reason) for _, reason in checks]
+  name = tf.strings.as_string(pick(names, element))
+  return require(tf.reduce_all(ok), "image ", name, ": ", tf.gather(tf.stack(texts), check))
 
 
 def pick(values, index):
@@ -232,63 +240,64 @@ def pick(values, index):
 def inspect(encoded, names, limits: Limits):
   """Validates a batch of encoded images without decoding them.
 
-  ``encoded`` string (B,), ``names`` (B,) int (see ``require_each``). Returns
-  (``header``, assertions to depend on); ``header`` maps "n" (byte length),
+  ``encoded`` string (B,), ``names`` (B,) int (see ``require_first``).
+  Returns (``header``, assertions to depend on); the bytes are checked first
+  (length, byte cap, magic number), the headers after (completeness, size,
+  limits), each as one ``require_first``. ``header`` maps "n" (byte length),
   "png", "height", "width", "sos" (the JPEG's start-of-scan offset),
   "progressive" to (B,) tensors: what ``decode_one`` and ``decoded_checks``
   take, one element at a time and for the batch.
   """
   n = tf.cast(tf.strings.length(encoded), tf.int64)
-  checks = [
-    require_each(n > 0, names, "empty bytes"),
-    require_each(
-      n <= limits.max_bytes,
-      names,
-      lambda i: tf.strings.format(
-        "{} bytes exceed the limit of {} bytes", (pick(n, i), limits.max_bytes)
-      ),
-    ),
-  ]
   head = _bytes_at(encoded, tf.zeros_like(n), 24)
   is_jpeg = tf.reduce_all(tf.equal(head[:, :3], _JPEG_MAGIC), 1)
   is_png = tf.reduce_all(tf.equal(head[:, :8], _PNG_MAGIC), 1) & tf.reduce_all(
     tf.equal(head[:, 12:16], list(b"IHDR")), 1
   )
-  checks.append(
-    require_each(
-      is_jpeg | is_png, names, "not a JPEG or PNG (only these are accepted, by magic number)"
-    )
+  bytes_checked = require_first(
+    [
+      (n > 0, "empty bytes"),
+      (
+        n <= limits.max_bytes,
+        lambda i: tf.strings.format(
+          "{} bytes exceed the limit of {} bytes", (pick(n, i), limits.max_bytes)
+        ),
+      ),
+      (is_jpeg | is_png, "not a JPEG or PNG (only these are accepted, by magic number)"),
+    ],
+    names,
   )
-  with tf.control_dependencies(checks):
+  with tf.control_dependencies([bytes_checked]):
     jpeg_height, jpeg_width, sos, progressive = _jpeg_headers(encoded, n, ~is_png)
   png_height = head[:, 20] * 2**24 + head[:, 21] * 2**16 + _big_endian16(head[:, 22], head[:, 23])
   png_width = head[:, 16] * 2**24 + head[:, 17] * 2**16 + _big_endian16(head[:, 18], head[:, 19])
   height = tf.where(is_png, png_height, jpeg_height)
   width = tf.where(is_png, png_width, jpeg_width)
-  checks += [
-    require_each(
-      _complete(encoded, n, is_png, sos),
-      names,
-      "truncated or malformed (no end-of-image marker / IEND chunk)",
-    ),
-    require_each((height > 0) & (width > 0), names, "the header gives no image size"),
-    require_each(
-      (height <= limits.max_side) & (width <= limits.max_side),
-      names,
-      lambda i: tf.strings.format(
-        "{}x{} pixels: a side exceeds the limit of {}",
-        (pick(width, i), pick(height, i), limits.max_side),
+  header_checked = require_first(
+    [
+      (
+        _complete(encoded, n, is_png, sos),
+        "truncated or malformed (no end-of-image marker / IEND chunk)",
       ),
-    ),
-    require_each(
-      height * width <= limits.max_pixels,
-      names,
-      lambda i: tf.strings.format(
-        "{}x{} pixels exceed the limit of {} pixels",
-        (pick(width, i), pick(height, i), limits.max_pixels),
+      ((height > 0) & (width > 0), "the header gives no image size"),
+      (
+        (height <= limits.max_side) & (width <= limits.max_side),
+        lambda i: tf.strings.format(
+          "{}x{} pixels: a side exceeds the limit of {}",
+          (pick(width, i), pick(height, i), limits.max_side),
+        ),
       ),
-    ),
-  ]
+      (
+        height * width <= limits.max_pixels,
+        lambda i: tf.strings.format(
+          "{}x{} pixels exceed the limit of {} pixels",
+          (pick(width, i), pick(height, i), limits.max_pixels),
+        ),
+      ),
+    ],
+    names,
+  )
+  checks = [bytes_checked, header_checked]
   header = {
     "n": n,
     "png": is_png,
@@ -350,16 +359,16 @@ def decoded_checks(header, shapes, cuts, names, ratios=1):
   ratios = tf.cast(ratios, tf.int64)
   expected = [(header[side] + ratios - 1) // ratios for side in ("height", "width")]
   # The header's size is what the checks passed; a decoder disagreeing means a malformed file.
-  agree = require_each(
-    tf.equal(shapes[:, 0], expected[0]) & tf.equal(shapes[:, 1], expected[1]),
-    names,
-    "decoded size differs from the header's",
-  )
-  with tf.control_dependencies([agree]):
-    whole = require_each(
-      ~cuts, names, "JPEG cut inside its image data (premature end of data segment)"
+  agree = tf.equal(shapes[:, 0], expected[0]) & tf.equal(shapes[:, 1], expected[1])
+  return [
+    require_first(
+      [
+        (agree, "decoded size differs from the header's"),
+        (~cuts, "JPEG cut inside its image data (premature end of data segment)"),
+      ],
+      names,
     )
-  return [agree, whole]
+  ]
 
 
 def decode(encoded, index, limits: Limits, ratio=1):

@@ -27,8 +27,8 @@ are sampled in one call (``crop_images``); the values are
 ``preprocess.warp``'s of the decoded image, bit for bit. A JPEG that the crop
 shrinks 4 times or more is decoded at 1/2, 1/4 or 1/8 of its size
 (``decode_ratios``: libjpeg scales its DCT, and the antialiasing filter
-reduces the rest; only where the ratio divides both sides), which changes a
-crop by under a grey level on average;
+reduces the rest; only baseline JPEGs, at a ratio that divides both sides),
+which changes a photo's crop by under a grey level on average;
 ``ServingModule(scaled_decode=False)`` (``export --noscaled_jpeg_decode``)
 decodes every image whole.
 """
@@ -60,20 +60,22 @@ def _shape_check(tensor, name: str, trailing=()):
   )
 
 
-def decode_ratios(input_from_image, image_sizes, is_png):
+def decode_ratios(input_from_image, image_sizes, decoded_whole):
   """(B,) int32: the ratio of ``image_guard.JPEG_RATIOS`` each image is decoded at.
 
   ``input_from_image`` (B, 3, 3) the crop maps, ``image_sizes`` (B, 2) int
-  (height, width), ``is_png`` (B,) bool. The largest ratio r that divides
-  both sides (so the decoded image's edge is the image's edge: libjpeg's
-  last pixel of a side it cannot divide covers pixels past the edge, and a
-  crop reaching the edge would move its border by up to r - 1 pixels) and
-  with the crop still shrinking the decoded image at least twice
-  (``preprocess.shrink`` >= 2 r), so the antialiasing filter still reduces
-  it after the DCT's scaling (``preprocess.ANTIALIAS_FROM`` < 2) and decides
-  the crop's look: a 640x480 photo cropped whole to 128 px is decoded at
-  half size (crops within a grey level of the full decode's on average:
-  tests/test_serving.py). PNGs are decoded whole (ratio 1).
+  (height, width), ``decoded_whole`` (B,) bool: images decoded whole (ratio
+  1), PNGs and progressive JPEGs (the cut-JPEG probe cannot see a cut in a
+  progressive file's later scans at a reduced scale, which reads only the
+  first coefficients). Otherwise the largest ratio r that divides both
+  sides (so the decoded image's edge is the image's edge: libjpeg's last
+  pixel of a side it cannot divide covers pixels past the edge, and a crop
+  reaching the edge would move its border) and with the crop still
+  shrinking the decoded image at least twice (``preprocess.shrink`` >= 2 r),
+  so the antialiasing filter still reduces it after the DCT's scaling
+  (``preprocess.ANTIALIAS_FROM`` < 2): a 640x480 photo cropped whole to
+  128 px is decoded at half size (crops within a grey level of the full
+  decode's on average for photos: tests/test_serving.py).
   """
   ratios = tf.constant(image_guard.JPEG_RATIOS, tf.int32)
   shrinks = preprocess.shrink(tf.cast(input_from_image, tf.float64))
@@ -81,7 +83,7 @@ def decode_ratios(input_from_image, image_sizes, is_png):
   divides = tf.reduce_all(tf.equal(sizes[:, :, None] % ratios, 0), 1)
   fits = divides & (shrinks[:, None] >= 2.0 * tf.cast(ratios, tf.float64))
   ratio = tf.reduce_max(tf.where(fits, ratios, 1), 1)
-  return tf.where(is_png, 1, ratio)
+  return tf.where(decoded_whole, 1, ratio)
 
 
 def image_from_decoded(ratios):
@@ -216,32 +218,38 @@ class ServingModule(tf.Module):
     box_given = tf.reduce_any(tf.not_equal(boxes, 0.0), 1)
     k_given = tf.reduce_any(tf.not_equal(k, 0.0), 1)
     element_checks = [
-      image_guard.require_each(
-        tf.reduce_all(tf.math.is_finite(boxes), 1) & tf.reduce_all(tf.math.is_finite(k), 1),
+      image_guard.require_first(
+        [
+          (
+            tf.reduce_all(tf.math.is_finite(boxes), 1) & tf.reduce_all(tf.math.is_finite(k), 1),
+            "box or intrinsics not finite",
+          ),
+          (
+            ~box_given | ((boxes[:, 2] > boxes[:, 0]) & (boxes[:, 3] > boxes[:, 1])),
+            "box must be (x_min, y_min, x_max, y_max) with x_max > x_min and y_max > y_min",
+          ),
+          (
+            ~k_given | ((k[:, 0] > 0) & (k[:, 1] > 0)),
+            "intrinsics (fx, fy, cx, cy) need fx, fy > 0",
+          ),
+        ],
         names,
-        "box or intrinsics not finite",
-      ),
-      image_guard.require_each(
-        ~box_given | ((boxes[:, 2] > boxes[:, 0]) & (boxes[:, 3] > boxes[:, 1])),
-        names,
-        "box must be (x_min, y_min, x_max, y_max) with x_max > x_min and y_max > y_min",
-      ),
-      image_guard.require_each(
-        ~k_given | ((k[:, 0] > 0) & (k[:, 1] > 0)),
-        names,
-        "intrinsics (fx, fy, cx, cy) need fx, fy > 0",
-      ),
+      )
     ]
     with tf.control_dependencies(element_checks):
       header, image_checks = image_guard.inspect(images, names, self.limits)
-    height, width = header["height"], header["width"]
+    # The geometry follows the checks: a header's zero or huge size must be refused by name
+    # before it makes a singular crop matrix.
+    with tf.control_dependencies(image_checks):
+      height, width = tf.identity(header["height"]), tf.identity(header["width"])
     given = inference.intrinsics_matrix(k[:, 0], k[:, 1], k[:, 2], k[:, 3])
     cameras = tf.where(k_given[:, None, None], given, inference.default_intrinsics(height, width))
     squares = preprocess.box_around_person(boxes, height, width)
     size = self.input_size
     input_from_image = preprocess.crop_matrix(squares, size)
     if self.scaled_decode:
-      ratios = decode_ratios(input_from_image, tf.stack([height, width], 1), header["png"])
+      whole = header["png"] | header["progressive"]
+      ratios = decode_ratios(input_from_image, tf.stack([height, width], 1), whole)
     else:
       ratios = tf.ones_like(names)
     input_from_decoded = input_from_image @ image_from_decoded(ratios)
