@@ -11,6 +11,13 @@ its IEND chunk, so a truncated file is refused instead of decoded into a
 partly grey picture. Every refusal is an InvalidArgument naming the element
 index and the limit; the graph holds no Python, so TF Serving runs it.
 
+The checks before decoding run once for a whole batch (``inspect``: the
+marker walks go in step), because one image's checks made per image were a
+few hundred tiny ops, more than decoding it costs; per image only decoding
+and the probe below (``decode_one``), then ``decoded_checks`` for the batch.
+Each group of checks is one assertion (``require_first``), so a request with
+several bad images always names the same one.
+
 A JPEG cut inside its entropy-coded data with the end marker appended again
 passes those checks, and libjpeg (under TF, OpenCV and PIL alike) only warns
 "premature end of data segment" and decodes the missing blocks as zero
