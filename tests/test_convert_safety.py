@@ -5,6 +5,7 @@ import io
 import json
 import os
 import pathlib
+import re
 import shutil
 import struct
 import subprocess
@@ -224,6 +225,62 @@ def test_image_guard_refuses_cut_jpegs_in_the_graph():
       tf.errors.InvalidArgumentError, match="image 4: JPEG cut inside its image data"
     ):
       decode(tf.constant(_cut(data)))
+
+
+def _restart_cuts(data: bytes) -> dict:
+  """A restart-interval JPEG cut at its restart markers, end-of-image marker appended: right before
+  the middle one and the last one (the rest of the picture grey, and libjpeg skips the probe's
+  bytes while it looks for the next marker), and right after the last one (its last interval's
+  MCUs missing; with chroma upsampling the corner comes out 127, not 128)."""
+  scan = data.rfind(b"\xff\xda")
+  markers = [scan + m.start() for m in re.finditer(rb"\xff[\xd0-\xd7]", data[scan:])]
+  return {
+    "before the middle marker": data[: markers[len(markers) // 2]] + b"\xff\xd9",
+    "before the last marker": data[: markers[-1]] + b"\xff\xd9",
+    "after the last marker": data[: markers[-1] + 2] + b"\xff\xd9",
+  }
+
+
+def test_jpegs_cut_at_a_restart_marker_are_refused_in_the_graph_and_the_converter(tmp_path):
+  # Baseline files with a restart interval (DRI) hold ceil(MCUs / interval) - 1 restart markers
+  # (T.81 B.2.4.4, E.1.4): one cut at a marker holds fewer. Colour 4:2:0 and 4:4:4, grey, odd
+  # sizes; the intact files must pass unchanged.
+  photo = cv2.imread(str(sorted(PHOTOS.glob("*.png"))[0]))
+  files = {}
+  for interval in (1, 4, 16):
+    files[f"420 rst{interval}"] = cv2.imencode(
+      ".jpg", photo, [cv2.IMWRITE_JPEG_RST_INTERVAL, interval]
+    )
+  files["444 rst7 odd"] = cv2.imencode(
+    ".jpg",
+    photo[:301, :457],
+    [
+      cv2.IMWRITE_JPEG_RST_INTERVAL,
+      7,
+      cv2.IMWRITE_JPEG_SAMPLING_FACTOR,
+      cv2.IMWRITE_JPEG_SAMPLING_FACTOR_444,
+    ],
+  )
+  files["grey rst4 odd"] = cv2.imencode(
+    ".jpg", cv2.cvtColor(photo[:203, :307], cv2.COLOR_BGR2GRAY), [cv2.IMWRITE_JPEG_RST_INTERVAL, 4]
+  )
+  decode = tf.function(lambda b: image_guard.decode(b, tf.constant(2), image_guard.Limits()))
+  path = tmp_path / "image.jpg"
+  for name, (_, encoded) in files.items():
+    data = encoded.tobytes()
+    assert b"\xff\xdd" in data  # a DRI segment
+    expected = tf.io.decode_jpeg(data, channels=3).numpy()
+    np.testing.assert_array_equal(decode(tf.constant(data)).numpy(), expected, err_msg=name)
+    path.write_bytes(data)
+    media.read_image(path, name, "-")
+    for where, cut in _restart_cuts(data).items():
+      with pytest.raises(
+        tf.errors.InvalidArgumentError, match="image 2: JPEG cut inside its image data"
+      ):
+        decode(tf.constant(cut))
+      path.write_bytes(cut)
+      with pytest.raises(BadRecord, match="premature end of data segment"):
+        media.read_image(path, f"{name} cut {where}", "-")
 
 
 def test_the_exported_signature_and_predict_refuse_a_cut_jpeg(tiny_export, tmp_path):

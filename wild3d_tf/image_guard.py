@@ -26,16 +26,22 @@ a complete file's decoder never reads past its last block, so the file with
 ``JPEG_PROBE`` spliced in before its end marker decodes to the same pixels,
 while a cut file's decoder reads the missing blocks from those bytes and
 decodes other pixels. The second decode runs only where a cut can hide: a
-bottom-right pixel of exactly mid-grey (where a cut baseline file ends) or a
-progressive file (a cut in a later scan leaves no grey); elsewhere it would
-double the cost and make libjpeg warn "extraneous bytes" for every good file.
-The converter (``beam_preprocess.media.read_image``) uses the same test.
+bottom-right pixel within ``GREY_TOLERANCE`` of mid-grey (where a cut
+baseline file ends) or a progressive file (a cut in a later scan leaves no
+grey); elsewhere it would double the cost and make libjpeg warn "extraneous
+bytes" for every good file. A baseline file with a restart interval cut at a
+restart marker escapes the probe (libjpeg skips the probe's bytes while it
+looks for the next marker), so its restart markers are counted against the
+number its header asks for (``_restart_count``). A cut within the last
+MCUs' bytes decodes to a few wrong, non-grey pixels and is not detected.
+The converter (``beam_preprocess.media.read_image``) uses the same tests.
 """
 
 from __future__ import annotations
 
 import dataclasses
 
+import numpy as np
 import tensorflow as tf
 
 _JPEG_MAGIC = (0xFF, 0xD8, 0xFF)
@@ -44,9 +50,12 @@ _PNG_MAGIC = (0x89, 0x50, 0x4E, 0x47, 0x0D, 0x0A, 0x1A, 0x0A)
 # but do not.
 _SOF_MARKERS = tuple(m for m in range(0xC0, 0xD0) if m not in (0xC4, 0xC8, 0xCC))
 _MAX_SEGMENTS = 512  # APPn/COM/DQT/DHT segments before the scan; real files have a few dozen
+_MAX_COMPONENTS = 4  # a frame's components whose sampling factors are read (more: not counted)
 PROGRESSIVE_SOF = (0xC2, 0xC6, 0xCA, 0xCE)
-# What libjpeg decodes a block of zero coefficients to, in every channel.
+# What libjpeg decodes a block of zero coefficients to, in every channel; with chroma upsampling
+# a cut file's last pixel can come out a grey level off it (127 seen), hence the tolerance.
 ZERO_BLOCK_VALUE = 128
+GREY_TOLERANCE = 2
 # Spliced in before a JPEG's end marker (see the module's docstring): no 0xFF, so a decoder reads it
 # as entropy-coded data, never as a marker; mixed bits, so a decoder that takes missing blocks from
 # it decodes non-zero coefficients.
@@ -88,42 +97,132 @@ def _bytes_at(encoded, pos, count: int):
 
 
 def _jpeg_headers(encoded, n, walk):
-  """(height, width, start-of-scan offset, progressive), each (B,), from the markers of the
-  elements where ``walk`` (B,) is set; zeros where not found. The walks go in step, one op per
-  step for the whole batch: one image's walk is a few dozen tiny ops, which cost more than
-  decoding it when run one image at a time (docs/benchmarks.md, serving)."""
+  """The markers' facts of the elements where ``walk`` (B,) is set, zeros where not found: a
+  dict of (B,) int64 "height", "width", "sos" (the start-of-scan offset), "restarts" (the
+  restart markers a whole file has, ``_restart_count``; -1 where that cannot be told) and bool
+  "progressive". The walks go in step, one op per step for the whole batch: one image's walk
+  is a few dozen tiny ops, which cost more than decoding it when run one image at a time
+  (docs/benchmarks.md, serving)."""
   zero = tf.zeros_like(n)
   one, two = tf.constant(1, tf.int64), tf.constant(2, tf.int64)
 
   def active(pos, sos, count):
     return walk & (pos + 4 <= n) & tf.equal(sos, 0) & (count < _MAX_SEGMENTS)
 
-  def step(pos, height, width, sos, progressive, count):
-    going = active(pos, sos, count)
+  def step(pos, facts, count):
+    going = active(pos, facts["sos"], count)
     at = tf.where(going, pos, 0)  # a finished walk's position may lie past its string
-    b = _bytes_at(encoded, at, 9)
+    b = _bytes_at(encoded, at, 10 + 3 * _MAX_COMPONENTS)
     is_marker = tf.equal(b[:, 0], 0xFF)
     marker = b[:, 1]
     standalone = (
       tf.equal(marker, 0xFF) | tf.equal(marker, 0x01) | ((marker >= 0xD0) & (marker <= 0xD8))
     )
+    facts = dict(facts)
     is_sof = going & _is_any(marker, _SOF_MARKERS) & (at + 9 <= n)
-    height = tf.where(is_sof & tf.equal(height, 0), _big_endian16(b[:, 5], b[:, 6]), height)
-    width = tf.where(is_sof & tf.equal(width, 0), _big_endian16(b[:, 7], b[:, 8]), width)
-    progressive |= is_sof & _is_any(marker, PROGRESSIVE_SOF)
-    sos = tf.where(going & is_marker & tf.equal(marker, 0xDA), at, sos)
+    first_sof = is_sof & tf.equal(facts["height"], 0)
+    components = [b[:, 11 + 3 * c] for c in range(_MAX_COMPONENTS)]  # sampling factors HV
+    counted = tf.range(_MAX_COMPONENTS, dtype=tf.int64)[None] < b[:, 9:10]
+    factors = tf.where(counted, tf.stack(components, 1), 0)
+    for key, value in (
+      ("height", _big_endian16(b[:, 5], b[:, 6])),
+      ("width", _big_endian16(b[:, 7], b[:, 8])),
+      ("components", b[:, 9]),
+      ("h_max", tf.reduce_max(factors // 16, 1)),
+      ("v_max", tf.reduce_max(factors % 16, 1)),
+    ):
+      facts[key] = tf.where(first_sof, value, facts[key])
+    facts["progressive"] |= is_sof & _is_any(marker, PROGRESSIVE_SOF)
+    is_dri = going & is_marker & tf.equal(marker, 0xDD)
+    facts["interval"] = tf.where(is_dri, _big_endian16(b[:, 4], b[:, 5]), facts["interval"])
+    is_sos = going & is_marker & tf.equal(marker, 0xDA)
+    facts["scan_components"] = tf.where(is_sos, b[:, 4], facts["scan_components"])
+    facts["sos"] = tf.where(is_sos, at, facts["sos"])
     # A byte that is no marker ends the walk (sos stays 0: refused as malformed).
     length = _big_endian16(b[:, 2], b[:, 3])
     advance = tf.where(standalone, tf.where(tf.equal(marker, 0xFF), one, two), two + length)
     pos = tf.where(going, tf.where(is_marker, pos + advance, n), pos)
-    return pos, height, width, sos, progressive, count + tf.cast(going, tf.int64)
+    return pos, facts, count + tf.cast(going, tf.int64)
 
-  _, height, width, sos, progressive, _ = tf.while_loop(
-    lambda pos, height, width, sos, progressive, count: tf.reduce_any(active(pos, sos, count)),
+  keys = ("height", "width", "sos", "components", "h_max", "v_max", "interval", "scan_components")
+  facts = {key: zero for key in keys}
+  facts["progressive"] = tf.zeros_like(walk)
+  _, facts, _ = tf.while_loop(
+    lambda pos, facts, count: tf.reduce_any(active(pos, facts["sos"], count)),
     step,
-    (tf.fill(tf.shape(n), two), zero, zero, zero, tf.zeros_like(walk), zero),
+    (tf.fill(tf.shape(n), two), facts, zero),
   )
-  return height, width, sos, progressive
+  facts["restarts"] = _restart_count(facts)
+  return facts
+
+
+def _restart_count(facts):
+  """(B,) int64: the restart markers (RST0-7) a whole baseline file's single scan holds, or -1.
+
+  With a restart interval of R MCUs (its DRI segment), the encoder writes a restart marker after
+  every R MCUs but the last: ceil(MCUs / R) - 1 of them (ITU-T T.81, B.2.4.4 and E.1.4). The
+  MCUs of a scan of every component are ceil(width / 8 h_max) * ceil(height / 8 v_max); of a
+  one-component image, its 8x8 blocks (A.2.2, A.2.3). -1 (not checked) for progressive files,
+  files without a restart interval and scans of some components only (files with more scans).
+  A file cut exactly at a restart marker decodes with grey blocks after it, but the cut probe
+  cannot see it (libjpeg skips the probe's bytes while it looks for the next marker), so the
+  count tells instead.
+  """
+
+  def ceil(a, b):
+    b = tf.maximum(tf.cast(b, tf.int64), 1)
+    return (a + b - 1) // b
+
+  one_component = tf.equal(facts["components"], 1)
+  mcus = tf.where(
+    one_component,
+    ceil(facts["width"], 8) * ceil(facts["height"], 8),
+    ceil(facts["width"], 8 * facts["h_max"]) * ceil(facts["height"], 8 * facts["v_max"]),
+  )
+  checkable = (
+    (facts["interval"] > 0)
+    & ~facts["progressive"]
+    & (one_component | tf.equal(facts["scan_components"], facts["components"]))
+    & (facts["components"] <= _MAX_COMPONENTS)
+    & (facts["h_max"] > 0)
+    & (facts["v_max"] > 0)
+  )
+  return tf.where(checkable, ceil(mcus, facts["interval"]) - 1, tf.constant(-1, tf.int64))
+
+
+def _jpeg_markers(data: bytes) -> dict | None:
+  """The facts ``_jpeg_headers`` reads, for one file in plain Python (the converter): "scan"
+  (where the first scan's entropy-coded data starts), "progressive", "width", "height",
+  "components", "h_max", "v_max", "interval", "scan_components"; None when the markers lead to
+  no scan."""
+  i = 2
+  facts = dict.fromkeys(("width", "height", "components", "h_max", "v_max", "interval"), 0)
+  facts["progressive"] = False
+  while i + 4 <= len(data) and data[i] == 0xFF:
+    marker = data[i + 1]
+    if marker == 0xFF:  # fill byte
+      i += 1
+      continue
+    if marker == 0x01 or 0xD0 <= marker <= 0xD8:  # standalone markers carry no length
+      i += 2
+      continue
+    length = int.from_bytes(data[i + 2 : i + 4], "big")
+    if marker in _SOF_MARKERS and not facts["height"] and i + 10 <= len(data):
+      facts["progressive"] = marker in PROGRESSIVE_SOF
+      facts["height"] = int.from_bytes(data[i + 5 : i + 7], "big")
+      facts["width"] = int.from_bytes(data[i + 7 : i + 9], "big")
+      facts["components"] = data[i + 9]
+      factors = data[i + 11 : i + 10 + 3 * min(data[i + 9], _MAX_COMPONENTS) : 3]
+      facts["h_max"] = max((f // 16 for f in factors), default=0)
+      facts["v_max"] = max((f % 16 for f in factors), default=0)
+    if marker == 0xDD:
+      facts["interval"] = int.from_bytes(data[i + 4 : i + 6], "big")
+    if marker == 0xDA:
+      facts["scan_components"] = data[i + 4] if i + 4 < len(data) else 0
+      facts["scan"] = i + 2 + length
+      return facts
+    i += 2 + length
+  return None
 
 
 def jpeg_probe(data: bytes) -> tuple[bytes, bool] | None:
@@ -134,32 +233,43 @@ def jpeg_probe(data: bytes) -> tuple[bytes, bool] | None:
   the markers lead to no scan or no end marker follows it. Plain Python, for
   the converter; ``decode`` does the same in the graph.
   """
-  i, progressive = 2, False
-  while i + 4 <= len(data) and data[i] == 0xFF:
-    marker = data[i + 1]
-    if marker == 0xFF:  # fill byte
-      i += 1
-      continue
-    if marker == 0x01 or 0xD0 <= marker <= 0xD8:  # standalone markers carry no length
-      i += 2
-      continue
-    length = int.from_bytes(data[i + 2 : i + 4], "big")
-    progressive |= marker in PROGRESSIVE_SOF
-    if marker == 0xDA:
-      end = data.find(b"\xff\xd9", i + 2 + length)
-      return None if end < 0 else (data[:end] + JPEG_PROBE + data[end:], progressive)
-    i += 2 + length
-  return None
+  facts = _jpeg_markers(data)
+  end = -1 if facts is None else data.find(b"\xff\xd9", facts["scan"])
+  return None if end < 0 else (data[:end] + JPEG_PROBE + data[end:], facts["progressive"])
+
+
+def jpeg_restarts_missing(data: bytes) -> bool:
+  """Whether a baseline JPEG's scan holds fewer restart markers than its header asks for (a file
+  cut at a restart marker: ``_restart_count``). Plain Python, for the converter."""
+  facts = _jpeg_markers(data)
+  if facts is None:
+    return False
+  batch = {
+    key: tf.constant([value], tf.int64) for key, value in facts.items() if key != "progressive"
+  }
+  batch["progressive"] = tf.constant([facts["progressive"]])
+  expected = int(_restart_count(batch)[0])
+  if expected < 0:
+    return False
+  scan = np.frombuffer(data[facts["scan"] :], np.uint8)
+  escaped = scan[:-1] == 0xFF
+  if (escaped & (scan[1:] == 0xDA)).any():  # more scans: not counted
+    return False
+  return int((escaped & (scan[1:] >= 0xD0) & (scan[1:] <= 0xD7)).sum()) < expected
 
 
 def jpeg_cut(data: bytes, image, decode) -> bool:
   """Whether a JPEG that ``decode`` (bytes -> array) turned into ``image`` (H, W, C) was cut
-  inside its entropy-coded data: the probe (the module's docstring) decodes differently."""
+  inside its entropy-coded data: restart markers are missing (``jpeg_restarts_missing``), or
+  the probe (the module's docstring) decodes differently."""
+  if jpeg_restarts_missing(data):
+    return True
   probe = jpeg_probe(data)
   if probe is None or image.size == 0:
     return False
   spliced, progressive = probe
-  if not progressive and not (image[-1, -1] == ZERO_BLOCK_VALUE).all():
+  corner = np.asarray(image[-1, -1], np.int32) - ZERO_BLOCK_VALUE
+  if not progressive and not (np.abs(corner) <= GREY_TOLERANCE).all():
     return False
   other = decode(spliced)
   return other is None or other.shape != image.shape or bool((other != image).any())
@@ -252,8 +362,9 @@ def inspect(encoded, names, limits: Limits):
   (length, byte cap, magic number), the headers after (completeness, size,
   limits), each as one ``require_first``. ``header`` maps "n" (byte length),
   "png", "height", "width", "sos" (the JPEG's start-of-scan offset),
-  "progressive" to (B,) tensors: what ``decode_one`` and ``decoded_checks``
-  take, one element at a time and for the batch.
+  "progressive", "restarts" (``_restart_count``) to (B,) tensors: what
+  ``decode_one`` and ``decoded_checks`` take, one element at a time and for
+  the batch.
   """
   n = tf.cast(tf.strings.length(encoded), tf.int64)
   head = _bytes_at(encoded, tf.zeros_like(n), 24)
@@ -275,7 +386,13 @@ def inspect(encoded, names, limits: Limits):
     names,
   )
   with tf.control_dependencies([bytes_checked]):
-    jpeg_height, jpeg_width, sos, progressive = _jpeg_headers(encoded, n, ~is_png)
+    jpeg = _jpeg_headers(encoded, n, ~is_png)
+  jpeg_height, jpeg_width, sos, progressive = (
+    jpeg["height"],
+    jpeg["width"],
+    jpeg["sos"],
+    jpeg["progressive"],
+  )
   png_height = head[:, 20] * 2**24 + head[:, 21] * 2**16 + _big_endian16(head[:, 22], head[:, 23])
   png_width = head[:, 16] * 2**24 + head[:, 17] * 2**16 + _big_endian16(head[:, 18], head[:, 19])
   height = tf.where(is_png, png_height, jpeg_height)
@@ -312,6 +429,7 @@ def inspect(encoded, names, limits: Limits):
     "width": width,
     "sos": sos,
     "progressive": progressive,
+    "restarts": tf.where(is_png, tf.constant(-1, tf.int64), jpeg["restarts"]),
   }
   return header, checks
 
@@ -395,10 +513,19 @@ def decode(encoded, index, limits: Limits, ratio=1):
 
 
 def _jpeg_cut(encoded, image, header, ratio):
-  """The graph's ``jpeg_cut``: whether a JPEG's spliced probe decodes (at the same ``ratio``) to
-  other pixels; False for a PNG. A block of zero coefficients decodes to ``ZERO_BLOCK_VALUE`` at
-  every ratio."""
+  """The graph's ``jpeg_cut``: whether a JPEG has fewer restart markers than its header asks for,
+  or its spliced probe decodes (at the same ``ratio``) to other pixels; False for a PNG. A block
+  of zero coefficients decodes to ``ZERO_BLOCK_VALUE`` at every ratio."""
   n, sos = header["n"], header["sos"]
+
+  def restarts_missing():
+    data = tf.io.decode_raw(encoded, tf.uint8)
+    start = sos + 2 + _big_endian16(data[sos + 2], data[sos + 3])
+    marker, following = data[start : n - 1], data[start + 1 : n]
+    escaped = tf.equal(marker, 0xFF)
+    restarts = tf.reduce_sum(tf.cast(escaped & (following >= 0xD0) & (following <= 0xD7), tf.int64))
+    more_scans = tf.reduce_any(escaped & tf.equal(following, 0xDA))
+    return ~more_scans & (restarts < header["restarts"])
 
   def probe():
     data = tf.io.decode_raw(encoded, tf.uint8)
@@ -421,6 +548,8 @@ def _jpeg_cut(encoded, image, header, ratio):
       lambda: tf.constant(True),
     )
 
-  grey_corner = tf.reduce_all(tf.equal(image[-1, -1], ZERO_BLOCK_VALUE))
-  suspicious = ~header["png"] & (header["progressive"] | grey_corner)
-  return tf.cond(suspicious, probe, lambda: tf.constant(False))
+  missing = tf.cond(header["restarts"] >= 0, restarts_missing, lambda: tf.constant(False))
+  corner = tf.cast(image[-1, -1], tf.int32) - ZERO_BLOCK_VALUE
+  grey_corner = tf.reduce_all(tf.abs(corner) <= GREY_TOLERANCE)
+  suspicious = ~header["png"] & ~missing & (header["progressive"] | grey_corner)
+  return missing | tf.cond(suspicious, probe, lambda: tf.constant(False))
