@@ -242,8 +242,8 @@ def jpeg_restarts_missing(data: bytes) -> bool:
   """Whether a baseline JPEG's scan holds fewer restart markers than its header asks for (a file
   cut at a restart marker: ``_restart_count``). Plain Python, for the converter."""
   facts = _jpeg_markers(data)
-  if facts is None:
-    return False
+  if facts is None or not facts["interval"] or facts["progressive"]:
+    return False  # nothing to count (most files: no restart interval)
   batch = {
     key: tf.constant([value], tf.int64) for key, value in facts.items() if key != "progressive"
   }
