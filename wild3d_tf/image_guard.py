@@ -387,20 +387,14 @@ def inspect(encoded, names, limits: Limits):
   )
   with tf.control_dependencies([bytes_checked]):
     jpeg = _jpeg_headers(encoded, n, ~is_png)
-  jpeg_height, jpeg_width, sos, progressive = (
-    jpeg["height"],
-    jpeg["width"],
-    jpeg["sos"],
-    jpeg["progressive"],
-  )
   png_height = head[:, 20] * 2**24 + head[:, 21] * 2**16 + _big_endian16(head[:, 22], head[:, 23])
   png_width = head[:, 16] * 2**24 + head[:, 17] * 2**16 + _big_endian16(head[:, 18], head[:, 19])
-  height = tf.where(is_png, png_height, jpeg_height)
-  width = tf.where(is_png, png_width, jpeg_width)
+  height = tf.where(is_png, png_height, jpeg["height"])
+  width = tf.where(is_png, png_width, jpeg["width"])
   header_checked = require_first(
     [
       (
-        _complete(encoded, n, is_png, sos),
+        _complete(encoded, n, is_png, jpeg["sos"]),
         "truncated or malformed (no end-of-image marker / IEND chunk)",
       ),
       ((height > 0) & (width > 0), "the header gives no image size"),
@@ -427,8 +421,8 @@ def inspect(encoded, names, limits: Limits):
     "png": is_png,
     "height": height,
     "width": width,
-    "sos": sos,
-    "progressive": progressive,
+    "sos": jpeg["sos"],
+    "progressive": jpeg["progressive"],
     "restarts": tf.where(is_png, tf.constant(-1, tf.int64), jpeg["restarts"]),
   }
   return header, checks
@@ -446,12 +440,20 @@ def check_batch(encoded, limits: Limits):
   ]
 
 
+def _jpeg_decoders(encoded):
+  """``tf.io.decode_jpeg`` at each of ``JPEG_RATIOS`` (``ratio`` is a static attribute), as
+  ``tf.switch_case`` branches."""
+  return [lambda r=r: tf.io.decode_jpeg(encoded, channels=3, ratio=r) for r in JPEG_RATIOS]
+
+
+def _ratio_index(ratio):
+  """The position of ``ratio`` (an int32 scalar tensor) in ``JPEG_RATIOS``."""
+  return tf.argmax(tf.equal(tf.constant(JPEG_RATIOS, tf.int32), ratio), output_type=tf.int32)
+
+
 def _decode_jpeg(encoded, ratio):
   """``tf.io.decode_jpeg`` at a ``ratio`` of ``JPEG_RATIOS`` given as a scalar tensor."""
-  index = tf.argmax(tf.equal(tf.constant(JPEG_RATIOS, tf.int32), ratio), output_type=tf.int32)
-  return tf.switch_case(
-    index, [lambda r=r: tf.io.decode_jpeg(encoded, channels=3, ratio=r) for r in JPEG_RATIOS]
-  )
+  return tf.switch_case(_ratio_index(ratio), _jpeg_decoders(encoded))
 
 
 def decode_one(encoded, header, ratio=1):
@@ -463,28 +465,29 @@ def decode_one(encoded, header, ratio=1):
   decoding when made per image): ``decoded_checks`` makes them for the batch.
   """
   ratio = tf.convert_to_tensor(ratio, tf.int32)
-  png = header["png"]
   # One switch for the decoder and its ratio: control flow is a large part of a small image's
   # time in a per-image loop.
-  index = tf.where(
-    png,
-    len(JPEG_RATIOS),
-    tf.argmax(tf.equal(tf.constant(JPEG_RATIOS, tf.int32), ratio), output_type=tf.int32),
-  )
-  decoders = [lambda r=r: tf.io.decode_jpeg(encoded, channels=3, ratio=r) for r in JPEG_RATIOS]
-  image = tf.switch_case(index, decoders + [lambda: tf.io.decode_png(encoded, channels=3)])
+  index = tf.where(header["png"], len(JPEG_RATIOS), _ratio_index(ratio))
+  decoders = _jpeg_decoders(encoded) + [lambda: tf.io.decode_png(encoded, channels=3)]
+  image = tf.switch_case(index, decoders)
   return image, _jpeg_cut(encoded, image, header, ratio)
+
+
+def decoded_size(sizes, ratios):
+  """(B, 2) int64: the (height, width) libjpeg decodes images of ``sizes`` (B, 2) to at
+  ``ratios`` (B,) or a scalar: ceil(side / ratio)."""
+  sizes, ratios = tf.cast(sizes, tf.int64), tf.cast(ratios, tf.int64)
+  ratios = ratios[:, None] if ratios.shape.rank else ratios
+  return (sizes + ratios - 1) // ratios
 
 
 def decoded_checks(header, shapes, cuts, names, ratios=1):
   """Assertions on a batch ``decode_one`` decoded: ``shapes`` (B, 2) int (height, width) of each
   decoded image, ``cuts`` (B,) bool its cut flag, ``ratios`` (B,) or scalar int the ratio each
   was decoded at."""
-  shapes = tf.cast(shapes, tf.int64)
-  ratios = tf.cast(ratios, tf.int64)
-  expected = [(header[side] + ratios - 1) // ratios for side in ("height", "width")]
+  expected = decoded_size(tf.stack([header["height"], header["width"]], 1), ratios)
   # The header's size is what the checks passed; a decoder disagreeing means a malformed file.
-  agree = tf.equal(shapes[:, 0], expected[0]) & tf.equal(shapes[:, 1], expected[1])
+  agree = tf.reduce_all(tf.equal(tf.cast(shapes, tf.int64), expected), 1)
   return [
     require_first(
       [
@@ -518,9 +521,13 @@ def _jpeg_cut(encoded, image, header, ratio):
   of zero coefficients decodes to ``ZERO_BLOCK_VALUE`` at every ratio."""
   n, sos = header["n"], header["sos"]
 
-  def restarts_missing():
+  def scan_data():
+    """The file's bytes and where its first scan's entropy-coded data starts."""
     data = tf.io.decode_raw(encoded, tf.uint8)
-    start = sos + 2 + _big_endian16(data[sos + 2], data[sos + 3])
+    return data, sos + 2 + _big_endian16(data[sos + 2], data[sos + 3])
+
+  def restarts_missing():
+    data, start = scan_data()
     marker, following = data[start : n - 1], data[start + 1 : n]
     escaped = tf.equal(marker, 0xFF)
     restarts = tf.reduce_sum(tf.cast(escaped & (following >= 0xD0) & (following <= 0xD7), tf.int64))
@@ -528,8 +535,7 @@ def _jpeg_cut(encoded, image, header, ratio):
     return ~more_scans & (restarts < header["restarts"])
 
   def probe():
-    data = tf.io.decode_raw(encoded, tf.uint8)
-    start = sos + 2 + _big_endian16(data[sos + 2], data[sos + 3])
+    data, start = scan_data()
     hits = tf.equal(data[: n - 1], 0xFF) & tf.equal(data[1:n], 0xD9)
     hits &= tf.range(n - 1) >= start
     end = tf.argmax(tf.cast(hits, tf.int32), output_type=tf.int64)

@@ -247,15 +247,14 @@ class ServingModule(tf.Module):
     squares = preprocess.box_around_person(boxes, height, width)
     size = self.input_size
     input_from_image = preprocess.crop_matrix(squares, size)
+    sizes = tf.stack([height, width], 1)
     if self.scaled_decode:
       whole = header["png"] | header["progressive"]
-      ratios = decode_ratios(input_from_image, tf.stack([height, width], 1), whole)
+      ratios = decode_ratios(input_from_image, sizes, whole)
     else:
       ratios = tf.ones_like(names)
     input_from_decoded = input_from_image @ image_from_decoded(ratios)
-    decoded_sizes = (
-      tf.stack([height, width], 1) + tf.cast(ratios - 1, tf.int64)[:, None]
-    ) // tf.cast(ratios, tf.int64)[:, None]
+    decoded_sizes = image_guard.decoded_size(sizes, ratios)
     plan = preprocess.prefilter_plan(input_from_decoded, decoded_sizes, size)
 
     def one(args):
