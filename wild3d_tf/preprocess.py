@@ -150,8 +150,10 @@ def prefilter_plan(input_from_image, image_sizes, size: int):
   bool, whether the map shrinks ``ANTIALIAS_FROM`` times or more; "reduced"
   (B, 2) int32 (height, width) the rectangle's size at the output's scale;
   "input_from_pixels" (B, 3, 3) float64, the map from what ``reduce_region``
-  returns to the output grid. Worked out for a whole batch in one go, so
-  serving makes it before decoding, from the headers' sizes.
+  returns to the output grid: "input_from_reduced" where the plan
+  antialiases, "input_from_region" (from the rectangle itself) elsewhere.
+  Worked out for a whole batch in one go, so serving makes it before
+  decoding, from the headers' sizes, and ``warp_batch`` shares it.
   """
   matrices = tf.cast(input_from_image, tf.float64)
   extent = tf.cast(tf.reverse(image_sizes, [1]), tf.float64)  # (B, 2) width, height
@@ -167,16 +169,15 @@ def prefilter_plan(input_from_image, image_sizes, size: int):
     tf.concat([scale, tf.ones_like(scale[:, :1])], 1)
   )
   antialias = shrinks >= ANTIALIAS_FROM
+  input_from_reduced = input_from_region @ tf.linalg.inv(reduced_from_region)
   return {
     "start": tf.cast(low, tf.int32),
     "stop": tf.cast(high, tf.int32),
     "antialias": antialias,
     "reduced": tf.cast(tf.reverse(reduced, [1]), tf.int32),
-    "input_from_pixels": tf.where(
-      antialias[:, None, None],
-      input_from_region @ tf.linalg.inv(reduced_from_region),
-      input_from_region,
-    ),
+    "input_from_region": input_from_region,
+    "input_from_reduced": input_from_reduced,
+    "input_from_pixels": tf.where(antialias[:, None, None], input_from_reduced, input_from_region),
   }
 
 
@@ -379,8 +380,8 @@ def warp_batch(images, input_from_image, size: int, image_sizes=None):
   ``input_from_image`` (B, 3, 3) maps each image's pixels to output pixels: similarity maps
   (rotation, uniform scale, translation: ``crop_matrix``'s), which bound the reduced grid of
   the antialiasing below. The same computation as ``warp``'s, batched: the same region of each
-  image (``_regions``), the same antialiasing (the triangle filter of ``tf.image.resize`` to the
-  same reduced grid, here as two matrix products) where the map shrinks by ``ANTIALIAS_FROM``
+  image and reduced grid (``prefilter_plan``), the same antialiasing (the triangle filter of
+  ``tf.image.resize``, here as two matrix products) where the map shrinks by ``ANTIALIAS_FROM``
   or more, the same bilinear sampling (here gathers); it equals ``warp`` but for float
   rounding, which moves a value that lands on .5 by one grey level. Plain TF ops that XLA
   compiles, for the training step (``data.finish_batch``).
@@ -390,24 +391,14 @@ def warp_batch(images, input_from_image, size: int, image_sizes=None):
   shape = tf.shape(images)
   if image_sizes is None:
     image_sizes = tf.tile(shape[None, 1:3], [shape[0], 1])
-  extent = tf.cast(tf.reverse(image_sizes, [1]), tf.float64)  # (B, 2) width, height
-  shrinks = shrink(matrices)
-  # ``prefilter_plan``'s region of every image: the part the output grid reads, with its margin.
-  low, high = _regions(matrices, extent, size, 2.0 + tf.math.ceil(shrinks))
-  start = tf.cast(low, tf.int32)
-  lengths = tf.cast(high, tf.int32) - start  # (B, 2) width, height
-  input_from_pixels = matrices @ _translations(low)
-  direct = _sample_batch(images, input_from_pixels, size, start, lengths)
-  antialias = shrinks >= ANTIALIAS_FROM
+  plan = prefilter_plan(matrices, image_sizes, size)
+  start = plan["start"]
+  lengths = plan["stop"] - start  # (B, 2) width, height
+  direct = _sample_batch(images, plan["input_from_region"], size, start, lengths)
+  antialias = plan["antialias"]
 
   def antialiased():
-    lengths_f = tf.cast(lengths, tf.float64)
-    reduced = tf.maximum(tf.round(lengths_f / shrinks[:, None]), 1.0)
-    scale = reduced / lengths_f
-    ones = tf.ones_like(scale[:, :1])
-    reduced_from_pixels = _translations((scale - 1) / 2) @ tf.linalg.diag(
-      tf.concat([scale, ones], 1)
-    )
+    reduced = tf.reverse(plan["reduced"], [1])  # (B, 2) width, height
     # The reduced grid's sides: at most the image's over the least shrink, and for a
     # similarity map at most the output's diagonal and the margins over the shrink.
     bounds = []
@@ -419,8 +410,7 @@ def warp_batch(images, input_from_image, size: int, image_sizes=None):
     small = tf.einsum("brh,bhwc->brwc", rows, images)
     small = tf.einsum("bsw,brwc->brsc", columns, small)
     zero = tf.zeros_like(start)
-    source = input_from_pixels @ tf.linalg.inv(reduced_from_pixels)
-    return _sample_batch(small, source, size, zero, tf.cast(reduced, tf.int32))
+    return _sample_batch(small, plan["input_from_reduced"], size, zero, reduced)
 
   resampled = tf.cond(
     tf.reduce_any(antialias),
